@@ -1,0 +1,86 @@
+/*
+ * state.h — durable per-entity view state in RocksDB, with Kafka offsets.
+ *
+ * Layout (see state.c for the byte format): one RocksDB database per worker.
+ * Entity states are keyed by (view, version, partition, entity key), so that
+ * one partition's state can be iterated, snapshotted and restored alone and a
+ * backfill can build a new version of a view beside the serving one. The next
+ * offset of every consumed (topic, partition) and its watermark are stored in
+ * the same database and written in the same atomic write batch as the states
+ * they cover: that is the exactly-once guarantee.
+ *
+ * Threads: one writer (the ingest thread) calls the batch functions; any
+ * number of reader threads (serving) may call state_lookup/state_token at the
+ * same time. Readers only ever see committed batches.
+ */
+#ifndef STATE_H
+#define STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "sl_buf.h"
+
+typedef struct state_store state_store_t;
+typedef struct state_batch state_batch_t;
+
+typedef struct state_options {
+    bool create_if_missing;   /* default true */
+    bool read_only;           /* open a checkpoint / another worker's dir for reading */
+    size_t block_cache_bytes; /* 0 = default (64 MiB) */
+} state_options_t;
+
+/* Per-partition progress, written atomically with the states it covers. */
+typedef struct state_partition_progress {
+    char topic[256];
+    int32_t partition;
+    int64_t next_offset;      /* next offset to consume; -1 = none stored */
+    int64_t watermark_ms;     /* partition watermark at commit */
+} state_partition_progress_t;
+
+/* Opens (creating if asked) the state directory `dir`, with mode 0700, and
+ * takes an exclusive lock on it: a second process gets SL_EBUSY with a
+ * message naming the holder. Returns 0 or SL_EIO/SL_EBUSY/SL_ECORRUPT with
+ * errstr set. */
+int state_open(const char *dir, const state_options_t *opts, state_store_t **out,
+               char *errstr, size_t errsize);
+void state_close(state_store_t *st);
+
+/* Reads one entity's committed state bytes for a view into out (replacing its
+ * contents). The partition is found from the key; `partition` may be -1 to
+ * let the store locate it. Returns 0, SL_ENOTFOUND, or SL_ESTATE.
+ * Thread-safe. */
+int state_lookup(state_store_t *st, const char *view, int32_t partition,
+                 const void *key, size_t klen, sl_buf_t *out);
+
+/* Committed progress of every partition, for consistency tokens and restart.
+ * Fills up to max entries; returns how many exist. Thread-safe. */
+size_t state_progress(state_store_t *st, state_partition_progress_t *out, size_t max);
+
+/* Stored next offset for (topic, partition): 0 and *next_offset, or SL_ENOTFOUND. */
+int state_offset_get(state_store_t *st, const char *topic, int32_t partition,
+                     int64_t *next_offset, int64_t *watermark_ms);
+
+/* Arbitrary metadata (schema fingerprints, view versions): get/put strings. */
+int state_meta_get(state_store_t *st, const char *name, sl_buf_t *out);
+int state_meta_put(state_store_t *st, const char *name, const void *val, size_t len);
+
+/* A write batch: entity states and partition progress, applied atomically by
+ * state_batch_commit. The batch is reusable after commit. */
+state_batch_t *state_batch_new(void);
+void state_batch_free(state_batch_t *b);
+int state_batch_put(state_batch_t *b, const char *view, int32_t partition,
+                    const void *key, size_t klen, const void *val, size_t vlen);
+int state_batch_delete(state_batch_t *b, const char *view, int32_t partition,
+                       const void *key, size_t klen);
+int state_batch_progress(state_batch_t *b, const char *topic, int32_t partition,
+                         int64_t next_offset, int64_t watermark_ms);
+/* Writes the batch durably (WAL synced) and clears it. Returns 0 or SL_ESTATE
+ * (nothing of the batch applied). */
+int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t errsize);
+
+/* Snapshots: a RocksDB checkpoint of the whole store in `dir` (must not exist). */
+int state_checkpoint(state_store_t *st, const char *dir, char *errstr, size_t errsize);
+
+#endif
