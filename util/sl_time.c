@@ -38,7 +38,8 @@ int sl_duration_parse(const char *s, int allow_zero, int64_t *out_ms)
 
 char *sl_duration_format(int64_t ms, char *buf, size_t size)
 {
-    for (int i = (int)(sizeof units / sizeof units[0]) - 1; i >= 0; i--) {
+    /* Weeks are accepted on input but printed as days, as users write them. */
+    for (int i = (int)(sizeof units / sizeof units[0]) - 2; i >= 0; i--) {
         if (ms != 0 && ms % units[i].ms == 0) {
             snprintf(buf, size, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
             return buf;
