@@ -827,9 +827,9 @@ static int load_texts(const char *const *names, const char *const *texts, const 
         L.s->n_files++;
     }
     for (size_t i = 0; i < n; i++) {
-        if ((rc = sy_doc_load(&L.docs[i], L.s->files[i], texts[i], lens[i], errstr, errsize)))
-            goto fail;
-        L.n_docs++;
+        rc = sy_doc_load(&L.docs[i], L.s->files[i], texts[i], lens[i], errstr, errsize);
+        L.n_docs++;   /* even on failure: sy_doc_free releases what was loaded */
+        if (rc) goto fail;
     }
     if ((rc = load_docs(&L))) goto fail;
     for (size_t i = 0; i < L.n_docs; i++) sy_doc_free(&L.docs[i]);
