@@ -13,6 +13,7 @@ typedef int (*cmd_fn)(int argc, char **argv);
 
 #define SLUICE_COMMANDS(X)                                                            \
     X(check,        "validate schema files and print a summary")                      \
+    X(config,       "validate a config file, or list every option (--help, --markdown)") \
     X(ingest,       "consume Kafka sources into RocksDB state (exactly once)")        \
     X(serve,        "serve feature lookups over RESP and gRPC")                       \
     X(run,          "ingest and serve in one process")                                \
