@@ -1,0 +1,65 @@
+/*
+ * cache.h — the write-back cache of hot entity states.
+ *
+ * Entries are keyed by (view index, partition, entity key bytes) and own an
+ * agg_entity_t. An updated entry is put on the dirty list; the commit encodes
+ * the dirty list into one state batch and, once the batch is durable, marks
+ * the entries clean. Only clean entries are evicted (least recently used
+ * first), so an uncommitted change is never lost by eviction. A miss is
+ * filled by the caller from RocksDB once; after that events never touch the
+ * store until commit.
+ *
+ * Threads: owned by the ingest thread only.
+ */
+#ifndef INGEST_CACHE_H
+#define INGEST_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agg.h"
+
+typedef struct ingest_cache ingest_cache_t;
+
+typedef struct ingest_entry {
+    struct ingest_entry *hnext;            /* hash chain */
+    struct ingest_entry *lru_prev, *lru_next;
+    struct ingest_entry *dirty_next;
+    bool dirty;
+    uint64_t hash;
+    agg_entity_t *ent;                     /* owned */
+    int32_t view;
+    int32_t partition;
+    uint32_t klen;
+    unsigned char key[];
+} ingest_entry_t;
+
+/* NULL on allocation failure. */
+ingest_cache_t *ingest_cache_new(size_t max_entities);
+void ingest_cache_free(ingest_cache_t *c);
+
+/* Finds an entry and marks it most recently used; NULL if absent. */
+ingest_entry_t *ingest_cache_find(ingest_cache_t *c, int32_t view, int32_t partition,
+                                  const void *key, size_t klen);
+/* Inserts a new entry (must be absent) taking ownership of ent; NULL on
+ * allocation failure (ent is then still the caller's). */
+ingest_entry_t *ingest_cache_insert(ingest_cache_t *c, int32_t view, int32_t partition,
+                                    const void *key, size_t klen, agg_entity_t *ent);
+void ingest_cache_mark_dirty(ingest_cache_t *c, ingest_entry_t *e);
+
+/* The dirty entries, as a list through dirty_next. */
+ingest_entry_t *ingest_cache_dirty(ingest_cache_t *c);
+size_t ingest_cache_dirty_count(const ingest_cache_t *c);
+/* After a durable commit: every dirty entry becomes clean. */
+void ingest_cache_clear_dirty(ingest_cache_t *c);
+/* Evicts clean entries, oldest first, until at most max_entities remain (or
+ * only dirty ones are left). Returns how many were evicted. */
+size_t ingest_cache_evict(ingest_cache_t *c);
+/* Drops every entry (dirty or not) for which pred says true. Used when a
+ * partition is revoked: its uncommitted changes belong to the next owner. */
+size_t ingest_cache_drop_if(ingest_cache_t *c,
+                            bool (*pred)(int32_t view, int32_t partition, void *arg), void *arg);
+size_t ingest_cache_count(const ingest_cache_t *c);
+
+#endif

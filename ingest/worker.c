@@ -1,0 +1,872 @@
+/*
+ * worker.c — the ingest worker (contract and partition state machine in
+ * ingest.h).
+ *
+ * Exactly once, concretely:
+ *   - a message is applied only if its partition is assigned and its offset is
+ *     >= the partition's next_offset (a stale or duplicate delivery is
+ *     dropped), and applying it advances next_offset to offset + 1;
+ *   - next_offset, the watermark, the persisted counters and every entity
+ *     state changed since the last commit are written in one state batch, so
+ *     RocksDB always holds the result of applying exactly the messages below
+ *     next_offset;
+ *   - on assignment the consumer is positioned at the stored next_offset (or
+ *     the earliest offset if none), and the cache holds nothing of the
+ *     partition (entries are dropped on revocation), so what runs after a
+ *     crash or a move starts from exactly that committed point.
+ * Dead letters are produced (idempotent producer) and flushed before the
+ * commit that covers them: at least once, duplicated only by a crash between
+ * the flush and the commit.
+ *
+ * Threads: everything here runs on the thread calling ingest_worker_run
+ * (librdkafka calls the rebalance callback from rd_kafka_consumer_poll on
+ * that thread). ingest_worker_stop only stores an atomic flag; the stats are
+ * atomics read by other threads.
+ */
+#include "ingest.h"
+#include "cache.h"
+#include "entity_key.h"
+#include "watermark.h"
+
+#include "agg.h"
+#include "sl_buf.h"
+#include "sl_err.h"
+#include "sl_time.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RELAXED memory_order_relaxed
+#define STAT_ADD(field, n) atomic_fetch_add_explicit(&(field), (uint64_t)(n), RELAXED)
+#define STAT_SET(field, v) atomic_store_explicit(&(field), (uint64_t)(v), RELAXED)
+
+typedef struct part {
+    bool known;               /* slot in use (assigned at least once) */
+    bool assigned;
+    bool touched;             /* progress moved since the last commit */
+    bool at_eof;
+    int64_t next_offset;      /* next offset to apply; -1 = from the start */
+    ingest_wm_t wm;
+    ingest_counts_t counts;   /* persisted totals */
+} part_t;
+
+typedef struct topic_ent {
+    const char *name;         /* the source's topic (borrowed from the schema) */
+    int source;
+    int *views;               /* views fed by the source */
+    size_t n_views;
+    part_t *parts;            /* indexed by partition id */
+    size_t n_parts;
+} topic_ent_t;
+
+struct ingest_worker {
+    const sl_config_t *cfg;
+    const schema_t *schema;
+    state_store_t *st;
+    ingest_options_t opts;
+    int log_level;            /* 0 debug, 1 info, 2 warn, 3 error */
+
+    agg_plan_t **plans;       /* per view */
+    int *view_topic;          /* per view: index into topics, -1 if the view's source is idle */
+    ingest_decoder_t **decoders;   /* per source */
+    topic_ent_t *topics;
+    size_t n_topics;
+
+    rd_kafka_t *rk;           /* consumer */
+    rd_kafka_t *dlq;          /* dead-letter producer or NULL */
+
+    ingest_cache_t *cache;
+    state_batch_t *batch;
+    sl_buf_t key, enc, lookup;
+    agg_input_t keyvals[16];
+
+    atomic_bool stop;
+    int fatal;                /* first fatal error, stops the loop */
+    char fatal_msg[512];
+    ingest_stats_t stats;
+};
+
+/* ---- logging --------------------------------------------------------- */
+
+static void wlog(ingest_worker_t *w, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void wlog(ingest_worker_t *w, int level, const char *fmt, ...)
+{
+    static const char *const names[] = { "debug", "info", "warn", "error" };
+    if (level < w->log_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "sluice ingest [%s] %s\n", names[level], msg);
+}
+
+static void set_fatal(ingest_worker_t *w, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_fatal(ingest_worker_t *w, int rc, const char *fmt, ...)
+{
+    if (w->fatal) return;
+    w->fatal = rc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->fatal_msg, sizeof w->fatal_msg, fmt, ap);
+    va_end(ap);
+    wlog(w, 3, "%s", w->fatal_msg);
+}
+
+/* ---- counters record ------------------------------------------------- */
+
+#define COUNTS_VERSION 1
+
+static int counts_encode(const ingest_counts_t *c, sl_buf_t *b)
+{
+    int rc = sl_buf_put_u8(b, COUNTS_VERSION);
+    rc = rc ? rc : sl_buf_put_varint(b, INGEST_BAD__COUNT);
+    rc = rc ? rc : sl_buf_put_varint(b, c->messages);
+    rc = rc ? rc : sl_buf_put_varint(b, c->good);
+    rc = rc ? rc : sl_buf_put_varint(b, c->late);
+    for (int i = 1; i < INGEST_BAD__COUNT && !rc; i++) rc = sl_buf_put_varint(b, c->bad[i]);
+    return rc;
+}
+
+static int counts_decode(const void *p, size_t n, ingest_counts_t *c)
+{
+    sl_reader_t r;
+    uint8_t ver;
+    uint64_t nbad;
+    memset(c, 0, sizeof *c);
+    sl_reader_init(&r, p, n);
+    if (sl_read_u8(&r, &ver) || ver != COUNTS_VERSION) return SL_ECORRUPT;
+    if (sl_read_varint(&r, &nbad) || sl_read_varint(&r, &c->messages) ||
+        sl_read_varint(&r, &c->good) || sl_read_varint(&r, &c->late))
+        return SL_ECORRUPT;
+    for (uint64_t i = 1; i < nbad; i++) {
+        uint64_t v;
+        if (sl_read_varint(&r, &v)) return SL_ECORRUPT;
+        if (i < INGEST_BAD__COUNT) c->bad[i] = v;
+    }
+    return 0;
+}
+
+int ingest_counts_load(state_store_t *st, const char *topic, int32_t partition,
+                       ingest_counts_t *out)
+{
+    sl_buf_t b = SL_BUF_INIT;
+    memset(out, 0, sizeof *out);
+    int rc = state_lookup(st, INGEST_COUNTS_VIEW, partition, topic, strlen(topic), &b);
+    if (rc == 0) rc = counts_decode(b.data, b.len, out);
+    sl_buf_free(&b);
+    return rc;
+}
+
+/* ---- partitions ------------------------------------------------------ */
+
+static topic_ent_t *topic_find(ingest_worker_t *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_topics; i++)
+        if (strcmp(w->topics[i].name, name) == 0) return &w->topics[i];
+    return NULL;
+}
+
+static part_t *part_slot(topic_ent_t *t, int32_t partition, bool create)
+{
+    if (partition < 0) return NULL;
+    if ((size_t)partition >= t->n_parts) {
+        if (!create) return NULL;
+        size_t n = (size_t)partition + 1;
+        part_t *np = realloc(t->parts, n * sizeof *np);
+        if (!np) return NULL;
+        memset(np + t->n_parts, 0, (n - t->n_parts) * sizeof *np);
+        t->parts = np;
+        t->n_parts = n;
+    }
+    return &t->parts[partition];
+}
+
+/* ---- commit ---------------------------------------------------------- */
+
+/* Writes every dirty entity and every moved partition in one batch. Returns 0
+ * (also when there was nothing to do) or a negative code; on failure nothing
+ * was written and everything stays dirty for the next attempt. */
+static int worker_commit(ingest_worker_t *w)
+{
+    char err[512] = "";
+    int rc = 0;
+    if (w->fatal) return w->fatal;   /* the cache may hold a half-applied event */
+    bool any = ingest_cache_dirty_count(w->cache) > 0;
+    for (size_t t = 0; t < w->n_topics && !any; t++)
+        for (size_t p = 0; p < w->topics[t].n_parts && !any; p++)
+            any = w->topics[t].parts[p].touched;
+    if (!any) return 0;
+
+    if (w->dlq) {
+        rd_kafka_flush(w->dlq, 10000);
+        if (rd_kafka_outq_len(w->dlq) > 0) {
+            wlog(w, 2, "dead-letter topic: %d messages undelivered, commit postponed",
+                 rd_kafka_outq_len(w->dlq));
+            STAT_ADD(w->stats.commit_errors, 1);
+            return SL_EKAFKA;
+        }
+    }
+
+    state_batch_clear(w->batch);
+    size_t n_ent = 0;
+    for (ingest_entry_t *e = ingest_cache_dirty(w->cache); e; e = e->dirty_next) {
+        const schema_view_t *view = &w->schema->views[e->view];
+        topic_ent_t *t = &w->topics[w->view_topic[e->view]];
+        part_t *p = part_slot(t, e->partition, false);
+        if (p) agg_entity_expire(w->plans[e->view], e->ent, ingest_wm_accept_from(&p->wm));
+        sl_buf_reset(&w->enc);
+        if ((rc = agg_entity_encode(w->plans[e->view], e->ent, &w->enc)) != 0 ||
+            (rc = state_batch_put(w->batch, view->name, e->partition, e->key, e->klen,
+                                  w->enc.data, w->enc.len)) != 0)
+            goto fail;
+        n_ent++;
+    }
+    for (size_t ti = 0; ti < w->n_topics; ti++) {
+        topic_ent_t *t = &w->topics[ti];
+        for (size_t pi = 0; pi < t->n_parts; pi++) {
+            part_t *p = &t->parts[pi];
+            if (!p->touched) continue;
+            sl_buf_reset(&w->enc);
+            if ((rc = state_batch_progress(w->batch, t->name, (int32_t)pi, p->next_offset,
+                                           ingest_wm_watermark(&p->wm))) != 0 ||
+                (rc = counts_encode(&p->counts, &w->enc)) != 0 ||
+                (rc = state_batch_put(w->batch, INGEST_COUNTS_VIEW, (int32_t)pi, t->name,
+                                      strlen(t->name), w->enc.data, w->enc.len)) != 0)
+                goto fail;
+        }
+    }
+
+    int64_t t0 = sl_mono_ns();
+    rc = state_batch_commit(w->st, w->batch, err, sizeof err);
+    uint64_t us = (uint64_t)((sl_mono_ns() - t0) / 1000);
+    if (rc) goto fail;
+
+    STAT_ADD(w->stats.commits, 1);
+    STAT_SET(w->stats.commit_us_last, us);
+    STAT_ADD(w->stats.commit_us_sum, us);
+    if (us > atomic_load_explicit(&w->stats.commit_us_max, RELAXED))
+        STAT_SET(w->stats.commit_us_max, us);
+    STAT_ADD(w->stats.committed_entities, n_ent);
+    ingest_cache_clear_dirty(w->cache);
+    STAT_ADD(w->stats.cache_evictions, ingest_cache_evict(w->cache));
+    STAT_SET(w->stats.cache_entries, ingest_cache_count(w->cache));
+
+    /* Kafka's committed offsets: for lag monitoring only, never read back. */
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
+    for (size_t ti = 0; ti < w->n_topics; ti++) {
+        topic_ent_t *t = &w->topics[ti];
+        for (size_t pi = 0; pi < t->n_parts; pi++) {
+            part_t *p = &t->parts[pi];
+            if (!p->touched) continue;
+            p->touched = false;
+            if (p->assigned && p->next_offset >= 0)
+                rd_kafka_topic_partition_list_add(offs, t->name, (int32_t)pi)->offset = p->next_offset;
+        }
+    }
+    if (offs->cnt > 0) rd_kafka_commit(w->rk, offs, 1);
+    rd_kafka_topic_partition_list_destroy(offs);
+    return 0;
+
+fail:
+    state_batch_clear(w->batch);
+    STAT_ADD(w->stats.commit_errors, 1);
+    wlog(w, 3, "state commit failed (%s)%s%s; will retry", sl_strerror(rc), err[0] ? ": " : "", err);
+    return rc;
+}
+
+/* ---- rebalance ------------------------------------------------------- */
+
+struct drop_arg { ingest_worker_t *w; const rd_kafka_topic_partition_list_t *parts; };
+
+static bool drop_pred(int32_t view, int32_t partition, void *arg)
+{
+    struct drop_arg *a = arg;
+    topic_ent_t *t = &a->w->topics[a->w->view_topic[view]];
+    for (int i = 0; i < a->parts->cnt; i++)
+        if (a->parts->elems[i].partition == partition && strcmp(a->parts->elems[i].topic, t->name) == 0)
+            return true;
+    return false;
+}
+
+static void on_assign(ingest_worker_t *w, rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        topic_ent_t *t = topic_find(w, tp->topic);
+        part_t *p = t ? part_slot(t, tp->partition, true) : NULL;
+        if (!p) {
+            set_fatal(w, SL_ENOMEM, "out of memory on assignment of %s/%d", tp->topic, tp->partition);
+            return;
+        }
+        const schema_source_t *src = &w->schema->sources[t->source];
+        int64_t next = -1, wm = INGEST_WM_NONE;
+        int rc = state_offset_get(w->st, tp->topic, tp->partition, &next, &wm);
+        if (rc != 0 && rc != SL_ENOTFOUND) {
+            set_fatal(w, SL_ESTATE, "cannot read stored offset of %s/%d: %s",
+                      tp->topic, tp->partition, sl_strerror(rc));
+            return;
+        }
+        memset(p, 0, sizeof *p);
+        p->known = p->assigned = true;
+        ingest_wm_init(&p->wm, src->watermark_delay_ms, src->allowed_lateness_ms);
+        if (rc == 0 && next >= 0) {
+            p->next_offset = next;
+            ingest_wm_restore(&p->wm, wm);
+            tp->offset = next;
+        } else {
+            p->next_offset = -1;
+            tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+        }
+        rc = ingest_counts_load(w->st, tp->topic, tp->partition, &p->counts);
+        if (rc != 0 && rc != SL_ENOTFOUND) {
+            set_fatal(w, rc, "cannot read counters of %s/%d: %s", tp->topic, tp->partition,
+                      sl_strerror(rc));
+            return;
+        }
+        wlog(w, 1, "assigned %s/%d from %s %lld", tp->topic, tp->partition,
+             p->next_offset >= 0 ? "stored offset" : "the beginning",
+             (long long)(p->next_offset >= 0 ? p->next_offset : 0));
+    }
+}
+
+static void on_revoke(ingest_worker_t *w, rd_kafka_topic_partition_list_t *parts)
+{
+    /* Commit what we have before letting go; if that fails, the uncommitted
+     * changes are dropped below and the next owner replays them. */
+    if (!rd_kafka_assignment_lost(w->rk)) worker_commit(w);
+    struct drop_arg a = { w, parts };
+    ingest_cache_drop_if(w->cache, drop_pred, &a);
+    for (int i = 0; i < parts->cnt; i++) {
+        topic_ent_t *t = topic_find(w, parts->elems[i].topic);
+        part_t *p = t ? part_slot(t, parts->elems[i].partition, false) : NULL;
+        if (p) { p->assigned = false; p->touched = false; p->at_eof = false; }
+        wlog(w, 1, "revoked %s/%d", parts->elems[i].topic, parts->elems[i].partition);
+    }
+    STAT_SET(w->stats.cache_entries, ingest_cache_count(w->cache));
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    ingest_worker_t *w = opaque;
+    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    STAT_ADD(w->stats.rebalances, 1);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        on_assign(w, parts);
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e) { wlog(w, 3, "incremental assign: %s", rd_kafka_error_string(e)); rd_kafka_error_destroy(e); }
+        } else {
+            rd_kafka_assign(rk, parts);
+        }
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        on_revoke(w, parts);
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+            if (e) { wlog(w, 3, "incremental unassign: %s", rd_kafka_error_string(e)); rd_kafka_error_destroy(e); }
+        } else {
+            rd_kafka_assign(rk, NULL);
+        }
+    } else {
+        wlog(w, 3, "rebalance error: %s", rd_kafka_err2str(err));
+        on_revoke(w, parts);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* ---- dead letters ---------------------------------------------------- */
+
+static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    ingest_worker_t *w = opaque;
+    if (m->err) {
+        STAT_ADD(w->stats.dead_letter_errors, 1);
+        wlog(w, 3, "dead-letter delivery failed: %s", rd_kafka_err2str(m->err));
+    } else {
+        STAT_ADD(w->stats.dead_letters, 1);
+    }
+}
+
+static void dlq_produce(ingest_worker_t *w, const rd_kafka_message_t *m, ingest_bad_t reason)
+{
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%d", (int)m->partition);
+    snprintf(off, sizeof off, "%lld", (long long)m->offset);
+    for (int attempt = 0;; attempt++) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            w->dlq, RD_KAFKA_V_TOPIC(w->cfg->dead_letter_topic),
+            RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADER("sluice.reason", ingest_bad_name(reason), -1),
+            RD_KAFKA_V_HEADER("sluice.topic", rd_kafka_topic_name(m->rkt), -1),
+            RD_KAFKA_V_HEADER("sluice.partition", part, -1),
+            RD_KAFKA_V_HEADER("sluice.offset", off, -1), RD_KAFKA_V_END);
+        if (!err) return;
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || attempt > 1000) {
+            STAT_ADD(w->stats.dead_letter_errors, 1);
+            wlog(w, 3, "dead-letter produce failed: %s", rd_kafka_err2str(err));
+            return;
+        }
+        rd_kafka_poll(w->dlq, 10);
+    }
+}
+
+/* ---- the event path -------------------------------------------------- */
+
+static agg_entity_t *entity_load(ingest_worker_t *w, int view, int32_t partition)
+{
+    agg_entity_t *ent = NULL;
+    const schema_view_t *v = &w->schema->views[view];
+    int rc = state_lookup(w->st, v->name, partition, w->key.data, w->key.len, &w->lookup);
+    if (rc == SL_ENOTFOUND) {
+        ent = agg_entity_new(w->plans[view]);
+        if (!ent) set_fatal(w, SL_ENOMEM, "out of memory creating an entity of view '%s'", v->name);
+        return ent;
+    }
+    if (rc != 0) {
+        set_fatal(w, SL_ESTATE, "state lookup failed for view '%s': %s", v->name, sl_strerror(rc));
+        return NULL;
+    }
+    rc = agg_entity_decode(w->plans[view], w->lookup.data, w->lookup.len, &ent);
+    if (rc != 0)
+        set_fatal(w, rc, "stored state of view '%s' partition %d cannot be decoded: %s",
+                  v->name, partition, sl_strerror(rc));
+    return ent;
+}
+
+static void apply_views(ingest_worker_t *w, topic_ent_t *t, part_t *p, int32_t partition,
+                        const ingest_record_t *rec)
+{
+    agg_event_t ev = { rec->time_ms, rec->fields, rec->n_fields };
+    int64_t accept_from = ingest_wm_accept_from(&p->wm);
+    for (size_t i = 0; i < t->n_views; i++) {
+        int vi = t->views[i];
+        const schema_view_t *view = &w->schema->views[vi];
+        if (!ingest_filter_match(&view->filter, rec->fields)) continue;
+        const schema_entity_t *ent = &w->schema->entities[view->entity];
+        for (size_t k = 0; k < ent->n_keys; k++) w->keyvals[k] = rec->fields[view->key_fields[k]];
+        sl_buf_reset(&w->key);
+        int rc = ingest_key_encode(&w->key, ent->key_types, w->keyvals, ent->n_keys);
+        if (rc == SL_ENOMEM) { set_fatal(w, rc, "out of memory encoding a key"); return; }
+        if (rc != 0) continue;   /* cannot happen after decode; be safe */
+        ingest_entry_t *e = ingest_cache_find(w->cache, vi, partition, w->key.data, w->key.len);
+        if (!e) {
+            agg_entity_t *a = entity_load(w, vi, partition);
+            if (!a) return;
+            e = ingest_cache_insert(w->cache, vi, partition, w->key.data, w->key.len, a);
+            if (!e) {
+                agg_entity_free(a);
+                set_fatal(w, SL_ENOMEM, "out of memory growing the entity cache");
+                return;
+            }
+        }
+        rc = agg_entity_update(w->plans[vi], e->ent, &ev, accept_from);
+        if (rc == SL_ENOMEM) { set_fatal(w, rc, "out of memory updating view '%s'", view->name); return; }
+        if (rc == 0) {
+            ingest_cache_mark_dirty(w->cache, e);
+            STAT_ADD(w->stats.view_events[vi], 1);
+        }
+    }
+}
+
+static void handle_message(ingest_worker_t *w, rd_kafka_message_t *m)
+{
+    topic_ent_t *t = topic_find(w, rd_kafka_topic_name(m->rkt));
+    part_t *p = t ? part_slot(t, m->partition, false) : NULL;
+    if (m->err) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (p) p->at_eof = true;
+        } else if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+            char buf[256];
+            rd_kafka_fatal_error(w->rk, buf, sizeof buf);
+            set_fatal(w, SL_EKAFKA, "fatal Kafka error: %s", buf);
+        } else {
+            wlog(w, 2, "consumer: %s", rd_kafka_message_errstr(m));
+        }
+        return;
+    }
+    if (!p || !p->assigned) return;                        /* stale delivery */
+    if (p->next_offset >= 0 && m->offset < p->next_offset) return;   /* already applied */
+
+    const int source = t->source;
+    ingest_record_t rec;
+    char why[256];
+    STAT_ADD(w->stats.messages, 1);
+    p->counts.messages++;
+    ingest_bad_t bad = ingest_decode(w->decoders[source], m->payload, m->payload ? m->len : 0,
+                                     &rec, why, sizeof why);
+    if (bad != INGEST_OK) {
+        STAT_ADD(w->stats.bad[bad], 1);
+        p->counts.bad[bad]++;
+        wlog(w, 0, "%s/%d@%lld skipped: %s: %s", t->name, m->partition, (long long)m->offset,
+             ingest_bad_name(bad), why);
+        if (w->dlq) dlq_produce(w, m, bad);
+    } else {
+        STAT_ADD(w->stats.source_events[source], 1);
+        p->counts.good++;
+        if (ingest_wm_observe_is_late(&p->wm, rec.time_ms)) {
+            STAT_ADD(w->stats.late, 1);
+            p->counts.late++;
+        } else {
+            apply_views(w, t, p, m->partition, &rec);
+            if (w->fatal) return;   /* not applied: next_offset stays, nothing commits past it */
+        }
+    }
+    p->next_offset = m->offset + 1;
+    p->touched = true;
+    p->at_eof = false;
+}
+
+static bool all_at_eof(ingest_worker_t *w)
+{
+    size_t n = 0;
+    for (size_t ti = 0; ti < w->n_topics; ti++) {
+        topic_ent_t *t = &w->topics[ti];
+        for (size_t pi = 0; pi < t->n_parts; pi++) {
+            if (!t->parts[pi].assigned) continue;
+            if (!t->parts[pi].at_eof) return false;
+            n++;
+        }
+    }
+    return n > 0;
+}
+
+/* ---- setup ----------------------------------------------------------- */
+
+static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
+{
+    sl_buf_t cur = SL_BUF_INIT, changed = SL_BUF_INIT;
+    int rc = 0;
+    const char *first = NULL;
+    for (size_t v = 0; v < w->schema->n_views; v++) {
+        const schema_view_t *view = &w->schema->views[v];
+        char name[512], fp[32];
+        snprintf(name, sizeof name, "view.%s.fingerprint", view->name);
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
+        sl_buf_reset(&cur);
+        int g = state_meta_get(w->st, name, &cur);
+        if (g == SL_ENOTFOUND) continue;
+        if (g != 0) { rc = SL_ESTATE; snprintf(errstr, errsize, "cannot read %s: %s", name, sl_strerror(g)); goto out; }
+        if (cur.len != strlen(fp) || memcmp(cur.data, fp, cur.len) != 0) {
+            if (!first) first = view->name;
+            sl_buf_printf(&changed, "%s'%s' (stored %.*s, now %s)", changed.len ? ", " : "",
+                          view->name, (int)cur.len, (const char *)cur.data, fp);
+        }
+    }
+    if (first) {
+        rc = SL_ESCHEMA;
+        snprintf(errstr, errsize,
+                 "the definition of feature view %.*s changed since its state was built; "
+                 "refusing to mix old and new state. Rebuild it with "
+                 "`sluice backfill -c CONFIG --view %s` (once per changed view) before starting ingest",
+                 (int)changed.len, (const char *)changed.data, first);
+        goto out;
+    }
+    for (size_t v = 0; v < w->schema->n_views; v++) {
+        const schema_view_t *view = &w->schema->views[v];
+        char name[512], fp[32];
+        snprintf(name, sizeof name, "view.%s.fingerprint", view->name);
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
+        sl_buf_reset(&cur);
+        if (state_meta_get(w->st, name, &cur) == 0) continue;
+        if (state_meta_put(w->st, name, fp, strlen(fp)) != 0) {
+            rc = SL_ESTATE;
+            snprintf(errstr, errsize, "cannot record the fingerprint of view '%s'", view->name);
+            goto out;
+        }
+        wlog(w, 1, "view '%s': new, fingerprint %s recorded", view->name, fp);
+    }
+out:
+    sl_buf_free(&cur);
+    sl_buf_free(&changed);
+    return rc;
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t errsize)
+{
+    char e[256];
+    if (rd_kafka_conf_set(conf, k, v, e, sizeof e) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errsize, "kafka option %s=%s: %s", k, v, e);
+        return SL_EINVAL;
+    }
+    return 0;
+}
+
+static rd_kafka_conf_t *kafka_conf(ingest_worker_t *w, char *errstr, size_t errsize)
+{
+    const sl_config_t *cfg = w->cfg;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", cfg->brokers ? cfg->brokers : "", errstr, errsize))
+        goto fail;
+    for (size_t i = 0; i < cfg->n_kafka; i++)
+        if (conf_set(conf, cfg->kafka_keys[i], cfg->kafka_values[i], errstr, errsize)) goto fail;
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static int kafka_setup(ingest_worker_t *w, char *errstr, size_t errsize)
+{
+    char e[512];
+    rd_kafka_conf_t *conf = kafka_conf(w, errstr, errsize);
+    if (!conf) return SL_EINVAL;
+    /* Forced last: exactly-once depends on them, kafka.* cannot override. */
+    if (conf_set(conf, "group.id", w->cfg->group_id ? w->cfg->group_id : "sluice", errstr, errsize) ||
+        conf_set(conf, "enable.auto.commit", "false", errstr, errsize) ||
+        conf_set(conf, "enable.auto.offset.store", "false", errstr, errsize) ||
+        conf_set(conf, "isolation.level", "read_committed", errstr, errsize) ||
+        conf_set(conf, "auto.offset.reset", "earliest", errstr, errsize) ||
+        conf_set(conf, "enable.partition.eof", w->opts.exit_at_eof ? "true" : "false", errstr, errsize)) {
+        rd_kafka_conf_destroy(conf);
+        return SL_EINVAL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, w);
+    w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
+    if (!w->rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errsize, "cannot create the Kafka consumer: %s", e);
+        return SL_EKAFKA;
+    }
+    rd_kafka_poll_set_consumer(w->rk);
+
+    if (w->cfg->dead_letter_topic && w->cfg->dead_letter_topic[0]) {
+        conf = kafka_conf(w, errstr, errsize);
+        if (!conf) return SL_EINVAL;
+        if (conf_set(conf, "enable.idempotence", "true", errstr, errsize) ||
+            conf_set(conf, "linger.ms", "5", errstr, errsize)) {
+            rd_kafka_conf_destroy(conf);
+            return SL_EINVAL;
+        }
+        rd_kafka_conf_set_dr_msg_cb(conf, dlq_dr_cb);
+        rd_kafka_conf_set_opaque(conf, w);
+        w->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+        if (!w->dlq) {
+            rd_kafka_conf_destroy(conf);
+            snprintf(errstr, errsize, "cannot create the dead-letter producer: %s", e);
+            return SL_EKAFKA;
+        }
+    }
+    return 0;
+}
+
+static int level_of(const char *s)
+{
+    if (!s) return 1;
+    if (!strcmp(s, "debug")) return 0;
+    if (!strcmp(s, "warn")) return 2;
+    if (!strcmp(s, "error")) return 3;
+    return 1;
+}
+
+int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_store_t *st,
+                      const ingest_options_t *opts, ingest_worker_t **out,
+                      char *errstr, size_t errsize)
+{
+    int rc = SL_ENOMEM;
+    ingest_worker_t *w = calloc(1, sizeof *w);
+    *out = NULL;
+    if (!w) return SL_ENOMEM;
+    w->cfg = cfg;
+    w->schema = schema;
+    w->st = st;
+    if (opts) w->opts = *opts;
+    w->log_level = level_of(cfg->log_level);
+    atomic_init(&w->stop, false);
+
+    size_t nv = schema->n_views, ns = schema->n_sources;
+    w->plans = calloc(nv ? nv : 1, sizeof *w->plans);
+    w->view_topic = calloc(nv ? nv : 1, sizeof *w->view_topic);
+    w->decoders = calloc(ns ? ns : 1, sizeof *w->decoders);
+    w->topics = calloc(ns ? ns : 1, sizeof *w->topics);
+    w->stats.source_events = calloc(ns ? ns : 1, sizeof *w->stats.source_events);
+    w->stats.view_events = calloc(nv ? nv : 1, sizeof *w->stats.view_events);
+    w->stats.n_sources = ns;
+    w->stats.n_views = nv;
+    w->cache = ingest_cache_new(cfg->cache_max_entities > 0 ? (size_t)cfg->cache_max_entities : 1);
+    w->batch = state_batch_new();
+    if (!w->plans || !w->view_topic || !w->decoders || !w->topics || !w->stats.source_events ||
+        !w->stats.view_events || !w->cache || !w->batch)
+        goto fail;
+
+    for (size_t v = 0; v < nv; v++) {
+        w->view_topic[v] = -1;
+        const schema_entity_t *ent = &schema->entities[schema->views[v].entity];
+        if (ent->n_keys > sizeof w->keyvals / sizeof w->keyvals[0]) {
+            rc = SL_EINVAL;
+            snprintf(errstr, errsize, "entity '%s': more than 16 key components", ent->name);
+            goto fail;
+        }
+        if ((rc = agg_plan_new(schema, (int)v, &w->plans[v], errstr, errsize)) != 0) goto fail;
+    }
+    /* One topic entry per source that feeds at least one view. */
+    for (size_t s = 0; s < ns; s++) {
+        const schema_source_t *src = &schema->sources[s];
+        size_t n = 0;
+        for (size_t v = 0; v < nv; v++) n += schema->views[v].source == (int)s;
+        if (n == 0) continue;
+        if (topic_find(w, src->topic)) {
+            rc = SL_EINVAL;
+            snprintf(errstr, errsize,
+                     "source '%s': topic '%s' is read by another source too; one source per topic is supported",
+                     src->name, src->topic);
+            goto fail;
+        }
+        topic_ent_t *t = &w->topics[w->n_topics];
+        t->name = src->topic;
+        t->source = (int)s;
+        if (!(t->views = calloc(n, sizeof *t->views))) { rc = SL_ENOMEM; goto fail; }
+        for (size_t v = 0; v < nv; v++)
+            if (schema->views[v].source == (int)s) {
+                t->views[t->n_views++] = (int)v;
+                w->view_topic[v] = (int)w->n_topics;
+            }
+        w->n_topics++;
+        size_t maxb = cfg->max_message_bytes > 0 ? (size_t)cfg->max_message_bytes : 0;
+        if ((rc = ingest_decoder_new(schema, (int)s, maxb, &w->decoders[s], errstr, errsize)) != 0)
+            goto fail;
+    }
+    if (w->n_topics == 0) {
+        rc = SL_EINVAL;
+        snprintf(errstr, errsize, "the schema has no feature view: nothing to ingest");
+        goto fail;
+    }
+    if ((rc = check_fingerprints(w, errstr, errsize)) != 0) goto fail;
+    if ((rc = kafka_setup(w, errstr, errsize)) != 0) goto fail;
+    *out = w;
+    return 0;
+fail:
+    if (rc == SL_ENOMEM && errstr && errsize && !errstr[0]) snprintf(errstr, errsize, "out of memory");
+    ingest_worker_free(w);
+    return rc;
+}
+
+/* ---- run ------------------------------------------------------------- */
+
+int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
+{
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)w->n_topics);
+    for (size_t i = 0; i < w->n_topics; i++)
+        rd_kafka_topic_partition_list_add(subs, w->topics[i].name, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(w->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        snprintf(errstr, errsize, "subscribe failed: %s", rd_kafka_err2str(err));
+        return SL_EKAFKA;
+    }
+    const int64_t interval_ns = (w->cfg->commit_interval_ms > 0 ? w->cfg->commit_interval_ms : 1000) * 1000000LL;
+    int64_t next_commit = sl_mono_ns() + interval_ns;
+    int64_t log_every = w->opts.progress_log_ms * 1000000LL;
+    int64_t next_log = sl_mono_ns() + log_every;
+    unsigned n = 0;
+
+    while (!atomic_load_explicit(&w->stop, RELAXED) && !w->fatal) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 100);
+        bool check_eof = m == NULL;
+        if (m) {
+            check_eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+            handle_message(w, m);
+            rd_kafka_message_destroy(m);
+        }
+        if (w->dlq && (m == NULL || (++n & 1023) == 0)) rd_kafka_poll(w->dlq, 0);
+        int64_t now = sl_mono_ns();
+        if (now >= next_commit) {
+            if (!w->fatal) worker_commit(w);
+            next_commit = now + interval_ns;
+        }
+        if (log_every > 0 && now >= next_log) {
+            wlog(w, 1, "progress: %llu messages, %llu commits, %llu late, cache %llu",
+                 (unsigned long long)atomic_load(&w->stats.messages),
+                 (unsigned long long)atomic_load(&w->stats.commits),
+                 (unsigned long long)atomic_load(&w->stats.late),
+                 (unsigned long long)atomic_load(&w->stats.cache_entries));
+            next_log = now + log_every;
+        }
+        if (w->opts.exit_at_eof && check_eof && all_at_eof(w)) break;
+    }
+
+    int rc = 0;
+    if (!w->fatal) {
+        for (int attempt = 0; (rc = worker_commit(w)) != 0 && attempt < 5; attempt++)
+            ;
+    }
+    rd_kafka_consumer_close(w->rk);   /* runs the revoke callback: commits nothing new */
+    if (w->dlq) rd_kafka_flush(w->dlq, 10000);
+    if (w->fatal) {
+        snprintf(errstr, errsize, "%s", w->fatal_msg);
+        return w->fatal;
+    }
+    if (rc) snprintf(errstr, errsize, "final commit failed: %s", sl_strerror(rc));
+    return rc;
+}
+
+void ingest_worker_stop(ingest_worker_t *w)
+{
+    atomic_store(&w->stop, true);
+}
+
+const ingest_stats_t *ingest_worker_stats(const ingest_worker_t *w)
+{
+    return &w->stats;
+}
+
+void ingest_worker_free(ingest_worker_t *w)
+{
+    if (!w) return;
+    if (w->rk) rd_kafka_destroy(w->rk);
+    if (w->dlq) rd_kafka_destroy(w->dlq);
+    ingest_cache_free(w->cache);
+    if (w->batch) state_batch_free(w->batch);
+    for (size_t v = 0; w->plans && v < w->schema->n_views; v++) agg_plan_free(w->plans[v]);
+    for (size_t s = 0; w->decoders && s < w->schema->n_sources; s++) ingest_decoder_free(w->decoders[s]);
+    for (size_t t = 0; t < w->n_topics; t++) {
+        free(w->topics[t].views);
+        free(w->topics[t].parts);
+    }
+    free(w->topics);
+    free(w->plans);
+    free(w->view_topic);
+    free(w->decoders);
+    free((void *)w->stats.source_events);
+    free((void *)w->stats.view_events);
+    sl_buf_free(&w->key);
+    sl_buf_free(&w->enc);
+    sl_buf_free(&w->lookup);
+    free(w);
+}
+
+void ingest_stats_print(const ingest_stats_t *s, const schema_t *schema, FILE *f)
+{
+    fprintf(f, "messages %llu\n", (unsigned long long)atomic_load(&s->messages));
+    for (int i = 1; i < INGEST_BAD__COUNT; i++)
+        fprintf(f, "bad.%s %llu\n", ingest_bad_name((ingest_bad_t)i),
+                (unsigned long long)atomic_load(&s->bad[i]));
+    fprintf(f, "late %llu\n", (unsigned long long)atomic_load(&s->late));
+    for (size_t i = 0; i < s->n_sources; i++)
+        fprintf(f, "source.%s.events %llu\n", schema->sources[i].name,
+                (unsigned long long)atomic_load(&s->source_events[i]));
+    for (size_t i = 0; i < s->n_views; i++)
+        fprintf(f, "view.%s.events %llu\n", schema->views[i].name,
+                (unsigned long long)atomic_load(&s->view_events[i]));
+    uint64_t commits = atomic_load(&s->commits);
+    fprintf(f, "commits %llu\ncommit_errors %llu\n", (unsigned long long)commits,
+            (unsigned long long)atomic_load(&s->commit_errors));
+    fprintf(f, "commit_us_mean %llu\ncommit_us_max %llu\n",
+            (unsigned long long)(commits ? atomic_load(&s->commit_us_sum) / commits : 0),
+            (unsigned long long)atomic_load(&s->commit_us_max));
+    fprintf(f, "committed_entities %llu\ndead_letters %llu\ndead_letter_errors %llu\n",
+            (unsigned long long)atomic_load(&s->committed_entities),
+            (unsigned long long)atomic_load(&s->dead_letters),
+            (unsigned long long)atomic_load(&s->dead_letter_errors));
+    fprintf(f, "cache_entries %llu\ncache_evictions %llu\nrebalances %llu\n",
+            (unsigned long long)atomic_load(&s->cache_entries),
+            (unsigned long long)atomic_load(&s->cache_evictions),
+            (unsigned long long)atomic_load(&s->rebalances));
+}
