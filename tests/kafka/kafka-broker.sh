@@ -26,6 +26,8 @@
 #   SLUICE_KAFKA_CACHE        jar cache dir (default <repo>/build-cache/kafka-jars)
 #   SLUICE_KAFKA_VERSION      org.apache.kafka:kafka_2.13 version (default: the pom's, 4.1.1)
 #   SLUICE_KAFKA_HEAP         JVM max heap (default 512m)
+#   SLUICE_KAFKA_JVM_OPTS     replaces the default JVM tuning flags (heap, GC, C1-only JIT
+#                             for a fast start; drop the latter for broker-heavy benchmarks)
 #   SLUICE_KAFKA_START_TIMEOUT seconds to wait for the broker to answer (default 90)
 #   SLUICE_KAFKA_STOP_TIMEOUT  seconds between SIGTERM and SIGKILL (default 30)
 #   SLUICE_KAFKA_EXTRA_PROPS  extra server.properties lines, newline separated, appended last
@@ -136,9 +138,12 @@ is_our_broker() {
 
 read_pid() { [ -f "$1/broker.pid" ] && cat "$1/broker.pid" || true; }
 
-# Does the broker at ADDR answer a metadata request (and list itself)?
+# Does the broker at ADDR answer a metadata request (and list itself)? A cheap TCP
+# connect first, so a port nobody listens on yet costs no kcat time-out.
 answers_metadata() {
-  kcat -L -b "$1" -m 3 2>/dev/null | grep -q '1 brokers:'
+  local host="${1%:*}" port="${1##*:}"
+  (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null || return 1
+  timeout 10 kcat -L -b "$1" -m 5 2>/dev/null | grep -q '1 brokers:'
 }
 
 write_config() {
@@ -191,14 +196,20 @@ logger.state.level = WARN
 EOF
 }
 
+# JVM flags: a modest heap (2 cores, other tests run beside it) and fast start-up.
+# Fills the array JOPTS; SLUICE_KAFKA_JVM_OPTS (word-split) replaces the tuning flags.
 java_opts() {
   local wd="$1"
-  echo "-Xmx$HEAP -Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k"
-  echo "-Djava.awt.headless=true -Dlog4j2.configurationFile=$wd/log4j2.properties"
+  if [ -n "${SLUICE_KAFKA_JVM_OPTS:-}" ]; then
+    read -r -a JOPTS <<< "$SLUICE_KAFKA_JVM_OPTS"
+  else
+    JOPTS=(-Xmx"$HEAP" -Xms64m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k)
+  fi
+  JOPTS+=(-Djava.awt.headless=true "-Dlog4j2.configurationFile=$wd/log4j2.properties")
 }
 
 cmd_start() {
-  local wd="$1" t0 id port cport pid addr i attempt
+  local wd="$1" t0 id port cport pid addr attempt deadline
   t0=$(date +%s)
   mkdir -p "$wd"
   wd="$(cd "$wd" && pwd)"
@@ -223,19 +234,19 @@ cmd_start() {
     rm -rf "$wd/data"
     # A fresh cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
     id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-    # shellcheck disable=SC2046
-    if ! "$JAVA" $(java_opts "$wd") -cp "$CACHE/*" kafka.tools.StorageTool format \
+    java_opts "$wd"
+    if ! "$JAVA" "${JOPTS[@]}" -cp "$CACHE/*" kafka.tools.StorageTool format \
           -t "$id" -c "$wd/server.properties" > "$wd/format.log" 2>&1; then
-      cat "$wd/format.log" >&2
+      tail -n 30 "$wd/format.log" >&2
       die "formatting $wd/data failed"
     fi
     # setsid + all fds redirected: ctest must not wait on the broker's pipes.
-    # shellcheck disable=SC2046
-    setsid "$JAVA" $(java_opts "$wd") -cp "$CACHE/*" \
+    setsid "$JAVA" "${JOPTS[@]}" -cp "$CACHE/*" \
       kafka.Kafka "$wd/server.properties" </dev/null >"$wd/broker.log" 2>&1 &
     pid=$!
     echo "$pid" > "$wd/broker.pid"
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
+    deadline=$(( $(date +%s) + START_TIMEOUT ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
       if ! kill -0 "$pid" 2>/dev/null; then break; fi
       if answers_metadata "$addr"; then
         echo "$addr" > "$wd/bootstrap.tmp"
@@ -244,7 +255,7 @@ cmd_start() {
         echo "$addr"
         return 0
       fi
-      sleep 0.5
+      sleep 0.25
     done
     if kill -0 "$pid" 2>/dev/null; then
       say "broker did not answer within ${START_TIMEOUT}s; last log lines:"
