@@ -83,4 +83,64 @@ int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t
 /* Snapshots: a RocksDB checkpoint of the whole store in `dir` (must not exist). */
 int state_checkpoint(state_store_t *st, const char *dir, char *errstr, size_t errsize);
 
+/* ---- Additions (beyond the first contract) ------------------------------ */
+
+/* Meta name under which the schema fingerprint is kept (snapshot manifests
+ * copy it). Per-view fingerprints: suggested name "view.<name>.fingerprint". */
+#define STATE_META_SCHEMA_FINGERPRINT "schema.fingerprint"
+
+/* The directory the store was opened on (borrowed, lives as long as st). */
+const char *state_dir(const state_store_t *st);
+
+/* Number of batches committed since open (a cheap change counter for caches
+ * and consistency tokens). Thread-safe, lock-free. */
+uint64_t state_commit_count(const state_store_t *st);
+
+/* View versions. Every view has a current (serving) version, 1 until set.
+ * state_lookup, state_batch_put and state_batch_delete address the version
+ * that is current when they run (for a batch: at commit). A backfill writes a
+ * new version beside the current one with the _version variants, then cuts
+ * over with state_view_version_set, then drops the old version.
+ * version 0 in the _version variants means "current". */
+int state_view_version_get(state_store_t *st, const char *view, uint32_t *version);
+int state_view_version_set(state_store_t *st, const char *view, uint32_t version,
+                           char *errstr, size_t errsize);
+int state_view_version_drop(state_store_t *st, const char *view, uint32_t version,
+                            char *errstr, size_t errsize);
+int state_lookup_version(state_store_t *st, const char *view, uint32_t version,
+                         int32_t partition, const void *key, size_t klen, sl_buf_t *out);
+int state_batch_put_version(state_batch_t *b, const char *view, uint32_t version,
+                            int32_t partition, const void *key, size_t klen,
+                            const void *val, size_t vlen);
+int state_batch_delete_version(state_batch_t *b, const char *view, uint32_t version,
+                               int32_t partition, const void *key, size_t klen);
+
+/* Operations queued in the batch (puts, deletes, progress records). */
+size_t state_batch_count(const state_batch_t *b);
+/* Discards everything queued (nothing is written). */
+void state_batch_clear(state_batch_t *b);
+
+/* Calls fn for every committed state of `view` (version 0 = current) in
+ * `partition` (-1 = all partitions), in key order (partition, then entity key
+ * bytes). A consistent point-in-time view of the store. Returns 0 when done,
+ * fn's return value if it returns non-zero (iteration stops), SL_ESTATE.
+ * A view never written iterates nothing. Thread-safe. */
+typedef int (*state_iter_fn)(void *arg, int32_t partition, const void *key, size_t klen,
+                             const void *val, size_t vlen);
+int state_iterate(state_store_t *st, const char *view, uint32_t version, int32_t partition,
+                  state_iter_fn fn, void *arg);
+
+/* Deletes, in one atomic synced write, the states of the given views (their
+ * current versions) in `partition` and the stored progress of (topic,
+ * partition): the store then holds nothing of that partition, and a later
+ * assignment starts it from scratch (or from a restored partition). Used on
+ * revocation when a partition moves to another worker. Writer thread only. */
+int state_partition_drop(state_store_t *st, const char *topic, int32_t partition,
+                         const char *const *views, size_t n_views,
+                         char *errstr, size_t errsize);
+
+/* Is the state directory locked by a live process? Returns 0 (free or absent)
+ * or SL_EBUSY with "state dir X is in use by pid N" in errstr. */
+int state_dir_check_unlocked(const char *dir, char *errstr, size_t errsize);
+
 #endif
