@@ -212,7 +212,6 @@ static int worker_commit(ingest_worker_t *w)
         }
     }
 
-    state_batch_clear(w->batch);
     size_t n_ent = 0;
     for (ingest_entry_t *e = ingest_cache_dirty(w->cache); e; e = e->dirty_next) {
         const schema_view_t *view = &w->schema->views[e->view];
@@ -273,7 +272,10 @@ static int worker_commit(ingest_worker_t *w)
     return 0;
 
 fail:
-    state_batch_clear(w->batch);
+    /* Start the next attempt from an empty batch. */
+    state_batch_free(w->batch);
+    w->batch = state_batch_new();
+    if (!w->batch) set_fatal(w, SL_ENOMEM, "out of memory allocating a state batch");
     STAT_ADD(w->stats.commit_errors, 1);
     wlog(w, 3, "state commit failed (%s)%s%s; will retry", sl_strerror(rc), err[0] ? ": " : "", err);
     return rc;
