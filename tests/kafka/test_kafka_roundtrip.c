@@ -25,6 +25,8 @@
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 
+#include "sl_test_kafka.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,29 +42,15 @@ static char g_bootstrap[256];
 
 /* Reads host:port from $SLUICE_TEST_BOOTSTRAP_FILE into g_bootstrap. */
 static void bootstrap_load(void) {
-  const char *path = getenv("SLUICE_TEST_BOOTSTRAP_FILE");
-  cr_assert(path && *path, "SLUICE_TEST_BOOTSTRAP_FILE is not set (run through ctest)");
-  FILE *f = fopen(path, "r");
-  cr_assert(f, "cannot open bootstrap file %s", path);
-  char *line = fgets(g_bootstrap, sizeof g_bootstrap, f);
-  fclose(f);
-  cr_assert(line, "bootstrap file %s is empty", path);
-  g_bootstrap[strcspn(g_bootstrap, "\r\n")] = '\0';
-  cr_assert(g_bootstrap[0], "bootstrap file %s has an empty first line", path);
+  char errstr[512];
+  cr_assert_eq(sl_test_kafka_bootstrap(g_bootstrap, sizeof g_bootstrap, errstr, sizeof errstr),
+               0, "%s", errstr);
 }
 
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A name unique to this process and moment: "<prefix>-<pid>-<epoch ns>". */
-static void name_unique(char *out, size_t size, const char *prefix) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  snprintf(out, size, "%s-%ld-%lld%09ld", prefix, (long)getpid(), (long long)ts.tv_sec,
-           ts.tv_nsec);
 }
 
 static void conf_set(rd_kafka_conf_t *conf, const char *key, const char *val) {
@@ -85,36 +73,11 @@ static rd_kafka_t *client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf) {
   return rk;
 }
 
-/* Creates TOPIC with NPART partitions through the Admin API on RK; fails the test
- * on any error (including "already exists": names are unique). */
-static void topic_create(rd_kafka_t *rk, const char *topic, int npart) {
+/* Creates TOPIC with NPART partitions or fails the test. */
+static void topic_create(const char *topic, int npart) {
   char errstr[512];
-  rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, npart, 1, errstr, sizeof errstr);
-  cr_assert(nt, "NewTopic: %s", errstr);
-  rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  cr_assert_eq(rd_kafka_AdminOptions_set_operation_timeout(opt, 30000, errstr, sizeof errstr),
-               RD_KAFKA_RESP_ERR_NO_ERROR, "%s", errstr);
-  cr_assert_eq(rd_kafka_AdminOptions_set_request_timeout(opt, 45000, errstr, sizeof errstr),
-               RD_KAFKA_RESP_ERR_NO_ERROR, "%s", errstr);
-  rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-
-  rd_kafka_CreateTopics(rk, &nt, 1, opt, q);
-  rd_kafka_event_t *ev = rd_kafka_queue_poll(q, WAIT_MS);
-  cr_assert(ev, "CreateTopics(%s): no result within %d ms", topic, WAIT_MS);
-  cr_assert_eq(rd_kafka_event_error(ev), RD_KAFKA_RESP_ERR_NO_ERROR, "CreateTopics: %s",
-               rd_kafka_event_error_string(ev));
-  const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
-  cr_assert(res, "event is not a CreateTopics result");
-  size_t n = 0;
-  const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
-  cr_assert_eq(n, 1);
-  cr_assert_eq(rd_kafka_topic_result_error(tr[0]), RD_KAFKA_RESP_ERR_NO_ERROR,
-               "CreateTopics(%s): %s", topic, rd_kafka_topic_result_error_string(tr[0]));
-
-  rd_kafka_event_destroy(ev);
-  rd_kafka_queue_destroy(q);
-  rd_kafka_AdminOptions_destroy(opt);
-  rd_kafka_NewTopic_destroy(nt);
+  cr_assert_eq(sl_test_kafka_topic_create(g_bootstrap, topic, npart, 30000, errstr,
+                                          sizeof errstr), 0, "%s", errstr);
 }
 
 /* ---------------------------------------------------------------- roundtrip */
@@ -157,8 +120,8 @@ static int rt_key_parse(const char *key, size_t len) {
 Test(kafka, roundtrip, .timeout = 240) {
   bootstrap_load();
   char topic[128], group[128], errstr[512];
-  name_unique(topic, sizeof topic, "sluice-rt");
-  name_unique(group, sizeof group, "sluice-rt-group");
+  sl_test_kafka_name(topic, sizeof topic, "sluice-rt");
+  sl_test_kafka_name(group, sizeof group, "sluice-rt-group");
   static dr_slot_t dr[RT_N];
   memset(dr, 0, sizeof dr);
 
@@ -168,7 +131,11 @@ Test(kafka, roundtrip, .timeout = 240) {
   conf_set(pconf, "linger.ms", "5");
   rd_kafka_conf_set_dr_msg_cb(pconf, rt_on_delivery);
   rd_kafka_t *prod = client_new(RD_KAFKA_PRODUCER, pconf);
-  topic_create(prod, topic, RT_PARTITIONS);
+  topic_create(topic, RT_PARTITIONS);
+  /* The helper reports errors: a second create of the same topic must fail. */
+  cr_assert_neq(sl_test_kafka_topic_create(g_bootstrap, topic, 1, 30000, errstr, sizeof errstr),
+                0, "creating %s twice succeeded", topic);
+  cr_assert(strstr(errstr, "already exists"), "unexpected error: %s", errstr);
 
   for (int i = 0; i < RT_N; i++) {
     char key[32], val[64];
@@ -297,7 +264,6 @@ Test(kafka, roundtrip, .timeout = 240) {
   cr_assert_eq(st, 0, "kcat exited with status %d (is kcat installed?)", st);
   cr_assert_eq(lines, RT_N, "kcat read %d messages, expected %d", lines, RT_N);
   for (int i = 0; i < RT_N; i++) cr_assert_eq(seen[i], 1, "kcat saw message %d %d times", i, seen[i]);
-  (void)errstr;
 }
 
 /* ------------------------------------------------------------- transactions */
@@ -336,7 +302,7 @@ static void txn_send_offsets(rd_kafka_t *rk, const char *topic, const char *grou
  * values starting with "commit" and with "abort". */
 static void txn_read(const char *topic, const char *isolation, int *n_commit, int *n_abort) {
   char group[128];
-  name_unique(group, sizeof group, "sluice-txn-reader");
+  sl_test_kafka_name(group, sizeof group, "sluice-txn-reader");
   rd_kafka_conf_t *conf = conf_base();
   conf_set(conf, "group.id", group);
   conf_set(conf, "isolation.level", isolation);
@@ -377,15 +343,15 @@ static void txn_read(const char *topic, const char *isolation, int *n_commit, in
 Test(kafka, transactions, .timeout = 240) {
   bootstrap_load();
   char topic[128], txn_id[128], group[128];
-  name_unique(topic, sizeof topic, "sluice-txn");
-  name_unique(txn_id, sizeof txn_id, "sluice-txn-id");
-  name_unique(group, sizeof group, "sluice-txn-group");
+  sl_test_kafka_name(topic, sizeof topic, "sluice-txn");
+  sl_test_kafka_name(txn_id, sizeof txn_id, "sluice-txn-id");
+  sl_test_kafka_name(group, sizeof group, "sluice-txn-group");
 
   rd_kafka_conf_t *conf = conf_base();
   conf_set(conf, "transactional.id", txn_id);
   conf_set(conf, "transaction.timeout.ms", "60000");
   rd_kafka_t *prod = client_new(RD_KAFKA_PRODUCER, conf);
-  topic_create(prod, topic, 1);
+  topic_create(topic, 1);
 
   txn_ok(rd_kafka_init_transactions(prod, WAIT_MS), "init_transactions");
 
