@@ -102,7 +102,9 @@ void agg_entity_free(agg_entity_t *ent);
  * accept_from_ms: the oldest event time still accepted (the partition's
  * watermark minus the source's allowed lateness; INT64_MIN accepts all).
  * Returns 0, or SL_ELATE when ev->time_ms < accept_from_ms (state unchanged),
- * or SL_ENOMEM (state unchanged). */
+ * SL_ERANGE when |ev->time_ms| > 2^60 (state unchanged), or SL_ENOMEM (the
+ * entity stays valid and exact for the features that took the event; a
+ * feature that ran out of memory may lack it). */
 int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
                       const agg_event_t *ev, int64_t accept_from_ms);
 
@@ -118,6 +120,10 @@ void agg_entity_expire(const agg_plan_t *plan, agg_entity_t *ent,
 
 /* Newest event time ever applied to this entity (for TTL), 0 if none. */
 int64_t agg_entity_last_event_ms(const agg_entity_t *ent);
+
+/* True when the view has a TTL and no event newer than now_ms - ttl was
+ * applied: the entity reads as absent and its state may be purged. */
+bool agg_entity_is_idle(const agg_plan_t *plan, const agg_entity_t *ent, int64_t now_ms);
 
 /* Session windows: for feature f, the open session (returns false if none)
  * and up to `max` completed sessions, newest first; returns how many. */

@@ -1,0 +1,160 @@
+/*
+ * agg_internal.h — shared inside aggregates/ only: the partial aggregate
+ * (monoid element), the sketches, and the compiled plan.
+ */
+#ifndef AGG_INTERNAL_H
+#define AGG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "agg.h"
+#include "sl_buf.h"
+
+/* Format version of agg_entity_encode output. */
+#define AGG_FORMAT_VERSION 1
+
+/* Event times must lie in [-AGG_TIME_LIMIT, AGG_TIME_LIMIT] (about +-36 million
+ * years), which keeps every time difference inside int64. */
+#define AGG_TIME_LIMIT ((int64_t)1 << 60)
+
+/* ---- sketches (agg_sketch.c) --------------------------------------------- */
+
+/* approx_distinct: exact set of up to AGG_HLL_SPARSE_MAX 64-bit hashes, then a
+ * dense HyperLogLog with 2^AGG_HLL_P one-byte registers. */
+#define AGG_HLL_P 12
+#define AGG_HLL_M (1u << AGG_HLL_P)
+#define AGG_HLL_SPARSE_MAX 64
+
+typedef struct agg_hll agg_hll_t;
+agg_hll_t *agg__hll_new(void);
+void agg__hll_free(agg_hll_t *h);
+agg_hll_t *agg__hll_copy(const agg_hll_t *h);
+int agg__hll_add(agg_hll_t *h, uint64_t hash);
+int agg__hll_merge(agg_hll_t *dst, const agg_hll_t *src);
+/* Estimate of the union of a and b (b may be NULL); `regs` is AGG_HLL_M bytes
+ * of scratch. */
+double agg__hll_estimate2(const agg_hll_t *a, const agg_hll_t *b, uint8_t *regs);
+int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf);
+int agg__hll_decode(sl_reader_t *r, agg_hll_t **out);
+size_t agg__hll_mem(const agg_hll_t *h);
+
+/* approx_quantile: DDSketch with relative accuracy AGG_DDS_ALPHA. */
+#define AGG_DDS_ALPHA 0.01
+#define AGG_DDS_MIN_ABS 1e-12      /* |x| below this counts as zero */
+#define AGG_DDS_MAX_BUCKETS 4096   /* per sign; lowest buckets collapse beyond */
+
+typedef struct agg_dds agg_dds_t;
+agg_dds_t *agg__dds_new(void);
+void agg__dds_free(agg_dds_t *d);
+agg_dds_t *agg__dds_copy(const agg_dds_t *d);
+int agg__dds_add(agg_dds_t *d, double x);
+int agg__dds_merge(agg_dds_t *dst, const agg_dds_t *src);
+/* q-quantile (rank floor(q * (n - 1)), 0-based) of the union of a and b (b may
+ * be NULL); false when both are empty. */
+bool agg__dds_quantile2(const agg_dds_t *a, const agg_dds_t *b, double q, double *out);
+int agg__dds_encode(const agg_dds_t *d, sl_buf_t *buf);
+int agg__dds_decode(sl_reader_t *r, agg_dds_t **out);
+size_t agg__dds_mem(const agg_dds_t *d);
+
+/* ---- the plan ------------------------------------------------------------ */
+
+/* What kind of value a feature's input field carries. */
+typedef enum {
+    AGG__VK_NONE = 0,   /* count, decayed_count: no field */
+    AGG__VK_INT,
+    AGG__VK_DOUBLE,
+    AGG__VK_STRING,
+    AGG__VK_BOOL,
+} agg__vkind_t;
+
+typedef struct agg__feature {
+    schema_agg_t agg;
+    schema_window_kind_t wkind;
+    int field;              /* -1 for count / decayed_count */
+    agg__vkind_t vk;
+    int64_t hop_ms;         /* sliding: hop; tumbling: size */
+    int64_t ntiles;         /* W: tiles per window (1 for tumbling) */
+    int64_t gap_ms, max_len_ms;
+    int last_n;
+    double quantile;
+    double half_life_ms;
+    int sessions_kept;
+    bool refold;            /* float partials: rebuild prefixes by folding */
+} agg__feature_t;
+
+struct agg_plan {
+    const schema_t *schema;
+    int view;
+    uint64_t fingerprint;
+    size_t n_features;
+    agg__feature_t *f;
+    int max_last_n;
+};
+
+/* ---- partials (agg_part.c) ----------------------------------------------- */
+
+/* One value as stored inside partials (first/last/last_n). */
+typedef struct agg__sv {
+    int64_t t;
+    union { int64_t i; double d; } v;
+    char *s;                /* owned copy for strings, NUL-free length slen */
+    uint32_t slen;
+} agg__sv_t;
+
+/* The last_n list: up to cap values sorted by time, oldest first. */
+typedef struct agg__list {
+    uint32_t n, cap;
+    agg__sv_t items[];
+} agg__list_t;
+
+/* A partial aggregate: the monoid element of one feature over some set of
+ * events. Which fields mean what depends on the feature's aggregate:
+ *   n   number of values taken (every aggregate)
+ *   v   sum (int or double), min, max, first/last value
+ *   t   first/last time; decayed: reference time of m
+ *   m   variance: mean; decayed: sum scaled to time t
+ *   m2  variance: sum of squared deviations
+ *   x   heap part: first/last string (char[] with 4-byte length prefix),
+ *       last_n list, HLL, DDSketch
+ *   tmax newest event time (every aggregate)
+ * n == 0 means empty, and then no heap part is held. */
+typedef struct agg_part {
+    int64_t n;
+    int64_t tmax;           /* newest event time taken */
+    int64_t t;
+    union { int64_t i; double d; } v;
+    double m, m2;
+    void *x;
+} agg_part_t;
+
+/* An input value already converted to the feature's kind. */
+typedef struct agg__in {
+    int64_t t;
+    int64_t i;
+    double d;
+    const char *s;
+    size_t slen;
+    uint64_t hash;          /* approx_distinct */
+} agg__in_t;
+
+void agg__part_clear(const agg__feature_t *f, agg_part_t *p);
+int agg__part_add(const agg__feature_t *f, agg_part_t *p, const agg__in_t *in);
+int agg__part_merge(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *src);
+/* dst := src (deep); dst must be clear. */
+int agg__part_copy(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *src);
+
+/* Scratch used by a query (the entity's, so queries need one owner). */
+typedef struct agg__scratch {
+    uint8_t *regs;          /* AGG_HLL_M bytes, when the plan has approx_distinct */
+} agg__scratch_t;
+
+/* The value of a ⊕ b (b may be NULL) as of t, without building the merge. */
+void agg__part_result(const agg__feature_t *f, const agg_part_t *a, const agg_part_t *b,
+                      int64_t t, agg__scratch_t *sc, agg_scalar_t *items, agg_value_t *out);
+int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf);
+int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p);
+size_t agg__part_mem(const agg__feature_t *f, const agg_part_t *p);
+
+#endif

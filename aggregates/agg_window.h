@@ -1,0 +1,56 @@
+/*
+ * agg_window.h — inside aggregates/ only: the per-feature window state
+ * (tiles for sliding/tumbling, a session list, or one lifetime partial).
+ */
+#ifndef AGG_WINDOW_H
+#define AGG_WINDOW_H
+
+#include "agg_internal.h"
+
+typedef struct agg__tile {
+    int64_t idx;            /* tile number: event times [idx*hop, (idx+1)*hop) */
+    agg_part_t p;           /* the tile's own events */
+    agg_part_t acc;         /* front: p[j] ⊕ ... ⊕ p[sp-1]; back: p[sp] ⊕ ... ⊕ p[j] */
+} agg__tile_t;
+
+typedef struct agg__tiles {
+    agg__tile_t *v;         /* tiles at v[off .. off+n), idx strictly increasing */
+    uint32_t off, n, cap;
+    int64_t split;          /* tiles with idx >= split are the back part */
+} agg__tiles_t;
+
+typedef struct agg__sess {
+    int64_t start, end;     /* first and last event time */
+    int64_t events;
+    agg_part_t p;
+} agg__sess_t;
+
+typedef struct agg__sessions {
+    agg__sess_t *v;         /* sorted by start, pairwise disjoint */
+    uint32_t n, cap;
+} agg__sessions_t;
+
+typedef union agg__fstate {
+    agg_part_t life;
+    agg__tiles_t tiles;
+    agg__sessions_t sess;
+} agg__fstate_t;
+
+int64_t agg__floor_div(int64_t a, int64_t b);
+
+void agg__win_free(const agg__feature_t *f, agg__fstate_t *st);
+int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
+                 int64_t accept_from_ms);
+void agg__win_query(const agg__feature_t *f, const agg__fstate_t *st, int64_t t,
+                    agg__scratch_t *sc, agg_scalar_t *items, agg_part_t *keep, agg_value_t *out);
+void agg__win_expire(const agg__feature_t *f, agg__fstate_t *st, int64_t accept_from_ms);
+int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *buf);
+int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r);
+size_t agg__win_mem(const agg__feature_t *f, const agg__fstate_t *st);
+
+/* Sessions: the one open at t (NULL if none) and completed ones as of now_ms. */
+const agg__sess_t *agg__sess_open(const agg__feature_t *f, const agg__sessions_t *ss, int64_t t);
+size_t agg__sess_completed(const agg__feature_t *f, const agg__sessions_t *ss, int64_t now_ms,
+                           agg_session_t *out, size_t max);
+
+#endif
