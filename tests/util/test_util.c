@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
 
 #include "sl_buf.h"
@@ -151,4 +152,47 @@ Test(err, names_and_messages)
     cr_assert_str_eq(sl_strerror(SL_ELATE), "event later than the allowed lateness");
     cr_assert_str_eq(sl_errname(SL_ECORRUPT), "SL_ECORRUPT");
     cr_assert_str_eq(sl_strerror(-9999), "unknown error");
+}
+
+#include "sl_hist.h"
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(hist, quantiles_within_bucket_precision)
+{
+    static sl_hist_t h;
+    sl_hist_init(&h);
+    enum { N = 100000 };
+    uint64_t *v = malloc(N * sizeof *v);
+    srand(5);
+    for (int i = 0; i < N; i++) {
+        /* log-uniform between 1 and ~1e9 */
+        v[i] = (uint64_t)exp((double)rand() / RAND_MAX * 20.7);
+        sl_hist_record(&h, v[i]);
+    }
+    qsort(v, N, sizeof *v, cmp_u64);
+    cr_assert_eq(sl_hist_count(&h), N);
+    double qs[] = { 0.0, 0.5, 0.9, 0.99, 0.999, 1.0 };
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        size_t rank = (size_t)(qs[i] * N);
+        if (rank >= N) rank = N - 1;
+        uint64_t exact = v[rank], got = sl_hist_quantile(&h, qs[i]);
+        cr_assert_geq(got, exact, "q=%g: %llu < exact %llu", qs[i], (unsigned long long)got,
+                      (unsigned long long)exact);
+        cr_assert_leq((double)got, (double)exact * (1.0 + 1.0 / 16) + 1, "q=%g: %llu vs exact %llu",
+                      qs[i], (unsigned long long)got, (unsigned long long)exact);
+    }
+    sl_buf_t b = SL_BUF_INIT;
+    double bounds[] = { 1e-6, 1e-3, 1.0 };
+    cr_assert_eq(sl_hist_prometheus(&h, &b, "x_seconds", "test", "", bounds, 3, 1), 0);
+    sl_buf_put_u8(&b, 0);
+    char want[64];
+    snprintf(want, sizeof want, "x_seconds_count %d\n", N);
+    cr_assert(strstr((char *)b.data, want), "%s", (char *)b.data);
+    sl_buf_free(&b);
+    free(v);
 }
