@@ -56,6 +56,7 @@
  */
 #include "state.h"
 #include "sl_err.h"
+#include "state_int.h"
 
 #include <rocksdb/c.h>
 
@@ -73,8 +74,6 @@
 #include <unistd.h>
 
 #define STATE_FORMAT 1
-#define STATE_LOCK_FILE "sluice.lock"
-#define STATE_RESTORE_MARK "sluice.restoring"
 
 enum { CF_DEFAULT, CF_STATES, CF_ENTITIES, CF_META, CF__COUNT };
 static const char *const cf_names[CF__COUNT] = { "default", "states", "entities", "meta" };
@@ -284,7 +283,7 @@ static int progress_set(state_store_t *st, const char *topic, int32_t partition,
 
 /* ---- directory and lock -------------------------------------------------- */
 
-static int mkdir_p(const char *dir, char *errstr, size_t errsize)
+int state__mkdir_p(const char *dir, char *errstr, size_t errsize)
 {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
@@ -321,7 +320,7 @@ static long lock_holder_pid(int fd)
 
 /* Takes the exclusive flock on dir/sluice.lock; returns the fd or a negative
  * SL_E code. The lock file stays (removing it would race with a new owner). */
-static int dir_lock(const char *dir, char *errstr, size_t errsize)
+int state__dir_lock(const char *dir, char *errstr, size_t errsize)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, STATE_LOCK_FILE);
@@ -463,14 +462,14 @@ int state_open(const char *dir, const state_options_t *opts, state_store_t **out
 
     struct stat sb;
     if (!st->read_only && opts->create_if_missing) {
-        if ((rc = mkdir_p(dir, errstr, errsize))) goto fail;
+        if ((rc = state__mkdir_p(dir, errstr, errsize))) goto fail;
     } else if (stat(dir, &sb) != 0) {
         seterr(errstr, errsize, "state dir %s does not exist", dir);
         rc = SL_ENOTFOUND;
         goto fail;
     }
     if (!st->read_only) {
-        int fd = dir_lock(dir, errstr, errsize);
+        int fd = state__dir_lock(dir, errstr, errsize);
         if (fd < 0) { rc = fd; goto fail; }
         st->lock_fd = fd;
     }
