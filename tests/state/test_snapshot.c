@@ -1,0 +1,415 @@
+/*
+ * test_snapshot.c — snapshots: create/restore round trips against an
+ * in-memory oracle, restore-then-resume equals an uninterrupted run, manifest
+ * corruption of every kind is refused with a clear error, retention keeps
+ * exactly N, restore refuses busy or non-empty state dirs.
+ */
+#include <criterion/criterion.h>
+
+#include "snapshot.h"
+#include "state.h"
+#include "sl_err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmp[256];
+
+static void mk_tmp(void)
+{
+    snprintf(tmp, sizeof tmp, "/tmp/sluice-snap-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp));
+}
+
+static void rm_tmp(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+}
+
+TestSuite(snapshot, .init = mk_tmp, .fini = rm_tmp);
+
+static const char *path(const char *sub)
+{
+    static char bufs[8][512];
+    static int i;
+    char *p = bufs[i++ % 8];
+    snprintf(p, 512, "%s/%s", tmp, sub);
+    return p;
+}
+
+static state_store_t *open_dir(const char *dir)
+{
+    state_store_t *st = NULL;
+    char err[512] = "";
+    int rc = state_open(dir, NULL, &st, err, sizeof err);
+    cr_assert_eq(rc, 0, "open %s: %s", dir, err);
+    return st;
+}
+
+#define NK 120
+#define NPART 4
+typedef struct model {
+    char val[NK][32];        /* "" = absent; key "e<i>" lives in partition i % NPART */
+    int64_t next[NPART];
+} model_t;
+
+/* Applies `n` random changes to st and m, committing every 10 with progress. */
+static void apply_random(state_store_t *st, model_t *m, unsigned *seed, int n)
+{
+    state_batch_t *b = state_batch_new();
+    char err[256];
+    for (int r = 0; r < n; r++) {
+        int k = rand_r(seed) % NK, p = k % NPART;
+        char key[16];
+        snprintf(key, sizeof key, "e%d", k);
+        if (rand_r(seed) % 5 == 0) {
+            state_batch_delete(b, "view", p, key, strlen(key));
+            m->val[k][0] = '\0';
+        } else {
+            snprintf(m->val[k], sizeof m->val[k], "v%u", (unsigned)rand_r(seed));
+            state_batch_put(b, "view", p, key, strlen(key), m->val[k], strlen(m->val[k]));
+        }
+        m->next[p]++;
+        if (r % 10 == 9 || r == n - 1) {
+            for (int q = 0; q < NPART; q++)
+                state_batch_progress(b, "events", q, m->next[q], m->next[q] * 1000);
+            cr_assert_eq(state_batch_commit(st, b, err, sizeof err), 0, "%s", err);
+        }
+    }
+    state_batch_free(b);
+}
+
+typedef struct cnt { const model_t *m; int n; bool bad; } cnt_t;
+
+static int count_cb(void *arg, int32_t part, const void *key, size_t klen, const void *val,
+                    size_t vlen)
+{
+    cnt_t *c = arg;
+    char k[16];
+    int i;
+    if (klen >= sizeof k) { c->bad = true; return 1; }
+    memcpy(k, key, klen);
+    k[klen] = '\0';
+    if (sscanf(k, "e%d", &i) != 1 || i < 0 || i >= NK || part != i % NPART ||
+        strlen(c->m->val[i]) != vlen || memcmp(c->m->val[i], val, vlen) != 0) {
+        c->bad = true;
+        return 1;
+    }
+    c->n++;
+    return 0;
+}
+
+static void check_model(state_store_t *st, const model_t *m)
+{
+    int want = 0;
+    for (int k = 0; k < NK; k++) want += m->val[k][0] != 0;
+    cnt_t c = { .m = m };
+    cr_assert_eq(state_iterate(st, "view", 0, -1, count_cb, &c), 0);
+    cr_assert(!c.bad);
+    cr_assert_eq(c.n, want);
+    for (int q = 0; q < NPART; q++) {
+        int64_t off, wm;
+        cr_assert_eq(state_offset_get(st, "events", q, &off, &wm), 0);
+        cr_assert_eq(off, m->next[q]);
+        cr_assert_eq(wm, m->next[q] * 1000);
+    }
+}
+
+Test(snapshot, restore_equals_original_and_resume_equals_uninterrupted)
+{
+    static model_t m, at_snap;
+    memset(&m, 0, sizeof m);
+    unsigned seed = 4242;
+    state_store_t *st = open_dir(path("state"));
+    apply_random(st, &m, &seed, 800);
+    char err[512] = "";
+    state_snapshot_info_t info;
+    cr_assert_eq(state_snapshot_create(st, path("snaps"), "s1", "fp-1", &info, err,
+                                       sizeof err), 0, "%s", err);
+    cr_assert_str_eq(info.name, "s1");
+    cr_assert_eq(info.n_partitions, NPART);
+    cr_assert_str_eq(info.schema_fingerprint, "fp-1");
+    cr_assert(info.size_bytes > 0);
+    state_snapshot_info_free(&info);
+    at_snap = m;
+    /* the uninterrupted run continues */
+    unsigned seed_b = 99;
+    apply_random(st, &m, &seed_b, 500);
+    check_model(st, &m);
+    state_close(st);
+
+    /* the manifest reads back what was snapshotted */
+    cr_assert_eq(state_snapshot_verify(path("snaps"), "s1", &info, err, sizeof err), 0, "%s",
+                 err);
+    cr_assert_str_eq(info.kind, "manual");
+    for (size_t i = 0; i < info.n_partitions; i++)
+        cr_assert_eq(info.partitions[i].next_offset, at_snap.next[info.partitions[i].partition]);
+    state_snapshot_info_free(&info);
+
+    /* restore into an absent dir: equals the original at snapshot time */
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "s1", path("restored"), err, sizeof err),
+                 0, "%s", err);
+    struct stat sb;
+    cr_assert_eq(stat(path("restored"), &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0700);
+    st = open_dir(path("restored"));
+    check_model(st, &at_snap);
+    sl_buf_t fp = SL_BUF_INIT;
+    cr_assert_eq(state_meta_get(st, STATE_META_SCHEMA_FINGERPRINT, &fp), 0);
+    cr_assert_eq(fp.len, 4);
+    sl_buf_free(&fp);
+    /* resuming with the same input from the snapshot's offsets gives the same end */
+    model_t resumed = at_snap;
+    seed_b = 99;
+    apply_random(st, &resumed, &seed_b, 500);
+    cr_assert_eq(memcmp(&resumed, &m, sizeof m), 0);
+    check_model(st, &m);
+    state_close(st);
+
+    /* restore into an existing empty dir works too; the snapshot is intact after */
+    mkdir(path("empty"), 0700);
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "s1", path("empty"), err, sizeof err), 0,
+                 "%s", err);
+    st = open_dir(path("empty"));
+    check_model(st, &at_snap);
+    state_close(st);
+    cr_assert_eq(state_snapshot_verify(path("snaps"), "s1", &info, err, sizeof err), 0, "%s",
+                 err);
+    state_snapshot_info_free(&info);
+}
+
+Test(snapshot, restore_refuses_busy_nonempty_and_marks_interrupted)
+{
+    static model_t m;
+    memset(&m, 0, sizeof m);
+    unsigned seed = 1;
+    state_store_t *st = open_dir(path("state"));
+    apply_random(st, &m, &seed, 100);
+    char err[512] = "";
+    cr_assert_eq(state_snapshot_create(st, path("snaps"), "s", NULL, NULL, err, sizeof err), 0,
+                 "%s", err);
+    /* the live (locked) state dir */
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "s", path("state"), err, sizeof err),
+                 SL_EBUSY);
+    char want[700];
+    snprintf(want, sizeof want, "state dir %s is in use by pid %ld", path("state"),
+             (long)getpid());
+    cr_assert_str_eq(err, want);
+    state_close(st);
+    /* stopped but holding data */
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "s", path("state"), err, sizeof err),
+                 SL_EEXISTS);
+    cr_assert(strstr(err, "not empty"), "%s", err);
+    /* no such snapshot */
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "nope", path("x"), err, sizeof err),
+                 SL_ENOTFOUND);
+    /* an interrupted restore: marker present -> open refuses, restore again repairs */
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "s", path("r"), err, sizeof err), 0);
+    FILE *f = fopen(path("r/sluice.restoring"), "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    FILE *junk = fopen(path("r/000999.sst"), "w");   /* half-copied debris */
+    cr_assert_not_null(junk);
+    fclose(junk);
+    cr_assert_eq(state_open(path("r"), NULL, &st, err, sizeof err), SL_ECORRUPT);
+    cr_assert(strstr(err, "unfinished snapshot restore"), "%s", err);
+    cr_assert_eq(state_snapshot_restore(path("snaps"), "s", path("r"), err, sizeof err), 0,
+                 "%s", err);
+    cr_assert_neq(access(path("r/000999.sst"), F_OK), 0);
+    st = open_dir(path("r"));
+    check_model(st, &m);
+    state_close(st);
+}
+
+/* Writes text as the manifest of snapshot `name`. */
+static void put_manifest(const char *name, const char *text)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/snaps/%s/manifest.json", tmp, name);
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *get_manifest(const char *name)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/snaps/%s/manifest.json", tmp, name);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strdup(buf);
+}
+
+/* Replaces the first occurrence of `from` in s by `to` (new string). */
+static char *replace(const char *s, const char *from, const char *to)
+{
+    const char *at = strstr(s, from);
+    cr_assert_not_null(at, "'%s' not in manifest", from);
+    size_t n = strlen(s) - strlen(from) + strlen(to) + 1;
+    char *out = malloc(n);
+    snprintf(out, n, "%.*s%s%s", (int)(at - s), s, to, at + strlen(from));
+    return out;
+}
+
+static void expect_bad(const char *what, int want_rc, const char *want_msg)
+{
+    char err[512] = "";
+    state_snapshot_info_t info;
+    int rc = state_snapshot_verify(path("snaps"), "s", &info, err, sizeof err);
+    cr_assert_eq(rc, want_rc, "%s: rc %d (%s)", what, rc, err);
+    cr_assert(strstr(err, want_msg), "%s: message '%s' lacks '%s'", what, err, want_msg);
+    state_snapshot_info_free(&info);
+    /* restore refuses and leaves no state dir behind */
+    rc = state_snapshot_restore(path("snaps"), "s", path("target"), err, sizeof err);
+    cr_assert_eq(rc, want_rc, "%s: restore rc %d", what, rc);
+    cr_assert_neq(access(path("target"), F_OK), 0, "%s: target created", what);
+}
+
+Test(snapshot, corrupt_manifests_are_refused_clearly)
+{
+    static model_t m;
+    memset(&m, 0, sizeof m);
+    unsigned seed = 7;
+    state_store_t *st = open_dir(path("state"));
+    apply_random(st, &m, &seed, 200);
+    char err[512] = "";
+    cr_assert_eq(state_snapshot_create(st, path("snaps"), "s", "fp", NULL, err, sizeof err), 0);
+    state_close(st);
+    char *good = get_manifest("s");
+    char offs[64];
+    snprintf(offs, sizeof offs, "\"next_offset\":\t%lld", (long long)m.next[0]);
+
+    put_manifest("s", "");
+    expect_bad("empty", SL_ECORRUPT, "not valid JSON");
+    put_manifest("s", "{\"format\": 1, \"name\": \"s\"");
+    expect_bad("truncated", SL_ECORRUPT, "not valid JSON");
+    put_manifest("s", "[1,2,3]");
+    expect_bad("not an object", SL_ECORRUPT, "not valid JSON");
+    char *t = replace(good, "\"format\":\t1", "\"format\":\t7");
+    put_manifest("s", t);
+    expect_bad("newer format", SL_EVERSION, "manifest format 7");
+    free(t);
+    t = replace(good, "\"created_ms\"", "\"created_at\"");
+    put_manifest("s", t);
+    expect_bad("field missing", SL_ECORRUPT, "field \"created_ms\" missing or invalid");
+    free(t);
+    t = replace(good, "\"name\":\t\"s\"", "\"name\":\t\"other\"");
+    put_manifest("s", t);
+    expect_bad("wrong name", SL_ECORRUPT, "names snapshot \"other\"");
+    free(t);
+    t = replace(good, "\"partition\":\t0", "\"partition\":\t\"zero\"");
+    put_manifest("s", t);
+    expect_bad("bad partition", SL_ECORRUPT, "partitions[0] malformed");
+    free(t);
+    char bumped[64];
+    snprintf(bumped, sizeof bumped, "\"next_offset\":\t%lld", (long long)m.next[0] + 1);
+    t = replace(good, offs, bumped);
+    put_manifest("s", t);
+    expect_bad("offset edited", SL_ECORRUPT, "does not match the checkpoint");
+    free(t);
+    t = replace(good, "\"size\":\t", "\"size\":\t1");
+    put_manifest("s", t);
+    expect_bad("file size", SL_ECORRUPT, "manifest says");
+    free(t);
+    t = replace(good, "\"files\":\t[{", "\"files\":\t[{\"name\": \"000777.sst\", \"size\": 1}, {");
+    put_manifest("s", t);
+    expect_bad("file missing", SL_ECORRUPT, "file db/000777.sst is missing");
+    free(t);
+    unlink(path("snaps/s/manifest.json"));
+    expect_bad("no manifest", SL_ECORRUPT, "cannot read manifest.json");
+
+    /* the good manifest back: verify and restore work again */
+    put_manifest("s", good);
+    state_snapshot_info_t info;
+    cr_assert_eq(state_snapshot_verify(path("snaps"), "s", &info, err, sizeof err), 0, "%s",
+                 err);
+    state_snapshot_info_free(&info);
+    free(good);
+
+    /* list shows invalid snapshots as such */
+    mkdir(path("snaps/zz-broken"), 0700);
+    state_snapshot_info_t *list;
+    size_t n;
+    cr_assert_eq(state_snapshot_list(path("snaps"), &list, &n, err, sizeof err), 0);
+    cr_assert_eq(n, 2);
+    int valid = 0;
+    for (size_t i = 0; i < n; i++) valid += list[i].valid;
+    cr_assert_eq(valid, 1);
+    state_snapshot_list_free(list, n);
+}
+
+Test(snapshot, periodic_retention_keeps_exactly_n)
+{
+    state_store_t *st = open_dir(path("state"));
+    static model_t m;
+    memset(&m, 0, sizeof m);
+    unsigned seed = 3;
+    char err[512] = "";
+    cr_assert_eq(state_snapshot_create(st, path("snaps"), "manual-1", NULL, NULL, err,
+                                       sizeof err), 0);
+    char names[7][64];
+    for (int i = 0; i < 7; i++) {
+        apply_random(st, &m, &seed, 20);
+        cr_assert_eq(state_snapshot_periodic(st, path("snaps"), 3, "fp", names[i],
+                                             sizeof names[i], err, sizeof err), 0, "%s", err);
+        usleep(2000);
+    }
+    cr_assert_eq(state_snapshot_periodic(st, path("snaps"), 0, NULL, NULL, 0, err, sizeof err),
+                 SL_EINVAL);
+    state_close(st);
+    state_snapshot_info_t *list;
+    size_t n;
+    cr_assert_eq(state_snapshot_list(path("snaps"), &list, &n, err, sizeof err), 0);
+    cr_assert_eq(n, 4, "got %zu snapshots", n);
+    cr_assert_str_eq(list[0].name, "manual-1");      /* oldest first, manual untouched */
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(list[1 + i].name, names[4 + i]);
+        cr_assert_str_eq(list[1 + i].kind, "periodic");
+        cr_assert(list[1 + i].created_ms >= list[i].created_ms);
+    }
+    /* the newest periodic snapshot holds the latest offsets */
+    for (size_t i = 0; i < list[3].n_partitions; i++)
+        cr_assert_eq(list[3].partitions[i].next_offset, m.next[list[3].partitions[i].partition]);
+    state_snapshot_list_free(list, n);
+}
+
+Test(snapshot, names_create_conflicts_and_delete)
+{
+    state_store_t *st = open_dir(path("state"));
+    char err[512] = "";
+    const char *bad[] = { "", ".hidden", "a/b", "..", "sp ace", "x\n" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert(!state_snapshot_name_valid(bad[i]));
+        cr_assert_eq(state_snapshot_create(st, path("snaps"), bad[i], NULL, NULL, err,
+                                           sizeof err), SL_EINVAL);
+    }
+    cr_assert(state_snapshot_name_valid("snap-2024_01.x"));
+    state_snapshot_info_t info;
+    cr_assert_eq(state_snapshot_create(st, path("snaps"), NULL, NULL, &info, err, sizeof err), 0);
+    cr_assert(strncmp(info.name, "snap-", 5) == 0);
+    cr_assert_eq(info.n_partitions, 0);            /* empty store: no progress yet */
+    cr_assert_eq(state_snapshot_create(st, path("snaps"), info.name, NULL, NULL, err,
+                                       sizeof err), SL_EEXISTS);
+    cr_assert_eq(state_snapshot_delete(path("snaps"), info.name, err, sizeof err), 0);
+    cr_assert_eq(state_snapshot_delete(path("snaps"), info.name, err, sizeof err), SL_ENOTFOUND);
+    cr_assert_eq(state_snapshot_delete(path("snaps"), "../state", err, sizeof err), SL_EINVAL);
+    state_snapshot_info_free(&info);
+    state_snapshot_info_t *list;
+    size_t n;
+    cr_assert_eq(state_snapshot_list(path("snaps"), &list, &n, err, sizeof err), 0);
+    cr_assert_eq(n, 0);
+    state_snapshot_list_free(list, n);
+    cr_assert_eq(state_snapshot_list(path("absent"), &list, &n, err, sizeof err), 0);
+    cr_assert_eq(n, 0);
+    state_close(st);
+}
