@@ -642,7 +642,7 @@ size_t state_progress(state_store_t *st, state_partition_progress_t *out, size_t
 {
     pthread_mutex_lock(&st->progress_mu);
     size_t n = st->n_progress;
-    if (out) memcpy(out, st->progress, (n < max ? n : max) * sizeof *out);
+    if (out && n && max) memcpy(out, st->progress, (n < max ? n : max) * sizeof *out);
     pthread_mutex_unlock(&st->progress_mu);
     return n;
 }
