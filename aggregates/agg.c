@@ -17,7 +17,7 @@
  * Encoding (format version 1), all integers varint / zig-zag varint:
  *
  *   u8 version | u64be view fingerprint | varint n_features |
- *   svarint last_event_ms | per feature: u8 aggregate, u8 window kind,
+ *   u8 has_events | svarint last_event_ms | per feature: u8 aggregate, u8 window kind,
  *   window state (agg__win_encode)
  *
  * Derived partials (tile prefix/suffix accumulators) are not stored; decode
@@ -37,6 +37,7 @@
 
 struct agg_entity {
     int64_t last_event_ms;
+    bool any;                       /* an event was applied */
     size_t n;
     agg__fstate_t *st;
     agg_part_t *keep;               /* per feature */
@@ -299,8 +300,9 @@ int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
         if ((rc = agg__win_add(f, &ent->st[i], &in, accept_from_ms)))
             ret = rc;               /* keep going: other features stay exact */
     }
-    if (ev->time_ms > ent->last_event_ms || ent->last_event_ms == 0)
+    if (ev->time_ms > ent->last_event_ms || !ent->any)
         ent->last_event_ms = ev->time_ms;
+    ent->any = true;
     return ret;
 }
 
@@ -376,6 +378,7 @@ int agg_entity_encode(const agg_plan_t *plan, const agg_entity_t *ent, sl_buf_t 
     if ((rc = sl_buf_put_u8(buf, AGG_FORMAT_VERSION)) ||
         (rc = sl_buf_put_u64be(buf, plan->fingerprint)) ||
         (rc = sl_buf_put_varint(buf, plan->n_features)) ||
+        (rc = sl_buf_put_u8(buf, ent->any)) ||
         (rc = sl_buf_put_svarint(buf, ent->last_event_ms)))
         goto fail;
     for (size_t i = 0; i < plan->n_features; i++) {
@@ -413,9 +416,12 @@ int agg_entity_decode(const agg_plan_t *plan, const void *data, size_t len,
     ent = agg_entity_new(plan);
     if (!ent)
         return SL_ENOMEM;
-    if ((rc = sl_read_svarint(&r, &ent->last_event_ms)))
+    uint8_t any;
+    if ((rc = sl_read_u8(&r, &any)) || (rc = sl_read_svarint(&r, &ent->last_event_ms)))
         goto fail_ent;
-    if (ent->last_event_ms > AGG_TIME_LIMIT || ent->last_event_ms < -AGG_TIME_LIMIT) {
+    ent->any = any;
+    if (any > 1 || (!any && ent->last_event_ms) || ent->last_event_ms > AGG_TIME_LIMIT ||
+        ent->last_event_ms < -AGG_TIME_LIMIT) {
         rc = SL_ECORRUPT;
         goto fail_ent;
     }

@@ -571,9 +571,9 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
                 int64_t prev = T(ts, i - 1)->idx;
                 if ((rc = sl_read_varint(r, &u)))
                     return rc;
-                if (u == 0 || u > (uint64_t)(INT64_MAX - prev))
+                if (u == 0 || u > (uint64_t)AGG_TIME_LIMIT * 2)
                     return SL_ECORRUPT;
-                idx = prev + (int64_t)u;
+                idx = prev + (int64_t)u;        /* |prev| <= 2^60: no overflow */
             }
             if (idx > AGG_TIME_LIMIT / f->hop_ms || idx < -AGG_TIME_LIMIT / f->hop_ms - 1)
                 return SL_ECORRUPT;
@@ -582,7 +582,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
             if ((rc = agg__part_decode(f, r, &ts->v[i].p)))
                 return rc;
         }
-        if (ts->split > T(ts, ts->n - 1)->idx || ts->split < T(ts, 0)->idx - f->ntiles)
+        if (ts->split > T(ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
             return SL_ECORRUPT;
         if (f->ntiles > 1)
             return tiles_resplit(f, ts, ts->split);
