@@ -310,6 +310,23 @@ static void key_text(const gen_t *g, int fi, int64_t id, char *out, size_t size)
     snprintf(out, size, "%.*s-%06lld", (int)(n > 40 ? 40 : n), f->name, (long long)(id + 1));
 }
 
+int gen_example_key(const gen_t *g, int view, char *out, size_t size)
+{
+    if (view < 0 || (size_t)view >= g->schema->n_views ||
+        g->schema->sources + g->schema->views[view].source != g->src)
+        return SL_EINVAL;
+    const schema_view_t *v = &g->schema->views[view];
+    size_t nk = g->schema->entities[v->entity].n_keys, off = 0;
+    if (size) out[0] = '\0';
+    for (size_t k = 0; k < nk && off < size; k++) {
+        char text[96];
+        key_text(g, v->key_fields[k], 0, text, sizeof text);
+        off += (size_t)snprintf(out + off, size - off, "%s%s%s", nk > 1 && k == 0 ? "{" : "",
+                                text, nk > 1 ? (k + 1 == nk ? "}" : "|") : "");
+    }
+    return SL_OK;
+}
+
 static double number_for(gen_t *g, const char *name, bool integral)
 {
     if (strstr(name, "rating")) return 1.0 + floor(uniform(g) * 40.0 + 0.5) / 10.0;

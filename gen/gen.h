@@ -66,6 +66,12 @@ void gen_free(gen_t *g);
  * kind of event, or a negative SL_ENOMEM. */
 int gen_next(gen_t *g, sl_buf_t *payload, sl_buf_t *key, bool *is_null);
 
+/* Writes the RESP key spec of the most popular entity of view `view` as
+ * this generator makes it: "card-000001", or "{city-000001|1}" for a
+ * composite key (docs/serving.md). Returns 0, or SL_EINVAL when the view
+ * is not fed by this generator's source. */
+int gen_example_key(const gen_t *g, int view, char *out, size_t size);
+
 /* Name of the entity whose key is the message key. */
 const char *gen_key_entity(const gen_t *g);
 
