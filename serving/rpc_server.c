@@ -1,0 +1,349 @@
+/*
+ * rpc_server.c — unary gRPC calls on the core C API (see rpc_server.h).
+ *
+ * Every worker thread owns one completion queue and keeps RPC_PENDING
+ * requested calls per method posted on it. A call's life:
+ *
+ *   REQUESTED --(tag ok)--> handler runs, one batch sent:
+ *       |                   SEND_INITIAL_METADATA, SEND_MESSAGE (if OK),
+ *       |                   SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER
+ *       |                   and a fresh request is posted in its place
+ *       |                        \--> SENDING --(tag)--> freed
+ *       \--(tag not ok: shutting down)--> freed
+ *
+ * Shutdown: grpc_server_shutdown_and_notify on a private queue, cancel all
+ * calls, wait for the notification; then every worker queue is shut down
+ * and drained by its worker, which exits on GRPC_QUEUE_SHUTDOWN.
+ */
+#include "rpc_server.h"
+#include "sl_err.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RPC_PENDING 16
+
+typedef struct rpc_worker rpc_worker_t;
+
+typedef enum { RPC_CALL_REQUESTED, RPC_CALL_SENDING } rpc_call_state_t;
+
+typedef struct rpc_call {
+    rpc_call_state_t state;
+    rpc_worker_t *w;
+    size_t method;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_byte_buffer *response;
+    grpc_slice details;
+    int cancelled;
+} rpc_call_t;
+
+struct rpc_worker {
+    rpc_server_t *srv;
+    grpc_completion_queue *cq;
+    pthread_t thread;
+    bool started;
+    void *tctx;
+};
+
+struct rpc_server {
+    rpc_server_opts_t opts;
+    char *auth_value;         /* "Bearer <token>" or NULL */
+    const rpc_method_t *methods;
+    size_t n_methods;
+    void **handles;           /* registered method handles */
+    grpc_server *server;
+    grpc_completion_queue *shutdown_cq;
+    rpc_worker_t *workers;
+    int n_workers;
+    int port;
+    _Atomic uint64_t calls, errors, unauthenticated;
+};
+
+int rpc_reply_fail(rpc_reply_t *reply, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply->message, sizeof reply->message, fmt, ap);
+    va_end(ap);
+    reply->status = status;
+    return status;
+}
+
+static int rpc__post(rpc_worker_t *w, size_t method)
+{
+    rpc_call_t *c = calloc(1, sizeof *c);
+    if (!c) return SL_ENOMEM;
+    c->w = w;
+    c->method = method;
+    c->state = RPC_CALL_REQUESTED;
+    grpc_metadata_array_init(&c->md);
+    grpc_call_error e = grpc_server_request_registered_call(
+        w->srv->server, w->srv->handles[method], &c->call, &c->deadline, &c->md, &c->payload,
+        w->cq, w->cq, c);
+    if (e != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&c->md);
+        free(c);
+        return SL_EIO;
+    }
+    return 0;
+}
+
+static void rpc__call_free(rpc_call_t *c)
+{
+    if (c->call) grpc_call_unref(c->call);
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->response) grpc_byte_buffer_destroy(c->response);
+    if (c->state == RPC_CALL_SENDING) grpc_slice_unref(c->details);
+    grpc_metadata_array_destroy(&c->md);
+    free(c);
+}
+
+static bool rpc__authorized(const rpc_server_t *srv, const rpc_call_t *c)
+{
+    if (!srv->auth_value || srv->methods[c->method].public_) return true;
+    size_t want = strlen(srv->auth_value);
+    for (size_t i = 0; i < c->md.count; i++) {
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, "authorization") != 0) continue;
+        grpc_slice v = c->md.metadata[i].value;
+        size_t n = GRPC_SLICE_LENGTH(v);
+        const unsigned char *p = GRPC_SLICE_START_PTR(v);
+        unsigned diff = (unsigned)(n ^ want);
+        for (size_t k = 0; k < n; k++)
+            diff |= p[k] ^ (unsigned char)(k < want ? srv->auth_value[k] : 0);
+        return diff == 0;
+    }
+    return false;
+}
+
+/* Runs the handler and sends the whole response in one batch. */
+static void rpc__handle(rpc_call_t *c)
+{
+    rpc_worker_t *w = c->w;
+    rpc_server_t *srv = w->srv;
+    rpc_reply_t reply = { .body = SL_BUF_INIT, .status = RPC_OK };
+    atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
+
+    if (!rpc__authorized(srv, c)) {
+        atomic_fetch_add_explicit(&srv->unauthenticated, 1, memory_order_relaxed);
+        rpc_reply_fail(&reply, RPC_UNAUTHENTICATED,
+                       "missing or wrong bearer token (metadata 'authorization: Bearer <token>')");
+    } else {
+        grpc_slice req = grpc_empty_slice();
+        if (c->payload) {
+            grpc_byte_buffer_reader rd;
+            if (!grpc_byte_buffer_reader_init(&rd, c->payload)) {
+                rpc_reply_fail(&reply, RPC_INTERNAL, "cannot read the request message");
+            } else {
+                req = grpc_byte_buffer_reader_readall(&rd);
+                grpc_byte_buffer_reader_destroy(&rd);
+            }
+        }
+        if (reply.status == RPC_OK) {
+            size_t n = GRPC_SLICE_LENGTH(req);
+            if (srv->opts.max_message_bytes && n > srv->opts.max_message_bytes)
+                rpc_reply_fail(&reply, RPC_RESOURCE_EXHAUSTED, "request of %zu bytes exceeds %zu",
+                               n, srv->opts.max_message_bytes);
+            else
+                srv->methods[c->method].fn(srv->opts.ctx, w->tctx,
+                                           n ? GRPC_SLICE_START_PTR(req) : NULL, n, &reply);
+        }
+        grpc_slice_unref(req);
+    }
+    if (reply.status != RPC_OK) atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
+
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = 0;
+    n++;
+    if (reply.status == RPC_OK) {
+        grpc_slice s = grpc_slice_from_copied_buffer((const char *)reply.body.data, reply.body.len);
+        c->response = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->response;
+        n++;
+    }
+    c->details = grpc_slice_from_copied_string(reply.status == RPC_OK ? "" : reply.message);
+    c->state = RPC_CALL_SENDING;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)reply.status;
+    ops[n].data.send_status_from_server.status_details = &c->details;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+    n++;
+    sl_buf_free(&reply.body);
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) rpc__call_free(c);
+}
+
+static void *rpc__worker_main(void *arg)
+{
+    rpc_worker_t *w = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        rpc_call_t *c = ev.tag;
+        if (c->state == RPC_CALL_REQUESTED) {
+            if (!ev.success) {          /* server shutting down */
+                rpc__call_free(c);
+                continue;
+            }
+            rpc__post(w, c->method);    /* keep the same number pending */
+            rpc__handle(c);
+        } else {
+            rpc__call_free(c);
+        }
+    }
+    return NULL;
+}
+
+int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods, size_t n,
+                     rpc_server_t **out, char *errstr, size_t errsize)
+{
+    *out = NULL;
+    rpc_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv) return SL_ENOMEM;
+    srv->opts = *opts;
+    srv->methods = methods;
+    srv->n_methods = n;
+    if (srv->opts.threads < 1) srv->opts.threads = 1;
+    if (opts->token && *opts->token) {
+        size_t len = strlen(opts->token) + 8;
+        srv->auth_value = malloc(len);
+        if (!srv->auth_value) { free(srv); return SL_ENOMEM; }
+        snprintf(srv->auth_value, len, "Bearer %s", opts->token);
+    }
+    srv->handles = calloc(n, sizeof *srv->handles);
+    srv->workers = calloc((size_t)srv->opts.threads, sizeof *srv->workers);
+    if (!srv->handles || !srv->workers) goto nomem;
+
+    grpc_init();
+    grpc_arg args[2];
+    int nargs = 0;
+    if (opts->max_message_bytes) {
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+        args[nargs].value.integer = (int)(opts->max_message_bytes + 1024);
+        nargs++;
+    }
+    grpc_channel_args chargs = { (size_t)nargs, args };
+    srv->server = grpc_server_create(&chargs, NULL);
+    for (size_t i = 0; i < n; i++)
+        srv->handles[i] = grpc_server_register_method(srv->server, methods[i].path, NULL,
+                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+    srv->n_workers = srv->opts.threads;
+    for (int i = 0; i < srv->n_workers; i++) {
+        srv->workers[i].srv = srv;
+        srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
+    }
+    char addr[300];
+    snprintf(addr, sizeof addr, "%s:%d", opts->bind && *opts->bind ? opts->bind : "127.0.0.1",
+             opts->port);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port <= 0) {
+        snprintf(errstr, errsize, "grpc: cannot listen on %s", addr);
+        rpc_server_stop(srv);
+        return SL_EIO;
+    }
+    grpc_server_start(srv->server);
+    for (int i = 0; i < srv->n_workers; i++) {
+        rpc_worker_t *w = &srv->workers[i];
+        if (opts->thread_ctx_new && !(w->tctx = opts->thread_ctx_new(opts->ctx))) goto nomem_started;
+        for (size_t m = 0; m < n; m++)
+            for (int k = 0; k < RPC_PENDING; k++)
+                if (rpc__post(w, m)) goto nomem_started;
+        if (pthread_create(&w->thread, NULL, rpc__worker_main, w)) goto nomem_started;
+        w->started = true;
+    }
+    *out = srv;
+    return 0;
+nomem_started:
+    snprintf(errstr, errsize, "grpc: out of memory or threads");
+    rpc_server_stop(srv);
+    return SL_ENOMEM;
+nomem:
+    free(srv->handles);
+    free(srv->workers);
+    free(srv->auth_value);
+    free(srv);
+    snprintf(errstr, errsize, "grpc: out of memory");
+    return SL_ENOMEM;
+}
+
+int rpc_server_port(const rpc_server_t *srv) { return srv->port; }
+
+static void rpc__drain(grpc_completion_queue *cq)
+{
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag) rpc__call_free(ev.tag);
+    }
+}
+
+void rpc_server_stop(rpc_server_t *srv)
+{
+    if (!srv) return;
+    static int shutdown_tag;
+    grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &shutdown_tag);
+    grpc_server_cancel_all_calls(srv->server);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq,
+                                                   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag == &shutdown_tag) break;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+    }
+    for (int i = 0; i < srv->n_workers; i++) {
+        rpc_worker_t *w = &srv->workers[i];
+        grpc_completion_queue_shutdown(w->cq);
+        if (w->started) pthread_join(w->thread, NULL);
+        else rpc__drain(w->cq);
+    }
+    grpc_server_destroy(srv->server);
+    for (int i = 0; i < srv->n_workers; i++) {
+        rpc_worker_t *w = &srv->workers[i];
+        grpc_completion_queue_destroy(w->cq);
+        if (w->tctx && srv->opts.thread_ctx_free) srv->opts.thread_ctx_free(srv->opts.ctx, w->tctx);
+    }
+    grpc_completion_queue_shutdown(srv->shutdown_cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq,
+                                                   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+    }
+    grpc_completion_queue_destroy(srv->shutdown_cq);
+    free(srv->handles);
+    free(srv->workers);
+    free(srv->auth_value);
+    free(srv);
+    grpc_shutdown();
+}
+
+void rpc_server_stats(const rpc_server_t *srv, rpc_server_stats_t *out)
+{
+    out->calls = atomic_load_explicit(&srv->calls, memory_order_relaxed);
+    out->errors = atomic_load_explicit(&srv->errors, memory_order_relaxed);
+    out->unauthenticated = atomic_load_explicit(&srv->unauthenticated, memory_order_relaxed);
+}

@@ -1,0 +1,77 @@
+/*
+ * rpc_server.h — a small unary-call gRPC server on the gRPC core C API.
+ *
+ * Methods are (path, handler) rows; a handler gets the request bytes and
+ * fills a reply (bytes + status). Nothing here knows about features: the
+ * Sluice service (serve_grpc.c) and the benchmark's echo service use it the
+ * same way, so the echo service measures the ceiling of this very code.
+ *
+ * Threads: `threads` workers, each with its own completion queue, handling
+ * calls to completion one at a time; a handler runs on a worker and may
+ * block briefly (a read-your-writes wait). Each worker owns a user context
+ * made by thread_ctx_new (per-thread scratch).
+ */
+#ifndef RPC_SERVER_H
+#define RPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sl_buf.h"
+
+typedef struct rpc_server rpc_server_t;
+
+/* Canonical gRPC status codes (same numbers as grpc_status_code). */
+enum {
+    RPC_OK = 0, RPC_CANCELLED = 1, RPC_UNKNOWN = 2, RPC_INVALID_ARGUMENT = 3,
+    RPC_DEADLINE_EXCEEDED = 4, RPC_NOT_FOUND = 5, RPC_RESOURCE_EXHAUSTED = 8,
+    RPC_FAILED_PRECONDITION = 9, RPC_INTERNAL = 13, RPC_UNAVAILABLE = 14,
+    RPC_UNAUTHENTICATED = 16,
+};
+
+typedef struct rpc_reply {
+    sl_buf_t body;            /* response message (sent only when status is OK) */
+    int status;               /* RPC_* */
+    char message[512];        /* status details for errors */
+} rpc_reply_t;
+
+/* Fills reply->status and message; returns status for one-line error paths. */
+int rpc_reply_fail(rpc_reply_t *reply, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* req may be NULL when len == 0 (empty message). */
+typedef void (*rpc_handler_fn)(void *ctx, void *thread_ctx, const void *req, size_t len,
+                               rpc_reply_t *reply);
+
+typedef struct rpc_method {
+    const char *path;         /* "/sluice.v1.FeatureService/GetOnlineFeatures" */
+    rpc_handler_fn fn;
+    bool public_;             /* no bearer token needed (health checks) */
+} rpc_method_t;
+
+typedef struct rpc_server_opts {
+    const char *bind;         /* "127.0.0.1" */
+    int port;                 /* 0 = pick one */
+    int threads;
+    const char *token;        /* NULL/"" = no auth; else "authorization: Bearer <token>" */
+    size_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
+    void *ctx;                /* passed to every handler */
+    void *(*thread_ctx_new)(void *ctx);   /* optional; NULL result = failure */
+    void (*thread_ctx_free)(void *ctx, void *thread_ctx);
+} rpc_server_opts_t;
+
+/* Starts the server; `methods` (n of them) must outlive it. Returns 0 or
+ * SL_EIO (cannot bind) / SL_ENOMEM with errstr set. */
+int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods, size_t n,
+                     rpc_server_t **out, char *errstr, size_t errsize);
+int rpc_server_port(const rpc_server_t *srv);
+/* Cancels calls in flight, joins the workers, frees everything. */
+void rpc_server_stop(rpc_server_t *srv);
+
+typedef struct rpc_server_stats {
+    uint64_t calls, errors, unauthenticated;
+} rpc_server_stats_t;
+void rpc_server_stats(const rpc_server_t *srv, rpc_server_stats_t *out);
+
+#endif

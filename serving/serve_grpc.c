@@ -1,0 +1,586 @@
+/*
+ * serve_grpc.c — sluice.v1.FeatureService and grpc.health.v1.Health on
+ * rpc_server.c.
+ *
+ * GetOnlineFeatures: the request names columns (feature refs or a feature
+ * service) and entity rows (key name -> text). Columns are grouped by view;
+ * for each row and each distinct view there is exactly one backend lookup,
+ * however many columns come from that view. The consistency token is the
+ * committed progress read BEFORE the lookups, so every state read is at
+ * least as new as the token says (a safe lower bound for read-your-writes).
+ *
+ * Error mapping (status codes a client can act on):
+ *   malformed protobuf, no columns, bad/missing entity key  INVALID_ARGUMENT
+ *   unknown view / feature / service                         NOT_FOUND
+ *   too many entity rows, request too large                 RESOURCE_EXHAUSTED
+ *   min_token not reached in time                            UNAVAILABLE (retry)
+ *   state read / decode failure                              INTERNAL
+ *   bearer token missing or wrong (rpc_server.c)             UNAUTHENTICATED
+ *
+ * Response messages are built in a per-call arena (one free at the end).
+ * Each worker thread owns a backend scratch and a value array.
+ */
+#include "serve_grpc.h"
+#include "rpc_server.h"
+#include "sl_err.h"
+#include "sl_time.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "sluice/v1/feature_service.pb-c.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct serve_grpc {
+    serve_grpc_opts_t opts;
+    const serve_backend_t *be;
+    size_t max_features;
+    rpc_server_t *rpc;
+};
+
+typedef struct serve_grpc_thread {
+    serve_scratch_t *sc;
+    serve_value_t *vals;
+} serve_grpc_thread_t;
+
+/* ---- arena ------------------------------------------------------------- */
+
+typedef struct arena_block { struct arena_block *next; size_t used, cap; max_align_t data[]; } arena_block_t;
+typedef struct arena { arena_block_t *head; bool failed; } arena_t;
+
+static void *arena_alloc(arena_t *a, size_t n)
+{
+    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    if (!a->head || a->head->cap - a->head->used < n) {
+        size_t cap = n > 16384 ? n : 16384;
+        arena_block_t *b = malloc(sizeof *b + cap);
+        if (!b) { a->failed = true; return NULL; }
+        b->next = a->head;
+        b->used = 0;
+        b->cap = cap;
+        a->head = b;
+    }
+    void *p = (char *)a->head->data + a->head->used;
+    a->head->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+static char *arena_strndup(arena_t *a, const char *s, size_t n)
+{
+    char *d = arena_alloc(a, n + 1);
+    if (!d) return (char *)"";
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+static void arena_free(arena_t *a)
+{
+    while (a->head) {
+        arena_block_t *n = a->head->next;
+        free(a->head);
+        a->head = n;
+    }
+}
+
+static bool arena_pack(arena_t *a, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    if (a->failed) {
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        return false;
+    }
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (sl_buf_reserve(&reply->body, n)) {
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory packing the response");
+        return false;
+    }
+    reply->body.len = protobuf_c_message_pack(m, reply->body.data);
+    return true;
+}
+
+/* ---- values ------------------------------------------------------------ */
+
+static void serve_grpc__scalar(arena_t *a, Sluice__V1__Value *pv, agg_value_type_t t, int64_t i,
+                               double d, const char *s, size_t slen)
+{
+    sluice__v1__value__init(pv);
+    switch (t) {
+    case AGG_VAL_INT: pv->kind_case = SLUICE__V1__VALUE__KIND_INT64_VALUE; pv->int64_value = i; break;
+    case AGG_VAL_DOUBLE: pv->kind_case = SLUICE__V1__VALUE__KIND_DOUBLE_VALUE; pv->double_value = d; break;
+    case AGG_VAL_STRING:
+        pv->kind_case = SLUICE__V1__VALUE__KIND_STRING_VALUE;
+        pv->string_value = arena_strndup(a, s, slen);
+        break;
+    default: break;
+    }
+}
+
+static Sluice__V1__FeatureValue *serve_grpc__value(arena_t *a, const serve_value_t *v)
+{
+    Sluice__V1__FeatureValue *fv = arena_alloc(a, sizeof *fv);
+    Sluice__V1__Value *pv = arena_alloc(a, sizeof *pv);
+    if (!fv || !pv) return NULL;
+    sluice__v1__feature_value__init(fv);
+    fv->value = pv;
+    fv->status = (Sluice__V1__FeatureStatus)(v->status + 1);
+    const agg_value_t *x = &v->val;
+    if (v->status == SERVE_STATUS_NOT_FOUND || v->status == SERVE_STATUS_OUTSIDE_TTL) {
+        sluice__v1__value__init(pv);
+        fv->event_time_ms = v->status == SERVE_STATUS_OUTSIDE_TTL ? x->newest_event_ms : 0;
+        return fv;
+    }
+    fv->event_time_ms = x->newest_event_ms;
+    if (x->type == AGG_VAL_LIST) {
+        sluice__v1__value__init(pv);
+        Sluice__V1__ValueList *l = arena_alloc(a, sizeof *l);
+        Sluice__V1__Value **items = arena_alloc(a, (x->n_items + 1) * sizeof *items);
+        if (!l || !items) return NULL;
+        sluice__v1__value_list__init(l);
+        for (size_t i = 0; i < x->n_items; i++) {
+            items[i] = arena_alloc(a, sizeof **items);
+            if (!items[i]) return NULL;
+            const agg_scalar_t *s = &x->items[i];
+            serve_grpc__scalar(a, items[i], s->type, s->i, s->d, s->s, s->slen);
+        }
+        l->n_items = x->n_items;
+        l->items = items;
+        pv->kind_case = SLUICE__V1__VALUE__KIND_LIST_VALUE;
+        pv->list_value = l;
+    } else {
+        serve_grpc__scalar(a, pv, x->type, x->i, x->d, x->s, x->slen);
+    }
+    return fv;
+}
+
+/* ---- consistency tokens ------------------------------------------------ */
+
+#define SERVE_GRPC_MAX_PARTITIONS 4096
+
+/* Is every partition of `want` at or past its offset in `have`? On false,
+ * says which one is behind. */
+static bool serve_grpc__token_reached(const Sluice__V1__ConsistencyToken *want,
+                                      const state_partition_progress_t *have, size_t n,
+                                      char *why, size_t whysize)
+{
+    for (size_t i = 0; i < want->n_partitions; i++) {
+        const Sluice__V1__PartitionPosition *w = want->partitions[i];
+        int64_t at = -1;
+        for (size_t k = 0; k < n; k++)
+            if (have[k].partition == w->partition && strcmp(have[k].topic, w->topic) == 0)
+                at = have[k].next_offset;
+        if (at < w->next_offset) {
+            snprintf(why, whysize, "partition %s/%d is at offset %lld, token asks for %lld",
+                     w->topic, w->partition, (long long)at, (long long)w->next_offset);
+            return false;
+        }
+    }
+    return true;
+}
+
+static Sluice__V1__ConsistencyToken *serve_grpc__token(arena_t *a, const state_partition_progress_t *pp,
+                                                       size_t n)
+{
+    Sluice__V1__ConsistencyToken *t = arena_alloc(a, sizeof *t);
+    Sluice__V1__PartitionPosition **parts = arena_alloc(a, (n + 1) * sizeof *parts);
+    if (!t || !parts) return NULL;
+    sluice__v1__consistency_token__init(t);
+    for (size_t i = 0; i < n; i++) {
+        Sluice__V1__PartitionPosition *p = arena_alloc(a, sizeof *p);
+        if (!p) return NULL;
+        sluice__v1__partition_position__init(p);
+        p->topic = arena_strndup(a, pp[i].topic, strlen(pp[i].topic));
+        p->partition = pp[i].partition;
+        p->next_offset = pp[i].next_offset;
+        p->watermark_ms = pp[i].watermark_ms;
+        parts[i] = p;
+    }
+    t->n_partitions = n;
+    t->partitions = parts;
+    return t;
+}
+
+/* ---- GetOnlineFeatures ------------------------------------------------- */
+
+typedef struct column { int view, feature; } column_t;
+
+static int serve_grpc__columns(const schema_t *s, const Sluice__V1__GetOnlineFeaturesRequest *req,
+                               arena_t *a, column_t **out, size_t *n_out, rpc_reply_t *reply)
+{
+    size_t n = 0, cap = 0;
+    column_t *cols = NULL;
+    if (req->features_case == SLUICE__V1__GET_ONLINE_FEATURES_REQUEST__FEATURES_FEATURE_SERVICE) {
+        const char *name = req->feature_service;
+        const schema_service_t *sv = NULL;
+        for (size_t i = 0; i < s->n_services; i++)
+            if (strcmp(s->services[i].name, name) == 0) sv = &s->services[i];
+        if (!sv) return rpc_reply_fail(reply, RPC_NOT_FOUND, "unknown feature service '%.200s'", name);
+        cols = arena_alloc(a, (sv->n_refs + 1) * sizeof *cols);
+        if (!cols) return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        for (size_t i = 0; i < sv->n_refs; i++) {
+            cols[i].view = sv->refs[i].view;
+            cols[i].feature = sv->refs[i].feature;
+        }
+        n = sv->n_refs;
+    } else if (req->features_case == SLUICE__V1__GET_ONLINE_FEATURES_REQUEST__FEATURES_FEATURE_REFS) {
+        const Sluice__V1__FeatureRefList *refs = req->feature_refs;
+        for (size_t r = 0; r < refs->n_refs; r++) {
+            const char *ref = refs->refs[r];
+            const char *colon = strchr(ref, ':');
+            if (!colon)
+                return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT,
+                                      "feature ref '%.200s' must be 'view:feature' or 'view:*'", ref);
+            int view = -1;
+            for (size_t i = 0; i < s->n_views; i++)
+                if (strlen(s->views[i].name) == (size_t)(colon - ref) &&
+                    memcmp(s->views[i].name, ref, (size_t)(colon - ref)) == 0)
+                    view = (int)i;
+            if (view < 0)
+                return rpc_reply_fail(reply, RPC_NOT_FOUND, "unknown view in feature ref '%.200s'", ref);
+            const schema_view_t *v = &s->views[view];
+            bool all = strcmp(colon + 1, "*") == 0;
+            size_t add = all ? v->n_features : 1;
+            if (n + add > cap) {
+                size_t ncap = (n + add) * 2;
+                column_t *nc = arena_alloc(a, ncap * sizeof *nc);
+                if (!nc) return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+                if (n) memcpy(nc, cols, n * sizeof *cols);
+                cols = nc;
+                cap = ncap;
+            }
+            if (all) {
+                for (size_t f = 0; f < v->n_features; f++) cols[n++] = (column_t){ view, (int)f };
+                continue;
+            }
+            int f = -1;
+            for (size_t i = 0; i < v->n_features; i++)
+                if (strcmp(v->features[i].name, colon + 1) == 0) f = (int)i;
+            if (f < 0)
+                return rpc_reply_fail(reply, RPC_NOT_FOUND, "unknown feature '%.100s' in view '%s'",
+                                      colon + 1, v->name);
+            cols[n++] = (column_t){ view, f };
+        }
+    }
+    if (n == 0)
+        return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT,
+                              "no features requested: set feature_refs or feature_service");
+    *out = cols;
+    *n_out = n;
+    return RPC_OK;
+}
+
+/* Builds the key of `view`'s entity from an entity row. */
+static int serve_grpc__row_key(const schema_t *s, int view, const Sluice__V1__EntityRow *row,
+                               size_t row_i, serve_key_t *key, rpc_reply_t *reply)
+{
+    const schema_entity_t *ent = &s->entities[s->views[view].entity];
+    if (ent->n_keys > SERVE_MAX_KEY_PARTS)
+        return rpc_reply_fail(reply, RPC_INTERNAL, "entity '%s' has too many keys", ent->name);
+    key->n = ent->n_keys;
+    for (size_t k = 0; k < ent->n_keys; k++) {
+        const char *val = NULL;
+        for (size_t i = 0; i < row->n_keys; i++)
+            if (strcmp(row->keys[i]->key, ent->keys[k]) == 0) val = row->keys[i]->value;
+        if (!val)
+            return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT,
+                                  "entity row %zu has no key '%s' (needed by view '%s')", row_i,
+                                  ent->keys[k], s->views[view].name);
+        key->part[k] = val;
+        key->len[k] = strlen(val);
+    }
+    return RPC_OK;
+}
+
+static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len, rpc_reply_t *reply)
+{
+    serve_grpc_t *g = ctx;
+    serve_grpc_thread_t *t = tctx;
+    const serve_backend_t *be = g->be;
+    const schema_t *s = be->schema;
+    arena_t a = { 0 };
+    state_partition_progress_t *pp = NULL;
+    Sluice__V1__GetOnlineFeaturesRequest *req =
+        sluice__v1__get_online_features_request__unpack(NULL, len, data);
+    if (!req) {
+        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "malformed GetOnlineFeaturesRequest");
+        return;
+    }
+    if (req->n_entities > g->opts.max_entities) {
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "too many entity rows: %zu > max_entities %zu",
+                       req->n_entities, g->opts.max_entities);
+        goto out;
+    }
+    column_t *cols = NULL;
+    size_t n_cols = 0;
+    if (serve_grpc__columns(s, req, &a, &cols, &n_cols, reply) != RPC_OK) goto out;
+
+    /* progress first: the token must not claim more than what we read */
+    pp = malloc(SERVE_GRPC_MAX_PARTITIONS * sizeof *pp);
+    if (!pp) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+    size_t n_pp = be->progress ? be->progress(be, pp, SERVE_GRPC_MAX_PARTITIONS) : 0;
+    if (n_pp > SERVE_GRPC_MAX_PARTITIONS) n_pp = SERVE_GRPC_MAX_PARTITIONS;
+    if (req->min_token && req->min_token->n_partitions) {
+        int64_t wait = req->min_token_wait_ms ? req->min_token_wait_ms : 1000;
+        if (wait > g->opts.max_token_wait_ms) wait = g->opts.max_token_wait_ms;
+        int64_t until = sl_mono_ns() + wait * 1000000;
+        char why[300] = "";
+        while (!serve_grpc__token_reached(req->min_token, pp, n_pp, why, sizeof why)) {
+            if (sl_mono_ns() >= until) {
+                rpc_reply_fail(reply, RPC_UNAVAILABLE, "consistency token not reached within %lld ms: %s",
+                               (long long)wait, why);
+                goto out;
+            }
+            struct timespec ts = { 0, 2 * 1000000 };
+            nanosleep(&ts, NULL);
+            n_pp = be->progress(be, pp, SERVE_GRPC_MAX_PARTITIONS);
+            if (n_pp > SERVE_GRPC_MAX_PARTITIONS) n_pp = SERVE_GRPC_MAX_PARTITIONS;
+        }
+    }
+
+    Sluice__V1__GetOnlineFeaturesResponse resp = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
+    int64_t now = sl_now_ms();
+    resp.served_at_ms = now;
+    resp.n_feature_names = n_cols;
+    resp.feature_names = arena_alloc(&a, (n_cols + 1) * sizeof(char *));
+    int *views = arena_alloc(&a, (n_cols + 1) * sizeof *views);   /* distinct views */
+    if (!resp.feature_names || !views) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+    size_t n_views = 0;
+    for (size_t c = 0; c < n_cols; c++) {
+        const schema_view_t *v = &s->views[cols[c].view];
+        const char *fname = v->features[cols[c].feature].name;
+        size_t nl = strlen(v->name) + strlen(fname) + 2;
+        char *nm = arena_alloc(&a, nl);
+        if (nm) snprintf(nm, nl, "%s:%s", v->name, fname);
+        resp.feature_names[c] = nm ? nm : (char *)"";
+        bool seen = false;
+        for (size_t k = 0; k < n_views; k++) seen |= views[k] == cols[c].view;
+        if (!seen) views[n_views++] = cols[c].view;
+    }
+    resp.n_results = req->n_entities;
+    resp.results = arena_alloc(&a, (req->n_entities + 1) * sizeof *resp.results);
+    if (!resp.results) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+    for (size_t e = 0; e < req->n_entities; e++) {
+        Sluice__V1__FeatureVector *fv = arena_alloc(&a, sizeof *fv);
+        Sluice__V1__FeatureValue **vals = arena_alloc(&a, (n_cols + 1) * sizeof *vals);
+        if (!fv || !vals) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+        sluice__v1__feature_vector__init(fv);
+        fv->n_values = n_cols;
+        fv->values = vals;
+        resp.results[e] = fv;
+        for (size_t k = 0; k < n_views; k++) {
+            serve_key_t key;
+            if (serve_grpc__row_key(s, views[k], req->entities[e], e, &key, reply) != RPC_OK) goto out;
+            char err[200] = "";
+            int rc = be->lookup(be, t->sc, views[k], &key, now, t->vals, err, sizeof err);
+            if (rc == SL_EINVAL || rc == SL_ETYPE) {
+                rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entity row %zu, view '%s': bad key: %s", e,
+                               s->views[views[k]].name, err[0] ? err : sl_strerror(rc));
+                goto out;
+            }
+            if (rc) {
+                rpc_reply_fail(reply, RPC_INTERNAL, "lookup failed: %s", err[0] ? err : sl_strerror(rc));
+                goto out;
+            }
+            for (size_t c = 0; c < n_cols; c++) {
+                if (cols[c].view != views[k]) continue;
+                vals[c] = serve_grpc__value(&a, &t->vals[cols[c].feature]);
+                if (!vals[c]) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+            }
+        }
+    }
+    resp.token = serve_grpc__token(&a, pp, n_pp);
+    arena_pack(&a, &resp.base, reply);
+out:
+    free(pp);
+    arena_free(&a);
+    sluice__v1__get_online_features_request__free_unpacked(req, NULL);
+}
+
+/* ---- ListFeatures ------------------------------------------------------ */
+
+static void serve_grpc__window(char *buf, size_t size, const schema_window_t *w)
+{
+    char a[32], b[32];
+    switch (w->kind) {
+    case SCHEMA_WINDOW_SLIDING:
+        snprintf(buf, size, "sliding %s/%s", sl_duration_format(w->size_ms, a, sizeof a),
+                 sl_duration_format(w->hop_ms, b, sizeof b));
+        break;
+    case SCHEMA_WINDOW_TUMBLING:
+        snprintf(buf, size, "tumbling %s", sl_duration_format(w->size_ms, a, sizeof a));
+        break;
+    case SCHEMA_WINDOW_SESSION:
+        snprintf(buf, size, "session %s", sl_duration_format(w->gap_ms, a, sizeof a));
+        break;
+    default: snprintf(buf, size, "lifetime"); break;
+    }
+}
+
+static void serve_grpc__list(void *ctx, void *tctx, const void *data, size_t len, rpc_reply_t *reply)
+{
+    serve_grpc_t *g = ctx;
+    (void)tctx;
+    const schema_t *s = g->be->schema;
+    Sluice__V1__ListFeaturesRequest *req = sluice__v1__list_features_request__unpack(NULL, len, data);
+    if (!req) {
+        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "malformed ListFeaturesRequest");
+        return;
+    }
+    sluice__v1__list_features_request__free_unpacked(req, NULL);
+    arena_t a = { 0 };
+    Sluice__V1__ListFeaturesResponse resp = SLUICE__V1__LIST_FEATURES_RESPONSE__INIT;
+    resp.n_views = s->n_views;
+    resp.views = arena_alloc(&a, (s->n_views + 1) * sizeof *resp.views);
+    for (size_t i = 0; resp.views && i < s->n_views; i++) {
+        const schema_view_t *v = &s->views[i];
+        const schema_entity_t *ent = &s->entities[v->entity];
+        Sluice__V1__ViewInfo *vi = arena_alloc(&a, sizeof *vi);
+        if (!vi) break;
+        sluice__v1__view_info__init(vi);
+        vi->name = v->name;
+        vi->entity = ent->name;
+        vi->n_entity_keys = ent->n_keys;
+        vi->entity_keys = ent->keys;
+        vi->ttl_ms = v->ttl_ms;
+        vi->n_features = v->n_features;
+        vi->features = arena_alloc(&a, (v->n_features + 1) * sizeof *vi->features);
+        for (size_t f = 0; vi->features && f < v->n_features; f++) {
+            Sluice__V1__FeatureInfo *fi = arena_alloc(&a, sizeof *fi);
+            char *win = arena_alloc(&a, 80);
+            if (!fi || !win) break;
+            sluice__v1__feature_info__init(fi);
+            fi->name = v->features[f].name;
+            fi->aggregation = (char *)schema_agg_name(v->features[f].agg);
+            serve_grpc__window(win, 80, &v->features[f].window);
+            fi->window = win;
+            vi->features[f] = fi;
+        }
+        resp.views[i] = vi;
+    }
+    resp.n_services = s->n_services;
+    resp.services = arena_alloc(&a, (s->n_services + 1) * sizeof *resp.services);
+    for (size_t i = 0; resp.services && i < s->n_services; i++) {
+        const schema_service_t *sv = &s->services[i];
+        Sluice__V1__ServiceInfo *si = arena_alloc(&a, sizeof *si);
+        if (!si) break;
+        sluice__v1__service_info__init(si);
+        si->name = sv->name;
+        si->n_feature_refs = sv->n_refs;
+        si->feature_refs = arena_alloc(&a, (sv->n_refs + 1) * sizeof(char *));
+        for (size_t r = 0; si->feature_refs && r < sv->n_refs; r++) {
+            const schema_view_t *v = &s->views[sv->refs[r].view];
+            const char *fn = v->features[sv->refs[r].feature].name;
+            size_t nl = strlen(v->name) + strlen(fn) + 2;
+            char *nm = arena_alloc(&a, nl);
+            if (nm) snprintf(nm, nl, "%s:%s", v->name, fn);
+            si->feature_refs[r] = nm ? nm : (char *)"";
+        }
+        resp.services[i] = si;
+    }
+    arena_pack(&a, &resp.base, reply);
+    arena_free(&a);
+}
+
+/* ---- Health ------------------------------------------------------------ */
+
+static void serve_grpc__health(void *ctx, void *tctx, const void *data, size_t len, rpc_reply_t *reply)
+{
+    (void)ctx; (void)tctx;
+    Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack(NULL, len, data);
+    if (!req) {
+        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "malformed HealthCheckRequest");
+        return;
+    }
+    bool known = req->service[0] == 0 || strcmp(req->service, "sluice.v1.FeatureService") == 0;
+    if (!known) {
+        rpc_reply_fail(reply, RPC_NOT_FOUND, "unknown service '%.200s'", req->service);
+    } else {
+        Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        arena_t a = { 0 };
+        arena_pack(&a, &resp.base, reply);
+    }
+    grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+static const rpc_method_t serve_grpc__methods[] = {
+    { "/sluice.v1.FeatureService/GetOnlineFeatures", serve_grpc__get, false },
+    { "/sluice.v1.FeatureService/ListFeatures", serve_grpc__list, false },
+    { "/grpc.health.v1.Health/Check", serve_grpc__health, true },
+};
+
+static void *serve_grpc__thread_new(void *ctx)
+{
+    serve_grpc_t *g = ctx;
+    serve_grpc_thread_t *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->sc = g->be->scratch_new(g->be);
+    t->vals = calloc(g->max_features + 1, sizeof *t->vals);
+    if (!t->sc || !t->vals) {
+        if (t->sc) g->be->scratch_free(t->sc);
+        free(t->vals);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void serve_grpc__thread_free(void *ctx, void *tctx)
+{
+    serve_grpc_t *g = ctx;
+    serve_grpc_thread_t *t = tctx;
+    if (!t) return;
+    if (t->sc) g->be->scratch_free(t->sc);
+    free(t->vals);
+    free(t);
+}
+
+void serve_grpc_opts_default(serve_grpc_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->bind = "127.0.0.1";
+    o->port = 50051;
+    o->threads = 2;
+    o->max_request_bytes = 1 << 20;
+    o->max_entities = 1000;
+    o->max_token_wait_ms = 10000;
+}
+
+int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
+                     serve_grpc_t **out, char *errstr, size_t errsize)
+{
+    *out = NULL;
+    serve_grpc_t *g = calloc(1, sizeof *g);
+    if (!g) return SL_ENOMEM;
+    g->opts = *opts;
+    if (g->opts.max_token_wait_ms <= 0) g->opts.max_token_wait_ms = 10000;
+    g->be = be;
+    for (size_t i = 0; i < be->schema->n_views; i++)
+        if (be->schema->views[i].n_features > g->max_features) g->max_features = be->schema->views[i].n_features;
+    rpc_server_opts_t ro = {
+        .bind = opts->bind, .port = opts->port, .threads = opts->threads, .token = opts->token,
+        .max_message_bytes = opts->max_request_bytes, .ctx = g,
+        .thread_ctx_new = serve_grpc__thread_new, .thread_ctx_free = serve_grpc__thread_free,
+    };
+    int rc = rpc_server_start(&ro, serve_grpc__methods,
+                              sizeof serve_grpc__methods / sizeof serve_grpc__methods[0], &g->rpc,
+                              errstr, errsize);
+    if (rc) {
+        free(g);
+        return rc;
+    }
+    *out = g;
+    return 0;
+}
+
+int serve_grpc_port(const serve_grpc_t *g) { return rpc_server_port(g->rpc); }
+
+void serve_grpc_stop(serve_grpc_t *g)
+{
+    if (!g) return;
+    rpc_server_stop(g->rpc);
+    free(g);
+}

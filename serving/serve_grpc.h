@@ -1,0 +1,34 @@
+/*
+ * serve_grpc.h — the gRPC front end: sluice.v1.FeatureService
+ * (GetOnlineFeatures, ListFeatures) and grpc.health.v1.Health/Check, on
+ * rpc_server.h with protobuf-c messages generated from proto/.
+ */
+#ifndef SERVE_GRPC_H
+#define SERVE_GRPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "serve_lookup.h"
+
+typedef struct serve_grpc serve_grpc_t;
+
+typedef struct serve_grpc_opts {
+    const char *bind;             /* "127.0.0.1" */
+    int port;                     /* 0 = pick one */
+    int threads;
+    const char *token;            /* bearer token, NULL/"" = none */
+    size_t max_request_bytes;
+    size_t max_entities;          /* entity rows per request */
+    int64_t max_token_wait_ms;    /* cap on min_token_wait_ms (default 10000) */
+} serve_grpc_opts_t;
+
+void serve_grpc_opts_default(serve_grpc_opts_t *o);
+
+/* `be` must outlive the server. Returns 0 or SL_EIO / SL_ENOMEM (errstr). */
+int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
+                     serve_grpc_t **out, char *errstr, size_t errsize);
+int serve_grpc_port(const serve_grpc_t *g);
+void serve_grpc_stop(serve_grpc_t *g);
+
+#endif

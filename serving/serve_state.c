@@ -1,0 +1,223 @@
+/*
+ * serve_state.c — the real serve_backend_t: state/ + aggregates/.
+ *
+ * One lookup = ingest_key_from_text (the key bytes ingest wrote under) +
+ * ONE state_lookup (partition -1: the store finds the partition through its
+ * entity index) + agg_entity_decode + agg_entity_query of every feature of
+ * the view at the request time. Statuses:
+ *
+ *   no state row                                   NOT_FOUND
+ *   view has a TTL and no event since now - ttl    OUTSIDE_TTL (no value)
+ *   window reaches back before the view's coverage PARTIAL_WINDOW (value given)
+ *   otherwise                                      PRESENT
+ *
+ * Coverage: the meta entry "view.<name>.since_ms" (decimal epoch ms), when a
+ * writer records it (a new view whose state starts mid-stream, a backfill
+ * from a timestamp), says from when the view's state is complete. A sliding
+ * window (t - size, t] or the current tumbling bucket that starts before it
+ * is partial. Session and lifetime windows are never flagged. The entries are
+ * re-read at most once a second (not per lookup: one state read per entity).
+ *
+ * Threads: the backend is shared and read-only except for the coverage
+ * cache (relaxed atomics); each thread has its own scratch (key and value
+ * buffers, the decoded entity, the raw query results).
+ */
+#include "serve_lookup.h"
+#include "entity_key.h"
+#include "sl_err.h"
+#include "sl_time.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SERVE_SINCE_REFRESH_MS 1000
+
+struct serve_state_backend {
+    serve_backend_t be;
+    const schema_t *schema;
+    state_store_t *st;
+    agg_plan_t **plans;
+    _Atomic int64_t *since_ms;        /* per view, 0 = complete */
+    _Atomic int64_t since_read_ms;    /* when since_ms was last refreshed */
+    size_t max_features;
+};
+
+struct serve_scratch {
+    const serve_state_backend_t *sb;
+    sl_buf_t key;
+    sl_buf_t val;
+    sl_buf_t meta;
+    agg_entity_t *ent;
+    agg_value_t *raw;
+};
+
+static serve_scratch_t *serve_state__scratch_new(const serve_backend_t *be)
+{
+    const serve_state_backend_t *sb = be->ctx;
+    serve_scratch_t *sc = calloc(1, sizeof *sc);
+    if (!sc) return NULL;
+    sc->sb = sb;
+    sc->raw = calloc(sb->max_features + 1, sizeof *sc->raw);
+    if (!sc->raw) { free(sc); return NULL; }
+    return sc;
+}
+
+static void serve_state__scratch_free(serve_scratch_t *sc)
+{
+    if (!sc) return;
+    sl_buf_free(&sc->key);
+    sl_buf_free(&sc->val);
+    sl_buf_free(&sc->meta);
+    agg_entity_free(sc->ent);
+    free(sc->raw);
+    free(sc);
+}
+
+static void serve_state__refresh_since(serve_state_backend_t *sb, serve_scratch_t *sc, int64_t now)
+{
+    int64_t last = atomic_load_explicit(&sb->since_read_ms, memory_order_relaxed);
+    if (now - last < SERVE_SINCE_REFRESH_MS && last != 0) return;
+    if (!atomic_compare_exchange_strong(&sb->since_read_ms, &last, now)) return;
+    for (size_t v = 0; v < sb->schema->n_views; v++) {
+        char name[600];
+        snprintf(name, sizeof name, "view.%s.since_ms", sb->schema->views[v].name);
+        sl_buf_reset(&sc->meta);
+        int64_t since = 0;
+        if (state_meta_get(sb->st, name, &sc->meta) == 0 && sc->meta.len < 32) {
+            char tmp[32];
+            memcpy(tmp, sc->meta.data, sc->meta.len);
+            tmp[sc->meta.len] = 0;
+            since = strtoll(tmp, NULL, 10);
+        }
+        atomic_store_explicit(&sb->since_ms[v], since, memory_order_relaxed);
+    }
+}
+
+static bool serve_state__partial(const schema_feature_t *f, int64_t since, int64_t now)
+{
+    if (since <= 0) return false;
+    switch (f->window.kind) {
+    case SCHEMA_WINDOW_SLIDING: return now - f->window.size_ms < since;
+    case SCHEMA_WINDOW_TUMBLING: {
+        int64_t sz = f->window.size_ms;
+        int64_t start = now >= 0 ? now - now % sz : now - (sz + now % sz) % sz;
+        return start < since;
+    }
+    default: return false;
+    }
+}
+
+static int serve_state__lookup(const serve_backend_t *be, serve_scratch_t *sc, int view,
+                               const serve_key_t *key, int64_t now_ms, serve_value_t *out,
+                               char *errstr, size_t errsize)
+{
+    serve_state_backend_t *sb = be->ctx;
+    const schema_t *s = sb->schema;
+    const schema_view_t *v = &s->views[view];
+    const schema_entity_t *ent = &s->entities[v->entity];
+    int rc;
+
+    sl_buf_reset(&sc->key);
+    rc = ingest_key_from_text(&sc->key, ent, key->part, key->len, key->n);
+    if (rc == SL_EINVAL) {
+        snprintf(errstr, errsize, "entity '%s' has %zu key part(s) (%s%s), got %zu", ent->name,
+                 ent->n_keys, ent->keys[0], ent->n_keys > 1 ? ", ..." : "", key->n);
+        return SL_EINVAL;
+    }
+    if (rc == SL_ETYPE) {
+        snprintf(errstr, errsize, "a key part is not a valid %s", ent->n_keys == 1 ?
+                 schema_type_name(ent->key_types[0]) : "value of its declared type");
+        return SL_ETYPE;
+    }
+    if (rc) return rc;
+
+    for (size_t f = 0; f < v->n_features; f++) {
+        memset(&out[f], 0, sizeof out[f]);
+        out[f].status = SERVE_STATUS_NOT_FOUND;
+    }
+    rc = state_lookup(sb->st, v->name, -1, sc->key.data, sc->key.len, &sc->val);
+    if (rc == SL_ENOTFOUND) return 0;
+    if (rc) {
+        snprintf(errstr, errsize, "state read failed for view '%s': %s", v->name, sl_strerror(rc));
+        return rc;
+    }
+    agg_entity_free(sc->ent);
+    sc->ent = NULL;
+    rc = agg_entity_decode(sb->plans[view], sc->val.data, sc->val.len, &sc->ent);
+    if (rc) {
+        snprintf(errstr, errsize, "stored state of view '%s' does not decode: %s", v->name,
+                 sl_strerror(rc));
+        return rc;
+    }
+    if (v->ttl_ms > 0 && agg_entity_is_idle(sb->plans[view], sc->ent, now_ms)) {
+        int64_t last = agg_entity_last_event_ms(sc->ent);
+        for (size_t f = 0; f < v->n_features; f++) {
+            out[f].status = SERVE_STATUS_OUTSIDE_TTL;
+            out[f].val.newest_event_ms = last;
+        }
+        return 0;
+    }
+    serve_state__refresh_since(sb, sc, sl_now_ms());
+    int64_t since = atomic_load_explicit(&sb->since_ms[view], memory_order_relaxed);
+    agg_entity_query(sb->plans[view], sc->ent, now_ms, sc->raw);
+    for (size_t f = 0; f < v->n_features; f++) {
+        out[f].val = sc->raw[f];
+        out[f].status = serve_state__partial(&v->features[f], since, now_ms)
+                            ? SERVE_STATUS_PARTIAL_WINDOW : SERVE_STATUS_PRESENT;
+    }
+    return 0;
+}
+
+static size_t serve_state__progress(const serve_backend_t *be, state_partition_progress_t *out,
+                                    size_t max)
+{
+    const serve_state_backend_t *sb = be->ctx;
+    return state_progress(sb->st, out, max);
+}
+
+int serve_state_backend_new(const schema_t *schema, state_store_t *st,
+                            serve_state_backend_t **out, char *errstr, size_t errsize)
+{
+    *out = NULL;
+    serve_state_backend_t *sb = calloc(1, sizeof *sb);
+    if (!sb) return SL_ENOMEM;
+    sb->schema = schema;
+    sb->st = st;
+    sb->plans = calloc(schema->n_views + 1, sizeof *sb->plans);
+    sb->since_ms = calloc(schema->n_views + 1, sizeof *sb->since_ms);
+    if (!sb->plans || !sb->since_ms) {
+        serve_state_backend_free(sb);
+        snprintf(errstr, errsize, "out of memory");
+        return SL_ENOMEM;
+    }
+    for (size_t v = 0; v < schema->n_views; v++) {
+        int rc = agg_plan_new(schema, (int)v, &sb->plans[v], errstr, errsize);
+        if (rc) {
+            serve_state_backend_free(sb);
+            return rc;
+        }
+        if (schema->views[v].n_features > sb->max_features) sb->max_features = schema->views[v].n_features;
+    }
+    sb->be.schema = schema;
+    sb->be.ctx = sb;
+    sb->be.scratch_new = serve_state__scratch_new;
+    sb->be.scratch_free = serve_state__scratch_free;
+    sb->be.lookup = serve_state__lookup;
+    sb->be.progress = serve_state__progress;
+    *out = sb;
+    return 0;
+}
+
+void serve_state_backend_free(serve_state_backend_t *sb)
+{
+    if (!sb) return;
+    if (sb->plans)
+        for (size_t v = 0; v < sb->schema->n_views; v++) agg_plan_free(sb->plans[v]);
+    free(sb->plans);
+    free((void *)sb->since_ms);
+    free(sb);
+}
+
+const serve_backend_t *serve_state_backend(const serve_state_backend_t *sb) { return &sb->be; }
