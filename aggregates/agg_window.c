@@ -162,7 +162,7 @@ static int64_t split_target(const agg__feature_t *f, int64_t newest, int64_t acc
 static int tiles_insert(agg__tiles_t *ts, uint32_t pos, int64_t idx)
 {
     if (ts->off + ts->n == ts->cap) {
-        if (ts->off > ts->n) {            /* reclaim the dropped head */
+        if (ts->off > ts->n / 8) {        /* reclaim the dropped head */
             memmove(ts->v, T(ts, 0), ts->n * sizeof(agg__tile_t));
             ts->off = 0;
         } else {
@@ -292,6 +292,17 @@ static void tiles_drop_before(const agg__feature_t *f, agg__tiles_t *ts, int64_t
     ts->n -= cut;
     if (!ts->n)
         ts->off = 0;
+    if (ts->cap > 16 && ts->n < ts->cap / 4) {
+        /* give memory back after a burst; failure to shrink is harmless */
+        memmove(ts->v, T(ts, 0), ts->n * sizeof(agg__tile_t));
+        ts->off = 0;
+        uint32_t cap = ts->n * 2 > 8 ? ts->n * 2 : 8;
+        agg__tile_t *v = realloc(ts->v, cap * sizeof(agg__tile_t));
+        if (v) {
+            ts->v = v;
+            ts->cap = cap;
+        }
+    }
 }
 
 static void tiles_expire(const agg__feature_t *f, agg__tiles_t *ts, int64_t accept_from)
