@@ -44,7 +44,11 @@
  * op log (it has no store until commit, so view ids and current versions are
  * resolved at commit) and state_batch_commit applies it as ONE RocksDB write
  * batch with a synced WAL: states and offsets become durable together or not
- * at all. atomic_flush keeps the column families consistent in flushes and
+ * at all. The state operations are sorted by key before they enter the
+ * RocksDB batch (memtable inserts in key order are cheaper); ties keep their
+ * arrival order, so the last operation on a key wins as the caller expects.
+ * state_batch_put_known skips the index row of an entity known to be indexed
+ * in that partition already (a cache flushing an entity it loaded). atomic_flush keeps the column families consistent in flushes and
  * checkpoints too.
  *
  * Threads: one writer (batches, meta_put, version changes, drops) and any
@@ -54,6 +58,7 @@
  * after each successful write (readers never touch RocksDB for tokens).
  * commit_mu serialises writers in case more than one thread writes.
  */
+#define _GNU_SOURCE                 /* qsort_r */
 #include "state.h"
 #include "sl_err.h"
 #include "state_int.h"
@@ -78,7 +83,7 @@
 enum { CF_DEFAULT, CF_STATES, CF_ENTITIES, CF_META, CF__COUNT };
 static const char *const cf_names[CF__COUNT] = { "default", "states", "entities", "meta" };
 
-enum { OP_PUT = 1, OP_DEL = 2, OP_PROGRESS = 3 };
+enum { OP_PUT = 1, OP_DEL = 2, OP_PROGRESS = 3, OP_PUT_KNOWN = 4 };
 
 typedef struct view_entry {
     char *name;
@@ -734,7 +739,7 @@ static int batch_op(state_batch_t *b, int op, const char *view, uint32_t version
     if (sl_buf_append(&b->log, hdr, sizeof hdr) ||
         sl_buf_put_bytes(&b->log, view, strlen(view)) ||
         sl_buf_put_bytes(&b->log, key, klen) ||
-        (op == OP_PUT && sl_buf_put_bytes(&b->log, val, vlen))) {
+        (op != OP_DEL && sl_buf_put_bytes(&b->log, val, vlen))) {
         b->log.len = mark;
         return SL_ENOMEM;
     }
@@ -748,6 +753,13 @@ int state_batch_put_version(state_batch_t *b, const char *view, uint32_t version
 {
     if (vlen && !val) return SL_EINVAL;
     return batch_op(b, OP_PUT, view, version, partition, key, klen, val, vlen);
+}
+
+int state_batch_put_known(state_batch_t *b, const char *view, int32_t partition,
+                          const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (vlen && !val) return SL_EINVAL;
+    return batch_op(b, OP_PUT_KNOWN, view, 0, partition, key, klen, val, vlen);
 }
 
 int state_batch_delete_version(state_batch_t *b, const char *view, uint32_t version,
@@ -793,6 +805,45 @@ typedef struct pending_view {
     uint32_t id, version;
 } pending_view_t;
 
+/* One state operation of a batch being committed; its states key is at
+ * arena[koff .. koff+klen). */
+typedef struct commit_ent {
+    size_t koff, klen;
+    const void *val;
+    size_t vlen;
+    size_t seq;          /* arrival order */
+    int op;
+} commit_ent_t;
+
+/* Orders by states key (skip_part false) or by entities key (true: the
+ * partition is ignored, so the last write of an entity in arrival order
+ * decides its index row), then by arrival. ctx is the key arena. */
+static int commit_ent_cmp(const void *a, const void *b, void *ctx, bool skip_part)
+{
+    const commit_ent_t *x = a, *y = b;
+    const unsigned char *arena = ctx;
+    const unsigned char *kx = arena + x->koff, *ky = arena + y->koff;
+    int c = memcmp(kx, ky, 8);                 /* view id, version */
+    if (c == 0 && !skip_part) c = memcmp(kx + 8, ky + 8, 4);
+    if (c == 0) {
+        size_t lx = x->klen - 12, ly = y->klen - 12;
+        c = memcmp(kx + 12, ky + 12, lx < ly ? lx : ly);
+        if (c == 0 && lx != ly) c = lx < ly ? -1 : 1;
+    }
+    if (c == 0) c = x->seq < y->seq ? -1 : x->seq > y->seq;
+    return c;
+}
+
+static int cmp_states(const void *a, const void *b, void *ctx)
+{
+    return commit_ent_cmp(a, b, ctx, false);
+}
+
+static int cmp_entities(const void *a, const void *b, void *ctx)
+{
+    return commit_ent_cmp(a, b, ctx, true);
+}
+
 int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t errsize)
 {
     if (st->read_only) {
@@ -801,7 +852,9 @@ int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t
     }
     if (b->n_ops == 0) return SL_OK;
     int rc = SL_OK;
-    sl_buf_t kb = SL_BUF_INIT;
+    sl_buf_t kb = SL_BUF_INIT, arena = SL_BUF_INIT;
+    commit_ent_t *ents = NULL;
+    size_t n_ents = 0, cap_ents = 0;
     pending_view_t *pend = NULL;
     size_t n_pend = 0, cap_pend = 0;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -838,7 +891,7 @@ int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t
         const void *view, *key, *val = NULL;
         size_t vnl, kl, vl = 0;
         if (sl_read_raw(&r, hdr, sizeof hdr) || sl_read_bytes(&r, &view, &vnl) ||
-            sl_read_bytes(&r, &key, &kl) || (op == OP_PUT && sl_read_bytes(&r, &val, &vl)))
+            sl_read_bytes(&r, &key, &kl) || (op != OP_DEL && sl_read_bytes(&r, &val, &vl)))
             goto corrupt;
         uint32_t version = get_u32be(hdr);
         part = get_u32be(hdr + 4);
@@ -881,22 +934,64 @@ int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t
             have_last = true;
         }
         uint32_t ver = version ? version : last_cur;
-        if ((rc = key_build(&kb, last_id, ver, true, part, key, kl))) goto fail;
-        if (op == OP_PUT)
-            rocksdb_writebatch_put_cf(wb, st->cf[CF_STATES], (const char *)kb.data, kb.len,
-                                      (const char *)val, vl);
-        else
-            rocksdb_writebatch_delete_cf(wb, st->cf[CF_STATES], (const char *)kb.data, kb.len);
+        /* collected, sorted below: the states key goes into the arena */
+        if (n_ents == cap_ents) {
+            size_t cap = cap_ents ? cap_ents * 2 : 256;
+            commit_ent_t *ne = realloc(ents, cap * sizeof *ne);
+            if (!ne) { rc = SL_ENOMEM; goto fail; }
+            ents = ne;
+            cap_ents = cap;
+        }
+        unsigned char kh[12];
+        put_u32be(kh, last_id);
+        put_u32be(kh + 4, ver);
+        put_u32be(kh + 8, part);
+        commit_ent_t *ce = &ents[n_ents];
+        ce->koff = arena.len;
+        ce->klen = 12 + kl;
+        ce->val = val;
+        ce->vlen = vl;
+        ce->seq = n_ents;
+        ce->op = op;
+        if (sl_buf_append(&arena, kh, 12) || (kl && sl_buf_append(&arena, key, kl))) {
+            rc = SL_ENOMEM;
+            goto fail;
+        }
+        n_ents++;
+    }
+    /* Memtable inserts in key order reuse the skip list's insertion point
+     * (RocksDB keeps a sequential-insert splice), which is much cheaper than
+     * random-order inserts. Sort by key, then by arrival so that the last
+     * operation on a key still wins. */
+    if (n_ents) {
+        qsort_r(ents, n_ents, sizeof *ents, cmp_states, arena.data);
+        for (size_t i = 0; i < n_ents; i++) {
+            const commit_ent_t *e = &ents[i];
+            const char *k = (const char *)arena.data + e->koff;
+            if (e->op != OP_DEL)
+                rocksdb_writebatch_put_cf(wb, st->cf[CF_STATES], k, e->klen,
+                                          (const char *)e->val, e->vlen);
+            else
+                rocksdb_writebatch_delete_cf(wb, st->cf[CF_STATES], k, e->klen);
+        }
         /* the entities key is the states key without the partition */
-        memmove(kb.data + 8, kb.data + 12, kl);
-        kb.len -= 4;
-        if (op == OP_PUT) {
-            unsigned char pv[4];
-            put_u32be(pv, part);
-            rocksdb_writebatch_put_cf(wb, st->cf[CF_ENTITIES], (const char *)kb.data, kb.len,
-                                      (const char *)pv, 4);
-        } else {
-            rocksdb_writebatch_delete_cf(wb, st->cf[CF_ENTITIES], (const char *)kb.data, kb.len);
+        qsort_r(ents, n_ents, sizeof *ents, cmp_entities, arena.data);
+        for (size_t i = 0; i < n_ents; i++) {
+            const commit_ent_t *e = &ents[i];
+            if (e->op == OP_PUT_KNOWN) continue;    /* its entities row is already current */
+            const unsigned char *k = arena.data + e->koff;
+            sl_buf_reset(&kb);
+            if (sl_buf_append(&kb, k, 8) || sl_buf_append(&kb, k + 12, e->klen - 12)) {
+                rc = SL_ENOMEM;
+                goto fail;
+            }
+            if (e->op == OP_PUT) {
+                rocksdb_writebatch_put_cf(wb, st->cf[CF_ENTITIES], (const char *)kb.data, kb.len,
+                                          (const char *)k + 8, 4);
+            } else {
+                rocksdb_writebatch_delete_cf(wb, st->cf[CF_ENTITIES], (const char *)kb.data,
+                                             kb.len);
+            }
         }
     }
     if (n_pend) {
@@ -945,7 +1040,7 @@ int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t
             sl_read_raw(&r, hdr, sizeof hdr);
             sl_read_bytes(&r, &p, &n);
             sl_read_bytes(&r, &p, &n);
-            if (op == OP_PUT) sl_read_bytes(&r, &p, &n);
+            if (op != OP_DEL) sl_read_bytes(&r, &p, &n);
         }
     }
     pthread_mutex_unlock(&st->progress_mu);
@@ -967,6 +1062,8 @@ out:
     pthread_mutex_unlock(&st->commit_mu);
     rocksdb_writebatch_destroy(wb);
     free(pend);
+    free(ents);
+    sl_buf_free(&arena);
     sl_buf_free(&kb);
     return rc;
 }

@@ -115,6 +115,15 @@ int state_batch_put_version(state_batch_t *b, const char *view, uint32_t version
 int state_batch_delete_version(state_batch_t *b, const char *view, uint32_t version,
                                int32_t partition, const void *key, size_t klen);
 
+/* state_batch_put for an entity that state_lookup found in this very
+ * partition (current version) since the last commit that touched it — the
+ * common case of a write-back cache flushing a loaded entity: the
+ * entity->partition index row is then already right and is not rewritten,
+ * which halves the memtable work of such a put. Using it for an entity that
+ * is new, or was found in another partition, breaks state_lookup(-1) for it. */
+int state_batch_put_known(state_batch_t *b, const char *view, int32_t partition,
+                          const void *key, size_t klen, const void *val, size_t vlen);
+
 /* Operations queued in the batch (puts, deletes, progress records). */
 size_t state_batch_count(const state_batch_t *b);
 /* Discards everything queued (nothing is written). */

@@ -108,6 +108,14 @@ Test(state, put_lookup_by_partition_and_any)
     cr_assert(lookup_eq(st, "clicks", -1, big, "big"));
     cr_assert(lookup_eq(st, "clicks", 7, big, "big"));
 
+    /* put_known updates a state without rewriting its index row */
+    cr_assert_eq(state_batch_put_known(b, "clicks", 1, "bob", 3, "B1v2", 4), 0);
+    commit(st, b);
+    cr_assert(lookup_eq(st, "clicks", -1, "bob", "B1v2"));
+    cr_assert(lookup_eq(st, "clicks", 1, "bob", "B1v2"));
+    cr_assert_eq(state_batch_put_known(b, "clicks", 1, "bob", 3, "B1", 2), 0);
+    commit(st, b);
+
     state_batch_free(b);
     state_close(st);
     st = open_at("db");
