@@ -621,3 +621,42 @@ Test(state, kill9_mid_commit_keeps_committed_prefix, .timeout = 300)
     }
     cr_assert(prev > 0, "the child never committed");
 }
+
+/* Several operations on one key in one batch: the last one wins, whatever
+ * order the commit writes them in. An entity written from two partitions
+ * keeps both states; -1 finds the one written last. */
+Test(state, same_key_ordering_and_multi_partition_entity)
+{
+    state_store_t *st = open_at("db");
+    state_batch_t *b = state_batch_new();
+    state_batch_put(b, "v", 0, "a", 1, "1", 1);
+    state_batch_delete(b, "v", 0, "a", 1);
+    state_batch_delete(b, "v", 0, "b", 1);
+    state_batch_put(b, "v", 0, "b", 1, "2", 1);
+    state_batch_put(b, "v", 0, "c", 1, "x", 1);
+    state_batch_put(b, "v", 0, "c", 1, "y", 1);
+    /* z: first partition 5, then 1 (lower partition sorts first) */
+    state_batch_put(b, "v", 5, "z", 1, "z5", 2);
+    state_batch_put(b, "v", 1, "z", 1, "z1", 2);
+    commit(st, b);
+    cr_assert(lookup_eq(st, "v", -1, "a", NULL));
+    cr_assert(lookup_eq(st, "v", -1, "b", "2"));
+    cr_assert(lookup_eq(st, "v", -1, "c", "y"));
+    cr_assert(lookup_eq(st, "v", -1, "z", "z1"));
+    cr_assert(lookup_eq(st, "v", 5, "z", "z5"));
+    state_batch_put(b, "v", 5, "z", 1, "z5b", 3);
+    commit(st, b);
+    cr_assert(lookup_eq(st, "v", -1, "z", "z5b"));
+
+    /* dropping partition 1 keeps the index row that points at 5 */
+    char err[256];
+    const char *views[] = { "v" };
+    cr_assert_eq(state_partition_drop(st, "t", 1, views, 1, err, sizeof err), 0, "%s", err);
+    cr_assert(lookup_eq(st, "v", 1, "z", NULL));
+    cr_assert(lookup_eq(st, "v", -1, "z", "z5b"));
+    cr_assert_eq(state_partition_drop(st, "t", 5, views, 1, err, sizeof err), 0, "%s", err);
+    cr_assert(lookup_eq(st, "v", -1, "z", NULL));
+    cr_assert(lookup_eq(st, "v", -1, "b", "2"));          /* partition 0 untouched */
+    state_batch_free(b);
+    state_close(st);
+}
