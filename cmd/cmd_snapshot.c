@@ -260,6 +260,17 @@ int cmd_snapshot(int argc, char **argv)
         state_snapshot_info_free(&info);
         status = rc ? 1 : 0;
     } else if (is_restore) {
+        /* a schema that changed since the snapshot: the worker will refuse
+         * the changed views; say so now */
+        if (config && config_fingerprint(&cfg, fp, sizeof fp, err, sizeof err) == 0 && fp[0]) {
+            state_snapshot_info_t info;
+            if (state_snapshot_read(snap_dir, name, &info, NULL, 0) == 0 &&
+                info.schema_fingerprint[0] && strcmp(info.schema_fingerprint, fp) != 0)
+                fprintf(stderr, "sluice snapshot restore: warning: snapshot %s was taken with "
+                        "schema %s, the config's schemas are %s; views whose definition "
+                        "changed will need a backfill\n", name, info.schema_fingerprint, fp);
+            state_snapshot_info_free(&info);
+        }
         if (state_snapshot_restore(snap_dir, name, state_dir, err, sizeof err)) {
             fprintf(stderr, "sluice snapshot restore: %s\n", err);
             goto out;

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -592,6 +593,28 @@ out:
     return rc;
 }
 
+/* Removes ".tmp-NAME-PID" / ".del-NAME-PID" left by a process that died
+ * mid-create or mid-delete (PID no longer alive). */
+static void sweep_debris(const char *snapshot_dir)
+{
+    DIR *d = opendir(snapshot_dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, ".tmp-", 5) != 0 && strncmp(de->d_name, ".del-", 5) != 0)
+            continue;
+        const char *dash = strrchr(de->d_name, '-');
+        char *end;
+        long pid = dash ? strtol(dash + 1, &end, 10) : 0;
+        if (pid <= 0 || *end || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char p[PATH_SZ];
+        pathf(p, sizeof p, "%s/%s", snapshot_dir, de->d_name);
+        if (p[0]) rm_rf(p);
+    }
+    closedir(d);
+}
+
 static int snapshot_create(state_store_t *st, const char *snapshot_dir, const char *name,
                            const char *kind, const char *fingerprint,
                            state_snapshot_info_t *info_out, char *errstr, size_t errsize)
@@ -607,6 +630,7 @@ static int snapshot_create(state_store_t *st, const char *snapshot_dir, const ch
         return SL_EINVAL;
     }
     if ((rc = state__mkdir_p(snapshot_dir, errstr, errsize))) return rc;
+    sweep_debris(snapshot_dir);
     pathf(final, sizeof final, "%s/%s", snapshot_dir, name);
     pathf(tmp, sizeof tmp, "%s/.tmp-%s-%ld", snapshot_dir, name, (long)getpid());
     pathf(db, sizeof db, "%s/db", tmp);

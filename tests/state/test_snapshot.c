@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char tmp[256];
@@ -394,9 +395,21 @@ Test(snapshot, names_create_conflicts_and_delete)
                                            sizeof err), SL_EINVAL);
     }
     cr_assert(state_snapshot_name_valid("snap-2024_01.x"));
+    /* debris of a dead creator is swept by the next create; a live one's stays */
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    char debris[64], live[64];
+    snprintf(debris, sizeof debris, "snaps/.tmp-x-%ld", (long)dead);
+    snprintf(live, sizeof live, "snaps/.tmp-y-%ld", (long)getppid());
+    mkdir(path("snaps"), 0700);
+    cr_assert_eq(mkdir(path(debris), 0700), 0);
+    cr_assert_eq(mkdir(path(live), 0700), 0);
     state_snapshot_info_t info;
     cr_assert_eq(state_snapshot_create(st, path("snaps"), NULL, NULL, &info, err, sizeof err), 0);
     cr_assert(strncmp(info.name, "snap-", 5) == 0);
+    cr_assert_neq(access(path(debris), F_OK), 0);
+    cr_assert_eq(access(path(live), F_OK), 0);
     cr_assert_eq(info.n_partitions, 0);            /* empty store: no progress yet */
     cr_assert_eq(state_snapshot_create(st, path("snaps"), info.name, NULL, NULL, err,
                                        sizeof err), SL_EEXISTS);

@@ -1,0 +1,52 @@
+#!/bin/sh
+# cli_snapshot.sh SLUICE STATE_FILL — the `sluice snapshot` command end to end:
+# create, list, verify, restore (absent / busy / non-empty), corrupt manifest,
+# delete, usage errors. Each check compares exit status and message text.
+set -u
+SLUICE=$1
+FILL=$2
+T=$(mktemp -d /tmp/sluice-cli-snap-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fails=0
+check() {  # check NAME WANT_STATUS WANT_TEXT -- command...
+    name=$1 want=$2 text=$3; shift 4
+    out=$("$@" 2>&1); got=$?
+    if [ "$got" != "$want" ]; then echo "FAIL $name: status $got, want $want: $out"; fails=$((fails+1)); return; fi
+    case "$out" in *"$text"*) echo "ok   $name";; *) echo "FAIL $name: output lacks '$text': $out"; fails=$((fails+1));; esac
+}
+"$FILL" "$T/st" 500 || exit 1
+check create-missing-dir 1 "does not exist" -- "$SLUICE" snapshot create --state-dir "$T/nope"
+check create 0 "created snapshot one in $T/st.snapshots" -- "$SLUICE" snapshot create --state-dir "$T/st" one --fingerprint 00ff
+check create-dup 1 "already exists" -- "$SLUICE" snapshot create --state-dir "$T/st" one
+check list 0 "events[4] next=4006" -- "$SLUICE" snapshot list --state-dir "$T/st"
+check verify 0 "snapshot one is intact (4 partitions, schema 00ff)" -- "$SLUICE" snapshot verify one --state-dir "$T/st"
+check restore-nonempty 1 "is not empty" -- "$SLUICE" snapshot restore one --state-dir "$T/st"
+check restore 0 "restored snapshot one into $T/r1" -- "$SLUICE" snapshot restore one --snapshot-dir "$T/st.snapshots" --state-dir "$T/r1"
+check restored-is-snapshottable 0 "4 partitions" -- "$SLUICE" snapshot create --state-dir "$T/r1" again
+# a running worker holds the target
+mkfifo "$T/fifo"
+"$FILL" "$T/busy" 10 hold < "$T/fifo" > "$T/hold.out" &
+holder=$!
+exec 3> "$T/fifo"
+for i in 1 2 3 4 5 6 7 8 9 10; do grep -q holding "$T/hold.out" 2>/dev/null && break; sleep 0.5; done
+check restore-busy 1 "state dir $T/busy is in use by pid $holder" -- "$SLUICE" snapshot restore one --snapshot-dir "$T/st.snapshots" --state-dir "$T/busy"
+check create-busy 1 "is in use by pid $holder" -- "$SLUICE" snapshot create --state-dir "$T/busy"
+exec 3>&-
+wait $holder
+# corrupt manifest
+cp -r "$T/st.snapshots/one" "$T/st.snapshots/bad"
+printf '{"format": 1, "name": "bad", "created_ms": ' > "$T/st.snapshots/bad/manifest.json"
+check verify-corrupt 1 "snapshot bad: manifest.json is not valid JSON" -- "$SLUICE" snapshot verify bad --state-dir "$T/st"
+check restore-corrupt 1 "not valid JSON" -- "$SLUICE" snapshot restore bad --snapshot-dir "$T/st.snapshots" --state-dir "$T/r2"
+[ -e "$T/r2" ] && { echo "FAIL restore-corrupt created the target"; fails=$((fails+1)); }
+check list-shows-invalid 0 "INVALID: snapshot bad" -- "$SLUICE" snapshot list --state-dir "$T/st"
+check delete 0 "deleted snapshot bad" -- "$SLUICE" snapshot delete bad --state-dir "$T/st"
+check delete-missing 1 "no snapshot \"bad\"" -- "$SLUICE" snapshot delete bad --state-dir "$T/st"
+check delete-bad-name 1 "invalid snapshot name" -- "$SLUICE" snapshot delete ../st --state-dir "$T/st"
+check usage-no-command 2 "usage: sluice snapshot" -- "$SLUICE" snapshot
+check usage-unknown 2 "unknown command 'frobnicate'" -- "$SLUICE" snapshot frobnicate --state-dir "$T/st"
+check usage-no-name 2 "NAME is required" -- "$SLUICE" snapshot restore --state-dir "$T/st"
+check usage-no-dirs 2 "--state-dir DIR (or -c CONFIG) is required" -- "$SLUICE" snapshot create
+check help 0 "restore NAME" -- "$SLUICE" snapshot --help
+echo "$fails failure(s)"
+[ "$fails" = 0 ]
