@@ -311,6 +311,11 @@ void agg_entity_query(const agg_plan_t *plan, const agg_entity_t *ent,
 {
     agg_entity_t *e = (agg_entity_t *)ent;     /* scratch only; see the top */
     agg_scalar_t *items = e->items;
+    /* keep time arithmetic inside int64 for any t */
+    if (t_ms > 2 * AGG_TIME_LIMIT)
+        t_ms = 2 * AGG_TIME_LIMIT;
+    if (t_ms < -2 * AGG_TIME_LIMIT)
+        t_ms = -2 * AGG_TIME_LIMIT;
     for (size_t i = 0; i < plan->n_features; i++) {
         const agg__feature_t *f = &plan->f[i];
         agg__win_query(f, &ent->st[i], t_ms, &e->sc, items, &e->keep[i], &out[i]);

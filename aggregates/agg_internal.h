@@ -19,6 +19,9 @@
  * years), which keeps every time difference inside int64. */
 #define AGG_TIME_LIMIT ((int64_t)1 << 60)
 
+/* Decoded event counts above this are corrupt (keeps sums of counts exact). */
+#define AGG_COUNT_LIMIT ((uint64_t)1 << 44)
+
 /* ---- sketches (agg_sketch.c) --------------------------------------------- */
 
 /* approx_distinct: exact set of up to AGG_HLL_SPARSE_MAX 64-bit hashes, then a

@@ -658,10 +658,12 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
         return rc;
     if (!n)
         return 0;
-    if (n > INT64_MAX)
+    if (n > AGG_COUNT_LIMIT)
         return SL_ECORRUPT;
     if ((rc = sl_read_svarint(r, &p->tmax)))
         return rc;
+    if (p->tmax > AGG_TIME_LIMIT || p->tmax < -AGG_TIME_LIMIT)
+        return SL_ECORRUPT;
     switch (f->agg) {
     case SCHEMA_AGG_COUNT:
         break;
@@ -728,6 +730,8 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
     case SCHEMA_AGG_DECAYED_COUNT:
         if (!(rc = sl_read_svarint(r, &p->t)))
             rc = sl_read_double(r, &p->m);
+        if (!rc && (p->t > AGG_TIME_LIMIT || p->t < -AGG_TIME_LIMIT))
+            rc = SL_ECORRUPT;
         break;
     default:
         rc = SL_ECORRUPT;

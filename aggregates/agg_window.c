@@ -616,7 +616,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
         s->end = s64 + (int64_t)u;
         if ((rc = sl_read_varint(r, &u)))
             return rc;
-        if (u == 0 || u > INT64_MAX)
+        if (u == 0 || u > AGG_COUNT_LIMIT)
             return SL_ECORRUPT;
         s->events = (int64_t)u;
         ss->n = i + 1;
