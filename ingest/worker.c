@@ -20,8 +20,10 @@
  *
  * Threads: everything here runs on the thread calling ingest_worker_run
  * (librdkafka calls the rebalance callback from rd_kafka_consumer_poll on
- * that thread). ingest_worker_stop only stores an atomic flag; the stats are
- * atomics read by other threads.
+ * that thread), except state_batch_commit, which a committer thread started
+ * by ingest_worker_run runs on one handed-off batch at a time (see "commit").
+ * ingest_worker_stop only stores an atomic flag; the stats are atomics read
+ * by other threads.
  */
 #include "ingest.h"
 #include "cache.h"
@@ -34,6 +36,7 @@
 #include "sl_time.h"
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +81,21 @@ struct ingest_worker {
     rd_kafka_t *dlq;          /* dead-letter producer or NULL */
 
     ingest_cache_t *cache;
-    state_batch_t *batch;
+    state_batch_t *batches[2];   /* alternate: one building, one in flight */
+    int next_batch;
+
+    /* committer thread (see "commit" below) */
+    pthread_t committer;
+    bool committer_started;
+    pthread_mutex_t cmu;
+    pthread_cond_t ccond;
+    bool job_ready, job_done, committer_quit;   /* under cmu */
+    state_batch_t *job_batch;
+    int job_rc;
+    uint64_t job_us;
+    char job_err[512];
+    bool in_flight;                             /* ingest thread only */
+    rd_kafka_topic_partition_list_t *job_offsets;
     sl_buf_t key, enc, lookup;
     agg_input_t keyvals[16];
 
@@ -186,15 +203,92 @@ static part_t *part_slot(topic_ent_t *t, int32_t partition, bool create)
     return &t->parts[partition];
 }
 
-/* ---- commit ---------------------------------------------------------- */
+/* ---- commit ----------------------------------------------------------
+ *
+ * Commits are pipelined: the ingest thread encodes the dirty entities and the
+ * progress of every moved partition into a batch (a consistent cut: nothing
+ * is applied while it builds), marks them clean and hands the batch to the
+ * committer thread, which runs state_batch_commit (the synced RocksDB write)
+ * while the ingest thread goes on consuming. One batch is in flight at most:
+ *
+ *   ingest:    build #k -> hand off ---- consume ---- wait #k, evict, build #k+1
+ *   committer:             write #k (fsync) ---> done
+ *
+ * Eviction happens only after the in-flight batch is durable, so an entity
+ * evicted (and later re-read from RocksDB) never has a newer state in flight.
+ * A failed write is fatal: the cache is then ahead of the store, and the
+ * worker stops so that a restart resumes from the last durable batch (nothing
+ * is lost: Kafka still has the messages).
+ */
 
-/* Writes every dirty entity and every moved partition in one batch. Returns 0
- * (also when there was nothing to do) or a negative code; on failure nothing
- * was written and everything stays dirty for the next attempt. */
-static int worker_commit(ingest_worker_t *w)
+static void *committer_main(void *arg)
 {
-    char err[512] = "";
-    int rc = 0;
+    ingest_worker_t *w = arg;
+    pthread_mutex_lock(&w->cmu);
+    for (;;) {
+        while (!w->job_ready && !w->committer_quit) pthread_cond_wait(&w->ccond, &w->cmu);
+        if (!w->job_ready && w->committer_quit) break;
+        state_batch_t *b = w->job_batch;
+        pthread_mutex_unlock(&w->cmu);
+
+        char err[512] = "";
+        int64_t t0 = sl_mono_ns();
+        int rc = state_batch_commit(w->st, b, err, sizeof err);
+        uint64_t us = (uint64_t)((sl_mono_ns() - t0) / 1000);
+
+        pthread_mutex_lock(&w->cmu);
+        w->job_rc = rc;
+        w->job_us = us;
+        snprintf(w->job_err, sizeof w->job_err, "%s", err);
+        w->job_ready = false;
+        w->job_done = true;
+        pthread_cond_broadcast(&w->ccond);
+    }
+    pthread_mutex_unlock(&w->cmu);
+    return NULL;
+}
+
+/* Waits for the batch in flight, if any, and finishes it: counters, Kafka
+ * offsets (lag monitoring), eviction. Returns 0 or the commit's error (fatal
+ * already set). */
+static int commit_wait(ingest_worker_t *w)
+{
+    if (!w->in_flight) return 0;
+    pthread_mutex_lock(&w->cmu);
+    while (!w->job_done) pthread_cond_wait(&w->ccond, &w->cmu);
+    int rc = w->job_rc;
+    uint64_t us = w->job_us;
+    w->job_done = false;
+    pthread_mutex_unlock(&w->cmu);
+    w->in_flight = false;
+    if (rc) {
+        STAT_ADD(w->stats.commit_errors, 1);
+        set_fatal(w, SL_ESTATE, "state commit failed (%s)%s%s; stopping: a restart resumes from the "
+                  "last committed batch", sl_strerror(rc), w->job_err[0] ? ": " : "", w->job_err);
+        return rc;
+    }
+    STAT_ADD(w->stats.commits, 1);
+    STAT_SET(w->stats.commit_us_last, us);
+    STAT_ADD(w->stats.commit_us_sum, us);
+    if (us > atomic_load_explicit(&w->stats.commit_us_max, RELAXED))
+        STAT_SET(w->stats.commit_us_max, us);
+    if (w->job_offsets) {
+        if (w->job_offsets->cnt > 0) rd_kafka_commit(w->rk, w->job_offsets, 1);
+        rd_kafka_topic_partition_list_destroy(w->job_offsets);
+        w->job_offsets = NULL;
+    }
+    STAT_ADD(w->stats.cache_evictions, ingest_cache_evict(w->cache));
+    STAT_SET(w->stats.cache_entries, ingest_cache_count(w->cache));
+    return 0;
+}
+
+/* Builds the next batch from every dirty entity and moved partition and hands
+ * it to the committer; with `wait`, returns only once it is durable. Returns
+ * 0 (also when there was nothing to do) or a negative code. */
+static int worker_commit(ingest_worker_t *w, bool wait)
+{
+    int rc = commit_wait(w);
+    if (rc) return rc;
     if (w->fatal) return w->fatal;   /* the cache may hold a half-applied event */
     bool any = ingest_cache_dirty_count(w->cache) > 0;
     for (size_t t = 0; t < w->n_topics && !any; t++)
@@ -203,6 +297,7 @@ static int worker_commit(ingest_worker_t *w)
     if (!any) return 0;
 
     if (w->dlq) {
+        /* Dead letters go out before the commit that covers their offsets. */
         rd_kafka_flush(w->dlq, 10000);
         if (rd_kafka_outq_len(w->dlq) > 0) {
             wlog(w, 2, "dead-letter topic: %d messages undelivered, commit postponed",
@@ -212,6 +307,7 @@ static int worker_commit(ingest_worker_t *w)
         }
     }
 
+    state_batch_t *b = w->batches[w->next_batch];
     size_t n_ent = 0;
     for (ingest_entry_t *e = ingest_cache_dirty(w->cache); e; e = e->dirty_next) {
         const schema_view_t *view = &w->schema->views[e->view];
@@ -220,64 +316,50 @@ static int worker_commit(ingest_worker_t *w)
         if (p) agg_entity_expire(w->plans[e->view], e->ent, ingest_wm_accept_from(&p->wm));
         sl_buf_reset(&w->enc);
         if ((rc = agg_entity_encode(w->plans[e->view], e->ent, &w->enc)) != 0 ||
-            (rc = state_batch_put(w->batch, view->name, e->partition, e->key, e->klen,
+            (rc = state_batch_put(b, view->name, e->partition, e->key, e->klen,
                                   w->enc.data, w->enc.len)) != 0)
             goto fail;
         n_ent++;
     }
-    for (size_t ti = 0; ti < w->n_topics; ti++) {
-        topic_ent_t *t = &w->topics[ti];
-        for (size_t pi = 0; pi < t->n_parts; pi++) {
-            part_t *p = &t->parts[pi];
-            if (!p->touched) continue;
-            sl_buf_reset(&w->enc);
-            if ((rc = state_batch_progress(w->batch, t->name, (int32_t)pi, p->next_offset,
-                                           ingest_wm_watermark(&p->wm))) != 0 ||
-                (rc = counts_encode(&p->counts, &w->enc)) != 0 ||
-                (rc = state_batch_put(w->batch, INGEST_COUNTS_VIEW, (int32_t)pi, t->name,
-                                      strlen(t->name), w->enc.data, w->enc.len)) != 0)
-                goto fail;
-        }
-    }
-
-    int64_t t0 = sl_mono_ns();
-    rc = state_batch_commit(w->st, w->batch, err, sizeof err);
-    uint64_t us = (uint64_t)((sl_mono_ns() - t0) / 1000);
-    if (rc) goto fail;
-
-    STAT_ADD(w->stats.commits, 1);
-    STAT_SET(w->stats.commit_us_last, us);
-    STAT_ADD(w->stats.commit_us_sum, us);
-    if (us > atomic_load_explicit(&w->stats.commit_us_max, RELAXED))
-        STAT_SET(w->stats.commit_us_max, us);
-    STAT_ADD(w->stats.committed_entities, n_ent);
-    ingest_cache_clear_dirty(w->cache);
-    STAT_ADD(w->stats.cache_evictions, ingest_cache_evict(w->cache));
-    STAT_SET(w->stats.cache_entries, ingest_cache_count(w->cache));
-
-    /* Kafka's committed offsets: for lag monitoring only, never read back. */
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
     for (size_t ti = 0; ti < w->n_topics; ti++) {
         topic_ent_t *t = &w->topics[ti];
         for (size_t pi = 0; pi < t->n_parts; pi++) {
             part_t *p = &t->parts[pi];
             if (!p->touched) continue;
-            p->touched = false;
+            sl_buf_reset(&w->enc);
+            if ((rc = state_batch_progress(b, t->name, (int32_t)pi, p->next_offset,
+                                           ingest_wm_watermark(&p->wm))) != 0 ||
+                (rc = counts_encode(&p->counts, &w->enc)) != 0 ||
+                (rc = state_batch_put(b, INGEST_COUNTS_VIEW, (int32_t)pi, t->name,
+                                      strlen(t->name), w->enc.data, w->enc.len)) != 0) {
+                rd_kafka_topic_partition_list_destroy(offs);
+                goto fail;
+            }
             if (p->assigned && p->next_offset >= 0)
                 rd_kafka_topic_partition_list_add(offs, t->name, (int32_t)pi)->offset = p->next_offset;
         }
     }
-    if (offs->cnt > 0) rd_kafka_commit(w->rk, offs, 1);
-    rd_kafka_topic_partition_list_destroy(offs);
-    return 0;
+    /* The cut is complete: everything in it is clean from now on. */
+    ingest_cache_clear_dirty(w->cache);
+    for (size_t ti = 0; ti < w->n_topics; ti++)
+        for (size_t pi = 0; pi < w->topics[ti].n_parts; pi++) w->topics[ti].parts[pi].touched = false;
+    STAT_ADD(w->stats.committed_entities, n_ent);
+
+    w->job_offsets = offs;
+    w->next_batch ^= 1;
+    w->in_flight = true;
+    pthread_mutex_lock(&w->cmu);
+    w->job_batch = b;
+    w->job_ready = true;
+    pthread_cond_broadcast(&w->ccond);
+    pthread_mutex_unlock(&w->cmu);
+    return wait ? commit_wait(w) : 0;
 
 fail:
-    /* Start the next attempt from an empty batch. */
-    state_batch_free(w->batch);
-    w->batch = state_batch_new();
-    if (!w->batch) set_fatal(w, SL_ENOMEM, "out of memory allocating a state batch");
-    STAT_ADD(w->stats.commit_errors, 1);
-    wlog(w, 3, "state commit failed (%s)%s%s; will retry", sl_strerror(rc), err[0] ? ": " : "", err);
+    /* Encoding failed (out of memory): the batch is unusable and the cache
+     * cannot be committed consistently any more. */
+    set_fatal(w, rc, "cannot build the state batch: %s", sl_strerror(rc));
     return rc;
 }
 
@@ -297,6 +379,7 @@ static bool drop_pred(int32_t view, int32_t partition, void *arg)
 
 static void on_assign(ingest_worker_t *w, rd_kafka_topic_partition_list_t *parts)
 {
+    commit_wait(w);   /* stored offsets must include the batch in flight */
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         topic_ent_t *t = topic_find(w, tp->topic);
@@ -340,7 +423,8 @@ static void on_revoke(ingest_worker_t *w, rd_kafka_topic_partition_list_t *parts
 {
     /* Commit what we have before letting go; if that fails, the uncommitted
      * changes are dropped below and the next owner replays them. */
-    if (!rd_kafka_assignment_lost(w->rk)) worker_commit(w);
+    if (!rd_kafka_assignment_lost(w->rk)) worker_commit(w, true);
+    else commit_wait(w);
     struct drop_arg a = { w, parts };
     ingest_cache_drop_if(w->cache, drop_pred, &a);
     for (int i = 0; i < parts->cnt; i++) {
@@ -676,6 +760,8 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
     ingest_worker_t *w = calloc(1, sizeof *w);
     *out = NULL;
     if (!w) return SL_ENOMEM;
+    pthread_mutex_init(&w->cmu, NULL);
+    pthread_cond_init(&w->ccond, NULL);
     w->cfg = cfg;
     w->schema = schema;
     w->st = st;
@@ -693,9 +779,10 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
     w->stats.n_sources = ns;
     w->stats.n_views = nv;
     w->cache = ingest_cache_new(cfg->cache_max_entities > 0 ? (size_t)cfg->cache_max_entities : 1);
-    w->batch = state_batch_new();
+    w->batches[0] = state_batch_new();
+    w->batches[1] = state_batch_new();
     if (!w->plans || !w->view_topic || !w->decoders || !w->topics || !w->stats.source_events ||
-        !w->stats.view_events || !w->cache || !w->batch)
+        !w->stats.view_events || !w->cache || !w->batches[0] || !w->batches[1])
         goto fail;
 
     for (size_t v = 0; v < nv; v++) {
@@ -752,14 +839,33 @@ fail:
 
 /* ---- run ------------------------------------------------------------- */
 
+static void commit_stop(ingest_worker_t *w)
+{
+    if (!w->committer_started) return;
+    commit_wait(w);
+    pthread_mutex_lock(&w->cmu);
+    w->committer_quit = true;
+    pthread_cond_broadcast(&w->ccond);
+    pthread_mutex_unlock(&w->cmu);
+    pthread_join(w->committer, NULL);
+    w->committer_started = false;
+}
+
 int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
 {
+    w->committer_quit = false;
+    if (pthread_create(&w->committer, NULL, committer_main, w) != 0) {
+        snprintf(errstr, errsize, "cannot start the committer thread");
+        return SL_ENOMEM;
+    }
+    w->committer_started = true;
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)w->n_topics);
     for (size_t i = 0; i < w->n_topics; i++)
         rd_kafka_topic_partition_list_add(subs, w->topics[i].name, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(w->rk, subs);
     rd_kafka_topic_partition_list_destroy(subs);
     if (err) {
+        commit_stop(w);
         snprintf(errstr, errsize, "subscribe failed: %s", rd_kafka_err2str(err));
         return SL_EKAFKA;
     }
@@ -780,7 +886,7 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
         if (w->dlq && (m == NULL || (++n & 1023) == 0)) rd_kafka_poll(w->dlq, 0);
         int64_t now = sl_mono_ns();
         if (now >= next_commit) {
-            if (!w->fatal) worker_commit(w);
+            if (!w->fatal) worker_commit(w, false);
             next_commit = now + interval_ns;
         }
         if (log_every > 0 && now >= next_log) {
@@ -796,10 +902,13 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
 
     int rc = 0;
     if (!w->fatal) {
-        for (int attempt = 0; (rc = worker_commit(w)) != 0 && attempt < 5; attempt++)
+        for (int attempt = 0; (rc = worker_commit(w, true)) == SL_EKAFKA && attempt < 5; attempt++)
             ;
+    } else {
+        commit_wait(w);
     }
     rd_kafka_consumer_close(w->rk);   /* runs the revoke callback: commits nothing new */
+    commit_stop(w);
     if (w->dlq) rd_kafka_flush(w->dlq, 10000);
     if (w->fatal) {
         snprintf(errstr, errsize, "%s", w->fatal_msg);
@@ -825,7 +934,12 @@ void ingest_worker_free(ingest_worker_t *w)
     if (w->rk) rd_kafka_destroy(w->rk);
     if (w->dlq) rd_kafka_destroy(w->dlq);
     ingest_cache_free(w->cache);
-    if (w->batch) state_batch_free(w->batch);
+    commit_stop(w);
+    for (int i = 0; i < 2; i++)
+        if (w->batches[i]) state_batch_free(w->batches[i]);
+    if (w->job_offsets) rd_kafka_topic_partition_list_destroy(w->job_offsets);
+    pthread_mutex_destroy(&w->cmu);
+    pthread_cond_destroy(&w->ccond);
     for (size_t v = 0; w->plans && v < w->schema->n_views; v++) agg_plan_free(w->plans[v]);
     for (size_t s = 0; w->decoders && s < w->schema->n_sources; s++) ingest_decoder_free(w->decoders[s]);
     for (size_t t = 0; t < w->n_topics; t++) {

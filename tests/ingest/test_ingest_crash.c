@@ -10,9 +10,12 @@
  * Environment: SLUICE_BIN (the sluice binary, set by CMake),
  * SLUICE_CRASH_EVENTS (default 200000; bench/ingest_crash_1m.sh runs 1M),
  * SLUICE_CRASH_KILLS (default 5), SLUICE_CRASH_SEED.
- * The kills are checked to have landed mid-stream: after each one the
- * committed progress is read from the store: it must be short of the end at
- * every kill and have advanced for most (otherwise the test proves nothing).
+ * Kill moments: the k-th kill waits until the group's committed Kafka offsets
+ * (written after each durable state batch) pass a random point of the k-th
+ * slice of the stream, then a random 0-150 ms; one in four kills hits during
+ * startup instead. After each kill the committed progress is read from the
+ * store: it must be short of the end every time and have advanced for at
+ * least half of the kills (otherwise the test proves nothing).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -23,6 +26,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
 
 #include "ingest.h"
 #include "ingest_stream.h"
@@ -47,6 +52,7 @@ static void write_file(const char *path, const char *text)
 
 static pid_t spawn(const char *bin, const char *config, const char *log, bool exit_at_eof)
 {
+    fflush(NULL);   /* the child must not inherit unflushed output */
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
@@ -74,6 +80,21 @@ static int64_t committed_messages(const char *state_dir, const char *topic, int 
     }
     state_close(st);
     return n;
+}
+
+/* The group's committed Kafka offsets, summed: the worker commits them
+ * (asynchronously, for lag monitoring) after each durable state batch, so
+ * this trails the state's progress and can be read while the child runs. */
+static int64_t group_progress(rd_kafka_t *rk, const char *topic, int partitions)
+{
+    rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++) rd_kafka_topic_partition_list_add(tl, topic, p);
+    int64_t sum = 0;
+    if (rd_kafka_committed(rk, tl, 5000) == 0)
+        for (int p = 0; p < partitions; p++)
+            if (tl->elems[p].offset > 0) sum += tl->elems[p].offset;
+    rd_kafka_topic_partition_list_destroy(tl);
+    return sum;
 }
 
 static void sleep_ms(long ms)
@@ -128,29 +149,47 @@ Test(ingest_crash, kill9_restarts_equal_oracle, .timeout = 900)
     stream_generate(&s, n_events, 5);
     cr_assert_eq(stream_produce(&s, 0, s.n, bootstrap, topic, err, sizeof err), 0, "%s", err);
 
+    /* A handle (never subscribed) to read the group's committed offsets. */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err), RD_KAFKA_CONF_OK);
+    cr_assert_eq(rd_kafka_conf_set(conf, "group.id", group, err, sizeof err), RD_KAFKA_CONF_OK);
+    rd_kafka_t *watch = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    cr_assert_not_null(watch, "%s", err);
+
     int mid = 0;
     int64_t last = 0;
     for (int k = 0; k < kills; k++) {
         pid_t pid = spawn(bin, path_config, path_log, false);
-        long delay = 500 + rand() % 1500;     /* random moment, startup included */
-        sleep_ms(delay);
+        /* Kill k lands at a random point of the k-th slice of the stream
+         * (or during startup, with probability 1/4), plus a random 0-150 ms. */
+        int64_t slice = (int64_t)s.n / (kills + 1);
+        int64_t target = rand() % 4 == 0 ? 0 : slice * k + rand() % (slice * 9 / 10);
         int status;
+        long waited = 0;
+        while (group_progress(watch, topic, P) < target && waited < 120000) {
+            cr_assert_eq(waitpid(pid, &status, WNOHANG), 0, "worker %d exited early; see %s", k, path_log);
+            sleep_ms(20);
+            waited += 20;
+        }
+        long delay = rand() % 150;
+        sleep_ms(delay);
         pid_t done = waitpid(pid, &status, WNOHANG);
         cr_assert_eq(done, 0, "worker %d exited early (status %d); see %s", k, status, path_log);
         cr_assert_eq(kill(pid, SIGKILL), 0);
         cr_assert_eq(waitpid(pid, &status, 0), pid);
         cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         int64_t c = committed_messages(state_dir, topic, P);
-        fprintf(stderr, "kill %d after %ld ms: %lld of %zu messages committed\n", k + 1, delay,
-                (long long)c, s.n);
+        fprintf(stderr, "kill %d (target %lld, +%ld ms): %lld of %zu messages committed\n", k + 1,
+                (long long)target, delay, (long long)c, s.n);
         cr_assert_geq(c, last, "committed progress never goes back");
         cr_assert_lt(c, (int64_t)s.n, "kill %d landed after the end: the test would prove nothing", k + 1);
         if (c > last) mid++;
         last = c;
     }
+    rd_kafka_destroy(watch);
     /* Every kill hit a worker short of the end; most of them after it had
-     * committed something (the first may land during startup). */
-    cr_assert_geq(mid, kills - 2, "only %d of %d kills landed after progress", mid, kills);
+     * committed something (some land during startup on purpose). */
+    cr_assert_geq(mid, kills / 2, "only %d of %d kills landed after progress", mid, kills);
 
     pid_t pid = spawn(bin, path_config, path_log, true);
     int status;
