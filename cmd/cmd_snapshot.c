@@ -33,6 +33,9 @@ static void usage(FILE *f)
         "  list            table of snapshots: name, created, age, size, partitions, offsets\n"
         "  restore NAME    restore into the state dir, which must be absent or empty and\n"
         "                  not in use; the snapshot is verified first\n"
+        "                  with --partition TOPIC:N: restore that one partition of the\n"
+        "                  views fed by TOPIC into the existing (stopped) state dir, leaving\n"
+        "                  the other partitions as they are\n"
         "  delete NAME     delete a snapshot\n"
         "  verify NAME     check a snapshot's manifest, files and offsets\n"
         "\n"
@@ -40,6 +43,9 @@ static void usage(FILE *f)
         "  -c, --config FILE        worker config: state_dir, snapshot_dir, schemas\n"
         "      --state-dir DIR      state directory (overrides the config)\n"
         "      --snapshot-dir DIR   snapshot directory (default <state_dir>.snapshots)\n"
+        "      --partition TOPIC:N  restore: one partition only\n"
+        "      --view VIEW          restore --partition: a view fed by TOPIC (repeatable;\n"
+        "                           default: from the config's schemas)\n"
         "      --fingerprint HEX    schema fingerprint for the manifest (create; default:\n"
         "                           from the config's schemas, else the one the store holds)\n"
         "  -h, --help               this help\n");
@@ -132,6 +138,64 @@ static int config_fingerprint(const sl_config_t *cfg, char *out, size_t size, ch
     return 0;
 }
 
+/* `restore NAME --partition TOPIC:N [--view V]...` into an existing store. */
+static int restore_partition(const sl_config_t *cfg, const char *snap_dir, const char *name,
+                             const char *state_dir, const char *spec, const char **views,
+                             size_t n_views)
+{
+    char topic[256], err[2048];
+    const char *colon = strrchr(spec, ':');
+    char *end;
+    long part = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof topic || !colon[1] ||
+        *end || part < 0 || part > INT32_MAX) {
+        fprintf(stderr, "sluice snapshot restore: --partition wants TOPIC:N (got '%s')\n", spec);
+        return 2;
+    }
+    snprintf(topic, sizeof topic, "%.*s", (int)(colon - spec), spec);
+    schema_t *schema = NULL;
+    if (n_views == 0) {
+        if (!cfg || !cfg->n_schema_files) {
+            fprintf(stderr, "sluice snapshot restore: --partition needs --view VIEW or -c CONFIG "
+                    "with schemas\n");
+            return 2;
+        }
+        if (schema_load((const char *const *)cfg->schema_files, cfg->n_schema_files, &schema,
+                        err, sizeof err)) {
+            fprintf(stderr, "sluice snapshot restore: schema: %s\n", err);
+            return 1;
+        }
+        for (size_t i = 0; i < schema->n_views && n_views < 64; i++)
+            if (!strcmp(schema->sources[schema->views[i].source].topic, topic))
+                views[n_views++] = schema->views[i].name;
+        if (n_views == 0) {
+            fprintf(stderr, "sluice snapshot restore: no view of the schema reads topic '%s'\n",
+                    topic);
+            schema_free(schema);
+            return 1;
+        }
+    }
+    int status = 1;
+    state_store_t *st = NULL;
+    state_options_t so = { .create_if_missing = false };
+    if (state_open(state_dir, &so, &st, err, sizeof err)) {
+        fprintf(stderr, "sluice snapshot restore: %s\n", err);
+        goto out;
+    }
+    if (state_snapshot_restore_partition(snap_dir, name, st, topic, (int32_t)part, views,
+                                         n_views, err, sizeof err)) {
+        fprintf(stderr, "sluice snapshot restore: %s\n", err);
+        goto out;
+    }
+    printf("restored %s[%ld] (%zu view%s) from snapshot %s into %s\n", topic, part, n_views,
+           n_views == 1 ? "" : "s", name, state_dir);
+    status = 0;
+out:
+    state_close(st);
+    schema_free(schema);
+    return status;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -139,10 +203,15 @@ int cmd_snapshot(int argc, char **argv)
         { "state-dir", required_argument, NULL, 's' },
         { "snapshot-dir", required_argument, NULL, 'd' },
         { "fingerprint", required_argument, NULL, 'f' },
+        { "partition", required_argument, NULL, 'p' },
+        { "view", required_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *config = NULL, *state_dir = NULL, *snap_dir = NULL, *fingerprint = NULL;
+    const char *partition = NULL;
+    const char *views[64];
+    size_t n_views = 0;
     int opt;
     optind = 0;                /* GNU: full re-initialisation; options may go anywhere */
     opterr = 0;
@@ -152,6 +221,14 @@ int cmd_snapshot(int argc, char **argv)
         case 's': state_dir = optarg; break;
         case 'd': snap_dir = optarg; break;
         case 'f': fingerprint = optarg; break;
+        case 'p': partition = optarg; break;
+        case 'v':
+            if (n_views == sizeof views / sizeof views[0]) {
+                fprintf(stderr, "sluice snapshot: too many --view options\n");
+                return 2;
+            }
+            views[n_views++] = optarg;
+            break;
         case 'h': usage(stdout); return 0;
         default:
             fprintf(stderr, "sluice snapshot: unknown option or missing value: '%s'\n\n",
@@ -177,6 +254,10 @@ int cmd_snapshot(int argc, char **argv)
     }
     if ((is_restore || is_delete || is_verify) && !name) {
         fprintf(stderr, "sluice snapshot %s: NAME is required\n", cmd);
+        return 2;
+    }
+    if (partition && !is_restore) {
+        fprintf(stderr, "sluice snapshot %s: --partition applies to restore only\n", cmd);
         return 2;
     }
     if (is_list && name) {
@@ -259,6 +340,9 @@ int cmd_snapshot(int argc, char **argv)
                     info.n_partitions, info.schema_fingerprint[0] ? info.schema_fingerprint : "-");
         state_snapshot_info_free(&info);
         status = rc ? 1 : 0;
+    } else if (is_restore && partition) {
+        status = restore_partition(config ? &cfg : NULL, snap_dir, name, state_dir, partition,
+                                   views, n_views);
     } else if (is_restore) {
         /* a schema that changed since the snapshot: the worker will refuse
          * the changed views; say so now */

@@ -934,3 +934,25 @@ out:
     state_snapshot_info_free(&info);
     return rc;
 }
+
+int state_snapshot_restore_partition(const char *snapshot_dir, const char *name,
+                                     state_store_t *dst, const char *topic, int32_t partition,
+                                     const char *const *views, size_t n_views,
+                                     char *errstr, size_t errsize)
+{
+    state_snapshot_info_t info;
+    int rc = state_snapshot_verify(snapshot_dir, name, &info, errstr, errsize);
+    state_snapshot_info_free(&info);
+    if (rc) return rc;
+    char db[PATH_SZ], err[1024] = "";
+    pathf(db, sizeof db, "%s/%s/db", snapshot_dir, name);
+    state_store_t *src = NULL;
+    state_options_t ro = { .read_only = true, .block_cache_bytes = 8u << 20 };
+    if ((rc = state_open(db, &ro, &src, err, sizeof err))) {
+        seterr(errstr, errsize, "snapshot %s: %s", name, err);
+        return rc;
+    }
+    rc = state_partition_copy(dst, src, topic, partition, views, n_views, errstr, errsize);
+    state_close(src);
+    return rc;
+}

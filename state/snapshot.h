@@ -96,6 +96,17 @@ void state_snapshot_info_free(state_snapshot_info_t *info);
 int state_snapshot_restore(const char *snapshot_dir, const char *name, const char *state_dir,
                            char *errstr, size_t errsize);
 
+/* Restores one partition alone: partition `partition` of `views` and the
+ * progress of (topic, partition) from snapshot `name` replace what the open
+ * store `dst` holds for them (state_partition_copy from the verified
+ * snapshot). Other partitions of dst are untouched. Returns 0 or SL_E* with
+ * errstr set (SL_ENOTFOUND: the snapshot has no progress for it). Writer
+ * thread of dst. */
+int state_snapshot_restore_partition(const char *snapshot_dir, const char *name,
+                                     state_store_t *dst, const char *topic, int32_t partition,
+                                     const char *const *views, size_t n_views,
+                                     char *errstr, size_t errsize);
+
 /* Deletes snapshot `name`. Returns 0, SL_ENOTFOUND, SL_EINVAL, SL_EIO. */
 int state_snapshot_delete(const char *snapshot_dir, const char *name,
                           char *errstr, size_t errsize);

@@ -844,13 +844,42 @@ static int cmp_entities(const void *a, const void *b, void *ctx)
     return commit_ent_cmp(a, b, ctx, true);
 }
 
-int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t errsize)
+static int drop_index_rows(state_store_t *st, rocksdb_writebatch_t *wb,
+                           const unsigned char *lo, size_t lol,
+                           const unsigned char *hi, size_t hil, char *errstr, size_t errsize);
+
+/* Adds to wb the removal of partition `part` of the current version of each
+ * view (states range + the index rows that point into it). */
+static int drop_partition_ops(state_store_t *st, rocksdb_writebatch_t *wb,
+                              const char *const *views, size_t n_views, int32_t part,
+                              char *errstr, size_t errsize)
+{
+    for (size_t i = 0; i < n_views; i++) {
+        uint32_t id, ver;
+        if (!view_resolve(st, views[i], 0, &id, &ver)) continue;
+        unsigned char lo[12], hi[12];
+        put_u32be(lo, id);
+        put_u32be(lo + 4, ver);
+        put_u32be(lo + 8, (uint32_t)part);
+        prefix_successor(lo, 12, hi);
+        int rc = drop_index_rows(st, wb, lo, 12, hi, 12, errstr, errsize);
+        if (rc) return rc;
+        rocksdb_writebatch_delete_range_cf(wb, st->cf[CF_STATES], (const char *)lo, 12,
+                                           (const char *)hi, 12);
+    }
+    return SL_OK;
+}
+
+/* Commits b; when n_drop > 0 the same write first removes partition
+ * drop_part of drop_views (a partition replaced wholesale). */
+static int batch_commit(state_store_t *st, state_batch_t *b, const char *const *drop_views,
+                        size_t n_drop, int32_t drop_part, char *errstr, size_t errsize)
 {
     if (st->read_only) {
         seterr(errstr, errsize, "state store %s is open read-only", st->dir);
         return SL_EINVAL;
     }
-    if (b->n_ops == 0) return SL_OK;
+    if (b->n_ops == 0 && n_drop == 0) return SL_OK;
     int rc = SL_OK;
     sl_buf_t kb = SL_BUF_INIT, arena = SL_BUF_INIT;
     commit_ent_t *ents = NULL;
@@ -867,6 +896,11 @@ int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t
     pthread_rwlock_rdlock(&st->views_lock);
     next_id = st->next_view_id;
     pthread_rwlock_unlock(&st->views_lock);
+    if (n_drop && (rc = drop_partition_ops(st, wb, drop_views, n_drop, drop_part, errstr,
+                                           errsize))) {
+        rc = SL_ESTATE;
+        goto out;
+    }
 
     sl_reader_t r;
     sl_reader_init(&r, b->log.data, b->log.len);
@@ -1068,6 +1102,11 @@ out:
     return rc;
 }
 
+int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t errsize)
+{
+    return batch_commit(st, b, NULL, 0, 0, errstr, errsize);
+}
+
 /* ---- checkpoint ---------------------------------------------------------- */
 
 int state_checkpoint(state_store_t *st, const char *dir, char *errstr, size_t errsize)
@@ -1257,18 +1296,7 @@ int state_partition_drop(state_store_t *st, const char *topic, int32_t partition
     sl_buf_t kb = SL_BUF_INIT;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     pthread_mutex_lock(&st->commit_mu);
-    for (size_t i = 0; i < n_views; i++) {
-        uint32_t id, ver;
-        if (!view_resolve(st, views[i], 0, &id, &ver)) continue;
-        unsigned char lo[12], hi[12];
-        put_u32be(lo, id);
-        put_u32be(lo + 4, ver);
-        put_u32be(lo + 8, (uint32_t)partition);
-        prefix_successor(lo, 12, hi);
-        if ((rc = drop_index_rows(st, wb, lo, 12, hi, 12, errstr, errsize))) goto out;
-        rocksdb_writebatch_delete_range_cf(wb, st->cf[CF_STATES], (const char *)lo, 12,
-                                           (const char *)hi, 12);
-    }
+    if ((rc = drop_partition_ops(st, wb, views, n_views, partition, errstr, errsize))) goto out;
     if ((rc = progress_key(&kb, topic, (uint32_t)partition))) goto out;
     rocksdb_writebatch_delete_cf(wb, st->cf[CF_META], (const char *)kb.data, kb.len);
     char *err = NULL;
@@ -1283,5 +1311,53 @@ out:
     pthread_mutex_unlock(&st->commit_mu);
     rocksdb_writebatch_destroy(wb);
     sl_buf_free(&kb);
+    return rc;
+}
+
+/* ---- partition copy -------------------------------------------------------- */
+
+typedef struct copy_ctx {
+    state_batch_t *b;
+    const char *view;
+    int rc;
+} copy_ctx_t;
+
+static int copy_cb(void *arg, int32_t part, const void *key, size_t klen, const void *val,
+                   size_t vlen)
+{
+    copy_ctx_t *c = arg;
+    c->rc = state_batch_put(c->b, c->view, part, key, klen, val, vlen);
+    return c->rc;
+}
+
+int state_partition_copy(state_store_t *dst, state_store_t *src, const char *topic,
+                         int32_t partition, const char *const *views, size_t n_views,
+                         char *errstr, size_t errsize)
+{
+    if (!dst || !src || dst == src || !topic || partition < 0) {
+        seterr(errstr, errsize, "invalid partition copy");
+        return SL_EINVAL;
+    }
+    int64_t off, wm;
+    if (state_offset_get(src, topic, partition, &off, &wm) != SL_OK) {
+        seterr(errstr, errsize, "%s holds no progress for %s[%d]", src->dir, topic, partition);
+        return SL_ENOTFOUND;
+    }
+    state_batch_t *b = state_batch_new();
+    if (!b) return SL_ENOMEM;
+    int rc = SL_OK;
+    for (size_t i = 0; i < n_views && !rc; i++) {
+        copy_ctx_t c = { b, views[i], SL_OK };
+        rc = state_iterate(src, views[i], 0, partition, copy_cb, &c);
+        if (rc) {
+            seterr(errstr, errsize, "reading %s[%d] of view %s from %s: %s", topic, partition,
+                   views[i], src->dir, sl_strerror(rc));
+            rc = c.rc ? c.rc : SL_ESTATE;
+        }
+    }
+    if (!rc && (rc = state_batch_progress(b, topic, partition, off, wm)))
+        seterr(errstr, errsize, "partition copy: %s", sl_strerror(rc));
+    if (!rc) rc = batch_commit(dst, b, views, n_views, partition, errstr, errsize);
+    state_batch_free(b);
     return rc;
 }

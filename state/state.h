@@ -148,6 +148,17 @@ int state_partition_drop(state_store_t *st, const char *topic, int32_t partition
                          const char *const *views, size_t n_views,
                          char *errstr, size_t errsize);
 
+/* Replaces partition `partition` of the given views (current versions) and
+ * the progress of (topic, partition) in dst by src's, in one atomic synced
+ * write on dst: a partition moved between workers, or restored alone from a
+ * snapshot (src opened read-only on the snapshot's db/). The views are those
+ * fed by `topic`. The whole partition passes through memory once. Returns 0,
+ * SL_ENOTFOUND (src has no progress for it), SL_EINVAL, SL_ESTATE, SL_ENOMEM.
+ * Writer thread of dst; src may be in use by readers. */
+int state_partition_copy(state_store_t *dst, state_store_t *src, const char *topic,
+                         int32_t partition, const char *const *views, size_t n_views,
+                         char *errstr, size_t errsize);
+
 /* Is the state directory locked by a live process? Returns 0 (free or absent)
  * or SL_EBUSY with "state dir X is in use by pid N" in errstr. */
 int state_dir_check_unlocked(const char *dir, char *errstr, size_t errsize);

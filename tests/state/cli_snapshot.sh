@@ -23,6 +23,12 @@ check verify 0 "snapshot one is intact (4 partitions, schema 00ff)" -- "$SLUICE"
 check restore-nonempty 1 "is not empty" -- "$SLUICE" snapshot restore one --state-dir "$T/st"
 check restore 0 "restored snapshot one into $T/r1" -- "$SLUICE" snapshot restore one --snapshot-dir "$T/st.snapshots" --state-dir "$T/r1"
 check restored-is-snapshottable 0 "4 partitions" -- "$SLUICE" snapshot create --state-dir "$T/r1" again
+# one partition alone, into an existing stopped store
+"$FILL" "$T/part" 20 || exit 1
+check restore-partition 0 "restored events[2] (1 view) from snapshot one into $T/part" -- "$SLUICE" snapshot restore one --partition events:2 --view clicks --snapshot-dir "$T/st.snapshots" --state-dir "$T/part"
+check restore-partition-bad 2 "--partition wants TOPIC:N" -- "$SLUICE" snapshot restore one --partition events --view clicks --state-dir "$T/part"
+check restore-partition-noview 2 "needs --view VIEW or -c CONFIG" -- "$SLUICE" snapshot restore one --partition events:1 --state-dir "$T/part"
+check restore-partition-absent 1 "no progress for events[7]" -- "$SLUICE" snapshot restore one --partition events:7 --view clicks --snapshot-dir "$T/st.snapshots" --state-dir "$T/part"
 # a running worker holds the target
 mkfifo "$T/fifo"
 "$FILL" "$T/busy" 10 hold < "$T/fifo" > "$T/hold.out" &
