@@ -94,6 +94,7 @@ typedef struct view_entry {
 struct state_store {
     char *dir;
     bool read_only;
+    bool follower;                   /* RocksDB secondary instance */
     int lock_fd;
     rocksdb_t *db;
     rocksdb_options_t *opts;
@@ -442,8 +443,9 @@ static int write_format_marker(state_store_t *st, char *errstr, size_t errsize)
     return SL_OK;
 }
 
-int state_open(const char *dir, const state_options_t *opts, state_store_t **out,
-               char *errstr, size_t errsize)
+/* follow_dir != NULL: open as a RocksDB secondary instance (read only). */
+static int store_open(const char *dir, const char *follow_dir, const state_options_t *opts,
+                      state_store_t **out, char *errstr, size_t errsize)
 {
     state_options_t defaults = { .create_if_missing = true };
     if (!opts) opts = &defaults;
@@ -458,7 +460,8 @@ int state_open(const char *dir, const state_options_t *opts, state_store_t **out
     state_store_t *st = calloc(1, sizeof *st);
     if (!st) return SL_ENOMEM;
     st->lock_fd = -1;
-    st->read_only = opts->read_only;
+    st->read_only = opts->read_only || follow_dir;
+    st->follower = follow_dir != NULL;
     st->next_view_id = 1;
     pthread_rwlock_init(&st->views_lock, NULL);
     pthread_mutex_init(&st->progress_mu, NULL);
@@ -510,7 +513,12 @@ int state_open(const char *dir, const state_options_t *opts, state_store_t **out
 
     const rocksdb_options_t *cf_opts[CF__COUNT];
     for (int i = 0; i < CF__COUNT; i++) cf_opts[i] = st->opts;
-    if (st->read_only) {
+    if (follow_dir) {
+        if ((rc = state__mkdir_p(follow_dir, errstr, errsize))) goto fail;
+        rocksdb_options_set_max_open_files(st->opts, -1);   /* required by secondaries */
+        st->db = rocksdb_open_as_secondary_column_families(st->opts, dir, follow_dir, CF__COUNT,
+                                                           cf_names, cf_opts, st->cf, &err);
+    } else if (st->read_only) {
         st->db = rocksdb_open_for_read_only_column_families(st->opts, dir, CF__COUNT, cf_names,
                                                              cf_opts, st->cf, 0, &err);
     } else {
@@ -534,6 +542,52 @@ int state_open(const char *dir, const state_options_t *opts, state_store_t **out
     return SL_OK;
 fail:
     state_close(st);
+    return rc;
+}
+
+int state_open(const char *dir, const state_options_t *opts, state_store_t **out,
+               char *errstr, size_t errsize)
+{
+    return store_open(dir, NULL, opts, out, errstr, errsize);
+}
+
+int state_open_follower(const char *dir, const char *scratch_dir, const state_options_t *opts,
+                        state_store_t **out, char *errstr, size_t errsize)
+{
+    if (!scratch_dir || !*scratch_dir) {
+        *out = NULL;
+        seterr(errstr, errsize, "a follower needs a scratch dir of its own");
+        return SL_EINVAL;
+    }
+    state_options_t o = opts ? *opts : (state_options_t){ 0 };
+    o.create_if_missing = false;
+    o.read_only = true;
+    return store_open(dir, scratch_dir, &o, out, errstr, errsize);
+}
+
+int state_follow_refresh(state_store_t *st, char *errstr, size_t errsize)
+{
+    if (!st->follower) return SL_OK;
+    char *err = NULL;
+    int rc = SL_OK;
+    pthread_mutex_lock(&st->commit_mu);          /* one refresh at a time */
+    rocksdb_try_catch_up_with_primary(st->db, &err);
+    if (err) {
+        rc = rdb_error(err, SL_ESTATE, errstr, errsize, "catching up with the state owner");
+        goto out;
+    }
+    /* reload views and progress: rebuild the tables under both locks */
+    pthread_rwlock_wrlock(&st->views_lock);
+    pthread_mutex_lock(&st->progress_mu);
+    for (size_t i = 0; i < st->n_views; i++) free(st->views[i].name);
+    st->n_views = 0;
+    st->n_progress = 0;
+    rc = load_meta(st, errstr, errsize);
+    pthread_mutex_unlock(&st->progress_mu);
+    pthread_rwlock_unlock(&st->views_lock);
+    if (!rc) atomic_fetch_add_explicit(&st->commits, 1, memory_order_release);
+out:
+    pthread_mutex_unlock(&st->commit_mu);
     return rc;
 }
 

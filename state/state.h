@@ -159,6 +159,20 @@ int state_partition_copy(state_store_t *dst, state_store_t *src, const char *top
                          int32_t partition, const char *const *views, size_t n_views,
                          char *errstr, size_t errsize);
 
+/* Follower: opens the state dir of ANOTHER process (the ingest worker that
+ * owns it) as a RocksDB secondary instance, so a separate serving process
+ * can read live state. Reads see the owner's commits as of the last
+ * state_follow_refresh (whole batches only: never half a commit), including
+ * progress and views. scratch_dir is the follower's own directory for its
+ * info logs (created; one per follower process). No lock is taken; writes
+ * are refused. Returns 0 or SL_ENOTFOUND/SL_EIO/SL_ECORRUPT with errstr. */
+int state_open_follower(const char *dir, const char *scratch_dir, const state_options_t *opts,
+                        state_store_t **out, char *errstr, size_t errsize);
+/* Catches a follower up with its owner (call periodically, e.g. every 100 ms,
+ * from one thread; readers may keep reading meanwhile). No-op on other stores.
+ * Returns 0 or SL_ESTATE. */
+int state_follow_refresh(state_store_t *st, char *errstr, size_t errsize);
+
 /* Is the state directory locked by a live process? Returns 0 (free or absent)
  * or SL_EBUSY with "state dir X is in use by pid N" in errstr. */
 int state_dir_check_unlocked(const char *dir, char *errstr, size_t errsize);

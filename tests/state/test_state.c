@@ -660,3 +660,53 @@ Test(state, same_key_ordering_and_multi_partition_entity)
     state_batch_free(b);
     state_close(st);
 }
+
+/* A follower in this process reads the store a child process owns and keeps
+ * committing: after every refresh it sees whole batches only (every entity
+ * equals next_offset - 1), and progress moves forward. */
+Test(state, follower_sees_whole_commits_of_another_process, .timeout = 120)
+{
+    char dir[512], scratch[512], err[512] = "";
+    snprintf(dir, sizeof dir, "%s/owned", tmpdir);
+    snprintf(scratch, sizeof scratch, "%s/follower", tmpdir);
+    state_store_t *own = open_at("owned");       /* create it with a first commit */
+    state_batch_t *b = state_batch_new();
+    state_batch_put(b, "crash", 0, "k0", 2, "-1", 2);
+    commit(own, b);
+    state_close(own);
+    state_batch_free(b);
+
+    pid_t child = fork();
+    cr_assert(child >= 0);
+    if (child == 0) crash_child(dir);            /* commits forever */
+    usleep(200000);
+    state_store_t *fol = NULL;
+    cr_assert_eq(state_open_follower(dir, scratch, NULL, &fol, err, sizeof err), 0, "%s", err);
+    int64_t prev = -1;
+    int advanced = 0;
+    for (int round = 0; round < 25; round++) {
+        usleep(40000);
+        cr_assert_eq(state_follow_refresh(fol, err, sizeof err), 0, "%s", err);
+        int64_t next = 0;
+        if (state_offset_get(fol, "t", 0, &next, NULL) != 0) continue;
+        cr_assert(next >= prev);
+        advanced += next > prev;
+        prev = next;
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)(next - 1));
+        for (int i = 0; i < 300; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", i);
+            cr_assert(lookup_eq(fol, "crash", -1, key, want), "round %d k%d != %s", round, i,
+                      want);
+        }
+    }
+    state_batch_t *wb = state_batch_new();
+    state_batch_put(wb, "crash", 0, "x", 1, "y", 1);
+    cr_assert_eq(state_batch_commit(fol, wb, err, sizeof err), SL_EINVAL);
+    state_batch_free(wb);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    state_close(fol);
+    cr_assert(advanced >= 3, "the follower saw only %d advances", advanced);
+}
