@@ -88,9 +88,26 @@ static inline agg__tile_t *T(const agg__tiles_t *ts, uint32_t i)
 static uint32_t tiles_find(const agg__tiles_t *ts, int64_t k)
 {
     uint32_t lo = 0, hi = ts->n;
-    /* fast path: the newest tile */
-    if (ts->n && T(ts, ts->n - 1)->idx < k)
+    if (!ts->n)
+        return 0;
+    /* fast paths: past the newest tile; or where k would sit if every tile
+     * from k to the newest were present (the common dense case) — both avoid
+     * the cache misses of a binary search over a long window */
+    int64_t newest = T(ts, ts->n - 1)->idx;
+    if (newest < k)
         return ts->n;
+    if (newest - k < (int64_t)ts->n) {
+        uint32_t g = ts->n - 1 - (uint32_t)(newest - k);
+        int64_t gi = T(ts, g)->idx;
+        if (gi == k || (gi < k && T(ts, g + 1)->idx >= k))
+            return gi == k ? g : g + 1;
+        if (gi > k)
+            hi = g;
+        else
+            lo = g + 1;
+    } else {
+        /* fewer tiles than the distance: position ts->n - 1 - (newest-k) < 0 */
+    }
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (T(ts, mid)->idx < k)

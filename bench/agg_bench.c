@@ -2,7 +2,7 @@
  * agg_bench.c — window engine throughput and query latency, beside a
  * brute-force peer measured in the same run.
  *
- *   agg_bench [--quick]
+ *   agg_bench [--quick] [--queries]     (--queries: skip the update figures)
  *
  * 1. Updates per second on one core, one in-memory entity, in-order events
  *    (about 1200 per 1-minute tile) with accept_from one minute behind, for
@@ -296,7 +296,11 @@ static void bench_query(const schema_t *s, const char *view, int64_t size, long 
 
 int main(int argc, char **argv)
 {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = 0, queries_only = 0;
+    for (int i = 1; i < argc; i++) {
+        quick |= !strcmp(argv[i], "--quick");
+        queries_only |= !strcmp(argv[i], "--queries");
+    }
     schema_t *s = NULL;
     char err[512];
     if (schema_load_string("agg_bench.yaml", yaml, strlen(yaml), &s, err, sizeof(err))) {
@@ -306,6 +310,8 @@ int main(int argc, char **argv)
     long n = quick ? 200000 : 20000000;
     long ns = quick ? 20000 : 2000000;
 
+    if (queries_only)
+        goto queries;
     printf("== updates per second, one core, one entity, sliding 1h/1m ==\n");
     struct { const char *view, *label; long n; } u[] = {
         { "v_count", "count", n }, { "v_sum", "sum (double)", n }, { "v_mean", "mean", n },
@@ -335,6 +341,7 @@ int main(int argc, char **argv)
         printf("%-28s %8.2f M/s (keeps every event; pays at query time)\n", "brute force (append)", r / 1e6);
     }
 
+queries:
     printf("\n== one 10-feature vector query (sliding, 1 min hop; one event per 5 s) ==\n");
     long iters = quick ? 20000 : 2000000;
     bench_query(s, "vec_1h", 3600000, iters, quick);
