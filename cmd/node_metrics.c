@@ -1,0 +1,176 @@
+/*
+ * node_metrics.c — see node_metrics.h. Runs on the metrics HTTP thread; it
+ * only reads atomics, the store's committed progress (thread-safe) and asks
+ * Kafka for high watermarks (bounded by a 200 ms timeout per partition).
+ */
+#include "node_metrics.h"
+#include "sl_err.h"
+#include "sl_time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node_metrics {
+    const schema_t *schema;
+    state_store_t *st;
+    const ingest_stats_t *ingest;
+    serve_servers_t *servers;
+    rd_kafka_t *kafka;
+    const sl_hist_t *hist;
+};
+
+#define LOAD(x) ((double)atomic_load_explicit(&(x), memory_order_relaxed))
+
+static int counter(sl_buf_t *o, const char *name, const char *help, double v)
+{
+    return sl_prom_header(o, name, "counter", help) | sl_prom_value(o, name, NULL, v);
+}
+
+static int collect_ingest(void *ctx, sl_buf_t *o)
+{
+    node_metrics_t *nm = ctx;
+    const ingest_stats_t *s = nm->ingest;
+    const schema_t *sc = nm->schema;
+    char labels[512];
+    int rc = 0;
+    rc |= counter(o, "sluice_ingest_messages_total", "Kafka messages consumed (good and bad).", LOAD(s->messages));
+    rc |= sl_prom_header(o, "sluice_ingest_bad_events_total", "counter", "Events skipped as bad input, by reason.");
+    for (int r = 1; r < INGEST_BAD__COUNT; r++) {
+        snprintf(labels, sizeof labels, "reason=\"%s\"", ingest_bad_name((ingest_bad_t)r));
+        rc |= sl_prom_value(o, "sluice_ingest_bad_events_total", labels, LOAD(s->bad[r]));
+    }
+    rc |= counter(o, "sluice_ingest_late_events_total", "Events behind the allowed lateness, rejected.", LOAD(s->late));
+    rc |= sl_prom_header(o, "sluice_source_events_total", "counter", "Good events decoded, per source.");
+    for (size_t i = 0; i < s->n_sources && i < sc->n_sources; i++) {
+        snprintf(labels, sizeof labels, "source=\"%s\"", sc->sources[i].name);
+        rc |= sl_prom_value(o, "sluice_source_events_total", labels, LOAD(s->source_events[i]));
+    }
+    rc |= sl_prom_header(o, "sluice_view_events_total", "counter", "Events applied, per feature view.");
+    for (size_t i = 0; i < s->n_views && i < sc->n_views; i++) {
+        snprintf(labels, sizeof labels, "view=\"%s\"", sc->views[i].name);
+        rc |= sl_prom_value(o, "sluice_view_events_total", labels, LOAD(s->view_events[i]));
+    }
+    rc |= counter(o, "sluice_commits_total", "Atomic state+offset commits.", LOAD(s->commits));
+    rc |= counter(o, "sluice_commit_errors_total", "Failed commits (retried).", LOAD(s->commit_errors));
+    rc |= sl_prom_header(o, "sluice_commit_seconds", "summary", "Commit latency.");
+    rc |= sl_prom_value(o, "sluice_commit_seconds_sum", NULL, LOAD(s->commit_us_sum) / 1e6);
+    rc |= sl_prom_value(o, "sluice_commit_seconds_count", NULL, LOAD(s->commits));
+    rc |= sl_prom_header(o, "sluice_commit_seconds_max", "gauge", "Slowest commit so far.");
+    rc |= sl_prom_value(o, "sluice_commit_seconds_max", NULL, LOAD(s->commit_us_max) / 1e6);
+    rc |= sl_prom_header(o, "sluice_commit_seconds_last", "gauge", "Latest commit.");
+    rc |= sl_prom_value(o, "sluice_commit_seconds_last", NULL, LOAD(s->commit_us_last) / 1e6);
+    rc |= counter(o, "sluice_committed_entities_total", "Entity states written by commits.", LOAD(s->committed_entities));
+    rc |= counter(o, "sluice_dead_letters_total", "Bad events produced to the dead-letter topic.", LOAD(s->dead_letters));
+    rc |= sl_prom_header(o, "sluice_cache_entities", "gauge", "Entity states in the write-back cache.");
+    rc |= sl_prom_value(o, "sluice_cache_entities", NULL, LOAD(s->cache_entries));
+    rc |= counter(o, "sluice_cache_evictions_total", "Clean entity states evicted.", LOAD(s->cache_evictions));
+    rc |= counter(o, "sluice_rebalances_total", "Consumer group rebalances.", LOAD(s->rebalances));
+    return rc ? SL_ENOMEM : SL_OK;
+}
+
+static int64_t source_delay(const schema_t *sc, const char *topic)
+{
+    for (size_t s = 0; s < sc->n_sources; s++)
+        if (!strcmp(sc->sources[s].topic, topic)) return sc->sources[s].watermark_delay_ms;
+    return 0;
+}
+
+static int collect_progress(void *ctx, sl_buf_t *o)
+{
+    node_metrics_t *nm = ctx;
+    enum { MAX = 1024 };
+    state_partition_progress_t *pp = malloc(MAX * sizeof *pp);
+    if (!pp) return SL_ENOMEM;
+    size_t n = state_progress(nm->st, pp, MAX);
+    if (n > MAX) n = MAX;
+    int64_t now = sl_now_ms(), newest = 0;
+    char labels[512];
+    int rc = 0;
+    rc |= sl_prom_header(o, "sluice_partition_committed_offset", "gauge", "Next offset committed with the state.");
+    for (size_t i = 0; i < n; i++) {
+        snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", pp[i].topic, pp[i].partition);
+        rc |= sl_prom_value(o, "sluice_partition_committed_offset", labels, (double)pp[i].next_offset);
+    }
+    rc |= sl_prom_header(o, "sluice_partition_watermark_delay_seconds", "gauge",
+                         "Wall clock minus the partition's committed watermark.");
+    for (size_t i = 0; i < n; i++) {
+        if (pp[i].watermark_ms == INT64_MIN) continue;
+        snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", pp[i].topic, pp[i].partition);
+        rc |= sl_prom_value(o, "sluice_partition_watermark_delay_seconds", labels,
+                            (double)(now - pp[i].watermark_ms) / 1000.0);
+        int64_t newest_event = pp[i].watermark_ms + source_delay(nm->schema, pp[i].topic);
+        if (newest_event > newest) newest = newest_event;
+    }
+    if (nm->kafka) {
+        rc |= sl_prom_header(o, "sluice_partition_lag", "gauge", "Messages in Kafka not yet committed to state.");
+        for (size_t i = 0; i < n; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_query_watermark_offsets(nm->kafka, pp[i].topic, pp[i].partition, &lo, &hi, 200))
+                continue;
+            snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", pp[i].topic, pp[i].partition);
+            rc |= sl_prom_value(o, "sluice_partition_lag", labels,
+                                (double)(hi > pp[i].next_offset ? hi - pp[i].next_offset : 0));
+        }
+    }
+    if (newest) {
+        rc |= sl_prom_header(o, "sluice_freshness_seconds", "gauge",
+                             "Wall clock minus the newest event committed (servable).");
+        rc |= sl_prom_value(o, "sluice_freshness_seconds", NULL, (double)(now - newest) / 1000.0);
+    }
+    free(pp);
+    return rc ? SL_ENOMEM : SL_OK;
+}
+
+/* The serving tier prints "name value" lines; each becomes a gauge. */
+static int collect_serving(void *ctx, sl_buf_t *o)
+{
+    node_metrics_t *nm = ctx;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return SL_ENOMEM;
+    serve_servers_print_stats(nm->servers, f);
+    fclose(f);
+    int rc = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char name[128], metric[160];
+        double v;
+        if (sscanf(line, "%127s %lf", name, &v) != 2) continue;
+        for (char *p = name; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) *p = '_';
+        snprintf(metric, sizeof metric, "sluice_serving_%s", name);
+        rc |= sl_prom_header(o, metric, "gauge", "Serving tier counter.");
+        rc |= sl_prom_value(o, metric, NULL, v);
+    }
+    free(text);
+    return rc ? SL_ENOMEM : SL_OK;
+}
+
+static int collect_hist(void *ctx, sl_buf_t *o)
+{
+    node_metrics_t *nm = ctx;
+    static const double bounds[] = { 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 0.25 };
+    return sl_hist_prometheus(nm->hist, o, "sluice_lookup_latency_seconds",
+                              "Client-observed RESP lookup latency (built-in probe).", "",
+                              bounds, (int)(sizeof bounds / sizeof bounds[0]), 1);
+}
+
+int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *st,
+                        const ingest_stats_t *ingest, serve_servers_t *servers,
+                        rd_kafka_t *kafka, const sl_hist_t *lookup_hist, node_metrics_t **out)
+{
+    node_metrics_t *nm = calloc(1, sizeof *nm);
+    if (!nm) return SL_ENOMEM;
+    *nm = (node_metrics_t){ schema, st, ingest, servers, kafka, lookup_hist };
+    int rc = 0;
+    if (ingest) rc |= sl_metrics_add(m, collect_ingest, nm);
+    if (st) rc |= sl_metrics_add(m, collect_progress, nm);
+    if (servers) rc |= sl_metrics_add(m, collect_serving, nm);
+    if (lookup_hist) rc |= sl_metrics_add(m, collect_hist, nm);
+    *out = nm;
+    return rc ? SL_ENOMEM : SL_OK;
+}
+
+void node_metrics_free(node_metrics_t *nm) { free(nm); }
