@@ -77,7 +77,12 @@ int state_batch_delete(state_batch_t *b, const char *view, int32_t partition,
 int state_batch_progress(state_batch_t *b, const char *topic, int32_t partition,
                          int64_t next_offset, int64_t watermark_ms);
 /* Writes the batch durably (WAL synced) and clears it. Returns 0 or SL_ESTATE
- * (nothing of the batch applied). */
+ * (nothing of the batch applied: readers and the in-memory progress are
+ * unchanged; the batch is kept). After SL_ESTATE from a failed disk write,
+ * RocksDB may refuse further writes: stop, and restart from state_offset_get.
+ * If the failure struck after the WAL record was complete (e.g. fsync
+ * failed), the batch may be found applied after the restart — whole, states
+ * with their progress — so resuming from the stored offsets stays exact. */
 int state_batch_commit(state_store_t *st, state_batch_t *b, char *errstr, size_t errsize);
 
 /* Snapshots: a RocksDB checkpoint of the whole store in `dir` (must not exist). */

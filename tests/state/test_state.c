@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -709,4 +710,87 @@ Test(state, follower_sees_whole_commits_of_another_process, .timeout = 120)
     waitpid(child, NULL, 0);
     state_close(fol);
     cr_assert(advanced >= 3, "the follower saw only %d advances", advanced);
+}
+
+/* Fault injection: the disk "fills" (RLIMIT_FSIZE) mid-run. The failing
+ * commit returns SL_ESTATE, the in-memory progress stays at the last good
+ * commit, and after a restart the store holds one consistent prefix: the
+ * last good commit, or the failed one whole if its WAL record was complete
+ * (states and progress travel together, so either is exact). */
+Test(state, disk_full_commit_fails_cleanly, .timeout = 120)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/full", tmpdir);
+    int pipefd[2];
+    cr_assert_eq(pipe(pipefd), 0);
+    pid_t child = fork();
+    cr_assert(child >= 0);
+    if (child == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        state_store_t *st = NULL;
+        char err[512];
+        if (state_open(dir, NULL, &st, err, sizeof err)) _exit(2);
+        struct rlimit rl = { 4u << 20, 4u << 20 };       /* no file may pass 4 MiB */
+        if (setrlimit(RLIMIT_FSIZE, &rl)) _exit(3);
+        state_batch_t *b = state_batch_new();
+        char val[256];
+        memset(val, 'v', sizeof val);
+        long long last_ok = -1, n;
+        int failed_rc = 0;
+        for (n = 0; n < 100000; n++) {
+            for (int i = 0; i < 200; i++) {
+                char key[16];
+                snprintf(key, sizeof key, "k%d", i);
+                int vl = snprintf(val, sizeof val, "%lld", n);
+                val[vl] = 'v';                            /* pad to 256 bytes */
+                state_batch_put(b, "full", i % 2, key, strlen(key), val, sizeof val);
+            }
+            state_batch_progress(b, "t", 0, n + 1, n);
+            int rc = state_batch_commit(st, b, err, sizeof err);
+            if (rc) { failed_rc = rc; break; }
+            last_ok = n;
+        }
+        int64_t off = -1;
+        state_offset_get(st, "t", 0, &off, NULL);
+        char msg[128];
+        int len = snprintf(msg, sizeof msg, "%d %lld %lld", failed_rc, last_ok, (long long)off);
+        if (write(pipefd[1], msg, (size_t)len) != len) _exit(4);
+        _exit(0);                                         /* no clean close: like a crash */
+    }
+    close(pipefd[1]);
+    char msg[128] = "";
+    cr_assert(read(pipefd[0], msg, sizeof msg - 1) > 0);
+    int status;
+    waitpid(child, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    int failed_rc;
+    long long last_ok, mem_off;
+    cr_assert_eq(sscanf(msg, "%d %lld %lld", &failed_rc, &last_ok, &mem_off), 3);
+    cr_assert_eq(failed_rc, SL_ESTATE, "%s", msg);
+    cr_assert(last_ok >= 10, "the limit struck too early: %s", msg);
+    cr_assert_eq(mem_off, last_ok + 1, "in-memory progress moved on a failed commit: %s", msg);
+
+    state_store_t *st = open_at("full");
+    int64_t next;
+    cr_assert_eq(state_offset_get(st, "t", 0, &next, NULL), 0);
+    cr_assert(next == last_ok + 1 || next == last_ok + 2, "next %lld, last ok %lld",
+              (long long)next, last_ok);
+    sl_buf_t out = SL_BUF_INIT;
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)next - 1);
+    for (int i = 0; i < 200; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        cr_assert_eq(state_lookup(st, "full", -1, key, strlen(key), &out), 0);
+        cr_assert_eq(out.len, 256);
+        cr_assert_eq(strncmp((const char *)out.data, want, strlen(want)), 0);
+        cr_assert_eq(out.data[strlen(want)], 'v', "k%d from another batch", i);
+    }
+    sl_buf_free(&out);
+    /* and the store takes new commits again */
+    state_batch_t *b = state_batch_new();
+    state_batch_progress(b, "t", 0, next + 1, 0);
+    commit(st, b);
+    state_batch_free(b);
+    state_close(st);
 }
