@@ -27,6 +27,7 @@ typedef struct ingest_entry {
     struct ingest_entry *lru_prev, *lru_next;
     struct ingest_entry *dirty_next;
     bool dirty;
+    bool known;                            /* the store has a row for it in this partition */
     uint64_t hash;
     agg_entity_t *ent;                     /* owned */
     int32_t view;

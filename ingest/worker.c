@@ -315,10 +315,14 @@ static int worker_commit(ingest_worker_t *w, bool wait)
         part_t *p = part_slot(t, e->partition, false);
         if (p) agg_entity_expire(w->plans[e->view], e->ent, ingest_wm_accept_from(&p->wm));
         sl_buf_reset(&w->enc);
+        /* An entity the store already holds in this partition skips the
+         * rewrite of its index row (state_batch_put_known). A failed commit
+         * is fatal, so marking it known at hand-off is safe. */
         if ((rc = agg_entity_encode(w->plans[e->view], e->ent, &w->enc)) != 0 ||
-            (rc = state_batch_put(b, view->name, e->partition, e->key, e->klen,
-                                  w->enc.data, w->enc.len)) != 0)
+            (rc = (e->known ? state_batch_put_known : state_batch_put)(
+                 b, view->name, e->partition, e->key, e->klen, w->enc.data, w->enc.len)) != 0)
             goto fail;
+        e->known = true;
         n_ent++;
     }
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
@@ -505,9 +509,10 @@ static void dlq_produce(ingest_worker_t *w, const rd_kafka_message_t *m, ingest_
 
 /* ---- the event path -------------------------------------------------- */
 
-static agg_entity_t *entity_load(ingest_worker_t *w, int view, int32_t partition)
+static agg_entity_t *entity_load(ingest_worker_t *w, int view, int32_t partition, bool *known)
 {
     agg_entity_t *ent = NULL;
+    *known = false;
     const schema_view_t *v = &w->schema->views[view];
     int rc = state_lookup(w->st, v->name, partition, w->key.data, w->key.len, &w->lookup);
     if (rc == SL_ENOTFOUND) {
@@ -519,6 +524,7 @@ static agg_entity_t *entity_load(ingest_worker_t *w, int view, int32_t partition
         set_fatal(w, SL_ESTATE, "state lookup failed for view '%s': %s", v->name, sl_strerror(rc));
         return NULL;
     }
+    *known = true;
     rc = agg_entity_decode(w->plans[view], w->lookup.data, w->lookup.len, &ent);
     if (rc != 0)
         set_fatal(w, rc, "stored state of view '%s' partition %d cannot be decoded: %s",
@@ -543,7 +549,8 @@ static void apply_views(ingest_worker_t *w, topic_ent_t *t, part_t *p, int32_t p
         if (rc != 0) continue;   /* cannot happen after decode; be safe */
         ingest_entry_t *e = ingest_cache_find(w->cache, vi, partition, w->key.data, w->key.len);
         if (!e) {
-            agg_entity_t *a = entity_load(w, vi, partition);
+            bool known;
+            agg_entity_t *a = entity_load(w, vi, partition, &known);
             if (!a) return;
             e = ingest_cache_insert(w->cache, vi, partition, w->key.data, w->key.len, a);
             if (!e) {
@@ -551,6 +558,7 @@ static void apply_views(ingest_worker_t *w, topic_ent_t *t, part_t *p, int32_t p
                 set_fatal(w, SL_ENOMEM, "out of memory growing the entity cache");
                 return;
             }
+            e->known = known;
         }
         rc = agg_entity_update(w->plans[vi], e->ent, &ev, accept_from);
         if (rc == SL_ENOMEM) { set_fatal(w, rc, "out of memory updating view '%s'", view->name); return; }
