@@ -297,7 +297,7 @@ static void write_config(const char *path, const char *bootstrap, const char *gr
     FILE *f = fopen(path, "w");
     if (!f) die("config", path);
     fprintf(f, "schemas: [%s]\nbrokers: \"%s\"\ngroup_id: %s\nstate_dir: %s\ncommit_interval: 1s\n"
-               "log_level: warn\nkafka:\n  group.instance.id: bench-worker\n  session.timeout.ms: \"6000\"\n",
+               "log_level: warn\nmetrics_port: 0\nkafka:\n  group.instance.id: bench-worker\n  session.timeout.ms: \"6000\"\n",
             schema_path, bootstrap, group, state_dir);
     fclose(f);
 }

@@ -8,6 +8,8 @@
  * says which), 2 on usage errors.
  */
 #include "ingest.h"
+#include "metrics.h"
+#include "node_metrics.h"
 #include "schema.h"
 #include "sl_config.h"
 #include "sl_err.h"
@@ -52,6 +54,8 @@ int cmd_ingest(int argc, char **argv)
     schema_t *schema = NULL;
     state_store_t *st = NULL;
     ingest_worker_t *w = NULL;
+    sl_metrics_t *metrics = NULL;
+    node_metrics_t *node_metrics = NULL;
 
     sl_config_defaults(&cfg);
     for (int i = 1; i < argc; i++) {
@@ -109,6 +113,17 @@ int cmd_ingest(int argc, char **argv)
         goto out_state;
     }
 
+    /* Prometheus endpoint (metrics_port 0 = off). A port in use is a warning,
+     * not a reason to stop ingesting. */
+    if (cfg.metrics_port > 0) {
+        metrics = sl_metrics_new();
+        if (!metrics || node_metrics_attach(metrics, schema, st, ingest_worker_stats(w), NULL, NULL,
+                                            NULL, &node_metrics) ||
+            sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err))
+            fprintf(stderr, "sluice ingest: warning: metrics endpoint not started: %s\n",
+                    metrics ? err : "out of memory");
+    }
+
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -123,6 +138,8 @@ int cmd_ingest(int argc, char **argv)
     if (rc) fprintf(stderr, "sluice ingest: %s\n", err);
     status = rc ? 1 : 0;
 
+    if (metrics) sl_metrics_free(metrics);
+    node_metrics_free(node_metrics);
     ingest_worker_free(w);
 out_state:
     state_close(st);

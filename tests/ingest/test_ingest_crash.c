@@ -138,6 +138,7 @@ Test(ingest_crash, kill9_restarts_equal_oracle, .timeout = 900)
              "max_message_bytes: %d\n"
              "cache_max_entities: 5000\n"
              "log_level: warn\n"
+             "metrics_port: 0\n"
              "kafka:\n"
              "  group.instance.id: crash-worker\n"
              "  session.timeout.ms: \"6000\"\n",
