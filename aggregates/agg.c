@@ -153,6 +153,8 @@ int agg_plan_new(const schema_t *schema, int view, agg_plan_t **out,
             plan_fail(errstr, errsize, "feature %s: unknown window kind", sf->name);
             goto fail_plan;
         }
+        f->psize = (uint32_t)agg__part_size(sf->agg);
+        f->tsize = (uint32_t)(sizeof(int64_t) + f->psize * (f->ntiles > 1 ? 2 : 1));
         if (sf->agg == SCHEMA_AGG_LAST_N) {
             if (sf->n < 1 || sf->n > 1000) {
                 plan_fail(errstr, errsize, "feature %s: last_n needs 1 <= n <= 1000", sf->name);

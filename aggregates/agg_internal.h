@@ -84,7 +84,8 @@ typedef struct agg__feature {
     double quantile;
     double half_life_ms;
     int sessions_kept;
-    bool refold;            /* float partials: rebuild prefixes by folding */
+    uint32_t psize;         /* agg__part_size(agg) */
+    uint32_t tsize;         /* bytes per stored tile: idx + two partials */
 } agg__feature_t;
 
 struct agg_plan {
@@ -114,23 +115,30 @@ typedef struct agg__list {
 
 /* A partial aggregate: the monoid element of one feature over some set of
  * events. Which fields mean what depends on the feature's aggregate:
- *   n   number of values taken (every aggregate)
- *   v   sum (int or double), min, max, first/last value
- *   t   first/last time; decayed: reference time of m
- *   m   variance: mean; decayed: sum scaled to time t
- *   m2  variance: sum of squared deviations
- *   x   heap part: first/last string (char[] with 4-byte length prefix),
- *       last_n list, HLL, DDSketch
- *   tmax newest event time (every aggregate)
- * n == 0 means empty, and then no heap part is held. */
+ *   n    number of values taken (every aggregate)
+ *   tmax newest event time taken (every aggregate)
+ *   v    sum (int or double), min, max, first/last typed value
+ *   x    heap part: first/last value (agg__sv_t), last_n list, HLL, DDSketch
+ *   t    first/last time; decayed: reference time of m
+ *   m    variance: mean; decayed: sum scaled to time t
+ *   m2   variance: sum of squared deviations
+ * n == 0 means empty, and then no heap part is held.
+ *
+ * The fields are ordered so that each aggregate uses a PREFIX of the struct
+ * (agg__part_size): tiles store only that prefix (a count tile is 16 bytes,
+ * not 56), so code handling tile partials must never touch fields beyond
+ * f->psize — agg_part.c only reads and writes the fields of f->agg. */
 typedef struct agg_part {
     int64_t n;
-    int64_t tmax;           /* newest event time taken */
-    int64_t t;
+    int64_t tmax;
     union { int64_t i; double d; } v;
-    double m, m2;
     void *x;
+    int64_t t;
+    double m, m2;
 } agg_part_t;
+
+/* Bytes of agg_part_t an aggregate uses (a multiple of 8). */
+size_t agg__part_size(schema_agg_t a);
 
 /* An input value already converted to the feature's kind. */
 typedef struct agg__in {

@@ -25,6 +25,7 @@
  * NaN inputs are ignored by numeric aggregates.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,9 +193,28 @@ static bool is_heap(schema_agg_t a)
            a == SCHEMA_AGG_APPROX_DISTINCT || a == SCHEMA_AGG_APPROX_QUANTILE;
 }
 
+size_t agg__part_size(schema_agg_t a)
+{
+    switch (a) {
+    case SCHEMA_AGG_COUNT: return offsetof(agg_part_t, v);
+    case SCHEMA_AGG_SUM:
+    case SCHEMA_AGG_MIN:
+    case SCHEMA_AGG_MAX:
+    case SCHEMA_AGG_MEAN: return offsetof(agg_part_t, x);
+    case SCHEMA_AGG_LAST_N:
+    case SCHEMA_AGG_APPROX_DISTINCT:
+    case SCHEMA_AGG_APPROX_QUANTILE: return offsetof(agg_part_t, t);
+    case SCHEMA_AGG_FIRST:
+    case SCHEMA_AGG_LAST: return offsetof(agg_part_t, m);
+    case SCHEMA_AGG_DECAYED_SUM:
+    case SCHEMA_AGG_DECAYED_COUNT: return offsetof(agg_part_t, m2);
+    default: return sizeof(agg_part_t);
+    }
+}
+
 void agg__part_clear(const agg__feature_t *f, agg_part_t *p)
 {
-    if (p->x) {
+    if (is_heap(f->agg) && p->x) {
         switch (f->agg) {
         case SCHEMA_AGG_FIRST:
         case SCHEMA_AGG_LAST:
@@ -207,7 +227,7 @@ void agg__part_clear(const agg__feature_t *f, agg_part_t *p)
         default: break;
         }
     }
-    memset(p, 0, sizeof(*p));
+    memset(p, 0, f->psize);
 }
 
 static inline double decay(const agg__feature_t *f, int64_t dt)
@@ -321,7 +341,7 @@ int agg__part_merge(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *
     if (!src->n)
         return 0;
     if (!dst->n && !is_heap(f->agg)) {
-        *dst = *src;
+        memcpy(dst, src, f->psize);
         return 0;
     }
     if (!dst->n)
@@ -392,7 +412,9 @@ int agg__part_merge(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *
 
 int agg__part_copy(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *src)
 {
-    *dst = *src;
+    memcpy(dst, src, f->psize);
+    if (!is_heap(f->agg))
+        return 0;
     dst->x = NULL;
     if (!src->x)
         return 0;
@@ -427,7 +449,7 @@ int agg__part_copy(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *s
     }
     return 0;
 nomem:
-    memset(dst, 0, sizeof(*dst));
+    memset(dst, 0, f->psize);
     return SL_ENOMEM;
 }
 
@@ -653,7 +675,7 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
     uint64_t n;
     int rc;
 
-    memset(p, 0, sizeof(*p));
+    memset(p, 0, f->psize);
     if ((rc = sl_read_varint(r, &n)))
         return rc;
     if (!n)
@@ -749,7 +771,7 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
 
 size_t agg__part_mem(const agg__feature_t *f, const agg_part_t *p)
 {
-    if (!p->x)
+    if (!is_heap(f->agg) || !p->x)
         return 0;
     switch (f->agg) {
     case SCHEMA_AGG_FIRST:

@@ -79,13 +79,23 @@ static bool is_heap_agg(schema_agg_t a)
 /* tiles                                                                    */
 /* ======================================================================== */
 
-static inline agg__tile_t *T(const agg__tiles_t *ts, uint32_t i)
+static inline agg__tile_t *T(const agg__feature_t *f, const agg__tiles_t *ts, uint32_t i)
 {
-    return &ts->v[ts->off + i];
+    return (agg__tile_t *)(ts->v + (size_t)(ts->off + i) * f->tsize);
+}
+
+static inline agg_part_t *ACC(const agg__feature_t *f, const agg__tile_t *t)
+{
+    return (agg_part_t *)((unsigned char *)&t->p + f->psize);
+}
+
+static inline size_t tiles_bytes(const agg__feature_t *f, uint32_t cap)
+{
+    return (size_t)cap * f->tsize + sizeof(agg_part_t);
 }
 
 /* First position with idx >= k (n when none). */
-static uint32_t tiles_find(const agg__tiles_t *ts, int64_t k)
+static uint32_t tiles_find(const agg__feature_t *f, const agg__tiles_t *ts, int64_t k)
 {
     uint32_t lo = 0, hi = ts->n;
     if (!ts->n)
@@ -93,13 +103,13 @@ static uint32_t tiles_find(const agg__tiles_t *ts, int64_t k)
     /* fast paths: past the newest tile; or where k would sit if every tile
      * from k to the newest were present (the common dense case) — both avoid
      * the cache misses of a binary search over a long window */
-    int64_t newest = T(ts, ts->n - 1)->idx;
+    int64_t newest = T(f, ts, ts->n - 1)->idx;
     if (newest < k)
         return ts->n;
     if (newest - k < (int64_t)ts->n) {
         uint32_t g = ts->n - 1 - (uint32_t)(newest - k);
-        int64_t gi = T(ts, g)->idx;
-        if (gi == k || (gi < k && T(ts, g + 1)->idx >= k))
+        int64_t gi = T(f, ts, g)->idx;
+        if (gi == k || (gi < k && T(f, ts, g + 1)->idx >= k))
             return gi == k ? g : g + 1;
         if (gi > k)
             hi = g;
@@ -110,7 +120,7 @@ static uint32_t tiles_find(const agg__tiles_t *ts, int64_t k)
     }
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (T(ts, mid)->idx < k)
+        if (T(f, ts, mid)->idx < k)
             lo = mid + 1;
         else
             hi = mid;
@@ -131,21 +141,21 @@ static inline int64_t front_floor(const agg__feature_t *f, const agg__tiles_t *t
 
 static int fold_back(const agg__feature_t *f, agg__tiles_t *ts, uint32_t sp, uint32_t k)
 {
-    agg__tile_t *t = T(ts, k);
-    agg__part_clear(f, &t->acc);
-    int rc = agg__part_copy(f, &t->acc, k == sp ? &t->p : &T(ts, k - 1)->acc);
+    agg__tile_t *t = T(f, ts, k);
+    agg__part_clear(f, ACC(f, t));
+    int rc = agg__part_copy(f, ACC(f, t), k == sp ? &t->p : ACC(f, T(f, ts, k - 1)));
     if (!rc && k != sp)
-        rc = agg__part_merge(f, &t->acc, &t->p);
+        rc = agg__part_merge(f, ACC(f, t), &t->p);
     return rc;
 }
 
 static int fold_front(const agg__feature_t *f, agg__tiles_t *ts, uint32_t sp, uint32_t k)
 {
-    agg__tile_t *t = T(ts, k);
-    agg__part_clear(f, &t->acc);
-    int rc = agg__part_copy(f, &t->acc, &t->p);
+    agg__tile_t *t = T(f, ts, k);
+    agg__part_clear(f, ACC(f, t));
+    int rc = agg__part_copy(f, ACC(f, t), &t->p);
     if (!rc && k + 1 < sp)
-        rc = agg__part_merge(f, &t->acc, &T(ts, k + 1)->acc);
+        rc = agg__part_merge(f, ACC(f, t), ACC(f, T(f, ts, k + 1)));
     return rc;
 }
 
@@ -154,10 +164,10 @@ static int tiles_resplit(const agg__feature_t *f, agg__tiles_t *ts, int64_t spli
 {
     int rc = 0;
     ts->split = split;
-    uint32_t sp = tiles_find(ts, split);
-    uint32_t lo = tiles_find(ts, front_floor(f, ts));
+    uint32_t sp = tiles_find(f, ts, split);
+    uint32_t lo = tiles_find(f, ts, front_floor(f, ts));
     for (uint32_t k = 0; k < lo; k++)
-        agg__part_clear(f, &T(ts, k)->acc);
+        agg__part_clear(f, ACC(f, T(f, ts, k)));
     for (uint32_t k = sp; k-- > lo && !rc;)
         rc = fold_front(f, ts, sp, k);
     for (uint32_t k = sp; k < ts->n && !rc; k++)
@@ -176,24 +186,25 @@ static int64_t split_target(const agg__feature_t *f, int64_t newest, int64_t acc
     return s;
 }
 
-static int tiles_insert(agg__tiles_t *ts, uint32_t pos, int64_t idx)
+static int tiles_insert(const agg__feature_t *f, agg__tiles_t *ts, uint32_t pos, int64_t idx)
 {
     if (ts->off + ts->n == ts->cap) {
         if (ts->off > ts->n / 8) {        /* reclaim the dropped head */
-            memmove(ts->v, T(ts, 0), ts->n * sizeof(agg__tile_t));
+            memmove(ts->v, T(f, ts, 0), (size_t)ts->n * f->tsize);
             ts->off = 0;
         } else {
             uint32_t cap = ts->cap ? ts->cap * 2 : 4;
-            agg__tile_t *v = realloc(ts->v, cap * sizeof(agg__tile_t));
+            unsigned char *v = realloc(ts->v, tiles_bytes(f, cap));
             if (!v)
                 return SL_ENOMEM;
+            memset(v + (size_t)ts->cap * f->tsize, 0, tiles_bytes(f, cap) - (size_t)ts->cap * f->tsize);
             ts->v = v;
             ts->cap = cap;
         }
     }
-    agg__tile_t *at = T(ts, pos);
-    memmove(at + 1, at, (ts->n - pos) * sizeof(agg__tile_t));
-    memset(at, 0, sizeof(*at));
+    agg__tile_t *at = T(f, ts, pos);
+    memmove((unsigned char *)at + f->tsize, at, (size_t)(ts->n - pos) * f->tsize);
+    memset(at, 0, f->tsize);
     at->idx = idx;
     ts->n++;
     return 0;
@@ -204,21 +215,21 @@ static int tiles_add(const agg__feature_t *f, agg__tiles_t *ts, const agg__in_t 
 {
     int rc;
     int64_t idx = agg__floor_div(in->t, f->hop_ms);
-    uint32_t pos = tiles_find(ts, idx);
-    bool fresh = pos == ts->n || T(ts, pos)->idx != idx;
+    uint32_t pos = tiles_find(f, ts, idx);
+    bool fresh = pos == ts->n || T(f, ts, pos)->idx != idx;
 
     if (fresh) {
-        if ((rc = tiles_insert(ts, pos, idx)))
+        if ((rc = tiles_insert(f, ts, pos, idx)))
             return rc;
         if (ts->n == 1)
             ts->split = idx;
     }
-    if ((rc = agg__part_add(f, &T(ts, pos)->p, in)))
+    if ((rc = agg__part_add(f, &T(f, ts, pos)->p, in)))
         return rc;
     if (f->ntiles == 1)
         return 0;
 
-    uint32_t sp = tiles_find(ts, ts->split);
+    uint32_t sp = tiles_find(f, ts, ts->split);
     bool heap = is_heap_agg(f->agg);
     if (idx >= ts->split) {
         if (!heap) {
@@ -226,26 +237,26 @@ static int tiles_add(const agg__feature_t *f, agg__tiles_t *ts, const agg__in_t 
                 rc = fold_back(f, ts, sp, k);
         } else {
             if (fresh && pos > sp)
-                rc = agg__part_copy(f, &T(ts, pos)->acc, &T(ts, pos - 1)->acc);
+                rc = agg__part_copy(f, ACC(f, T(f, ts, pos)), ACC(f, T(f, ts, pos - 1)));
             for (uint32_t k = pos; k < ts->n && !rc; k++)
-                rc = agg__part_add(f, &T(ts, k)->acc, in);
+                rc = agg__part_add(f, ACC(f, T(f, ts, k)), in);
         }
     } else if (idx >= front_floor(f, ts)) {
-        uint32_t lo = tiles_find(ts, front_floor(f, ts));
+        uint32_t lo = tiles_find(f, ts, front_floor(f, ts));
         if (!heap) {
             for (uint32_t k = pos + 1; k-- > lo && !rc;)
                 rc = fold_front(f, ts, sp, k);
         } else {
             if (fresh && pos + 1 < sp)
-                rc = agg__part_copy(f, &T(ts, pos)->acc, &T(ts, pos + 1)->acc);
+                rc = agg__part_copy(f, ACC(f, T(f, ts, pos)), ACC(f, T(f, ts, pos + 1)));
             for (uint32_t k = lo; k <= pos && !rc; k++)
-                rc = agg__part_add(f, &T(ts, k)->acc, in);
+                rc = agg__part_add(f, ACC(f, T(f, ts, k)), in);
         }
     }
     if (rc)
         return rc;
 
-    int64_t newest = T(ts, ts->n - 1)->idx;
+    int64_t newest = T(f, ts, ts->n - 1)->idx;
     int64_t half = f->ntiles / 2 ? f->ntiles / 2 : 1;
     if (newest - ts->split >= half)
         rc = tiles_resplit(f, ts, split_target(f, newest, accept_from));
@@ -259,8 +270,8 @@ static void tiles_query(const agg__feature_t *f, const agg__tiles_t *ts, int64_t
     static const agg_part_t empty;
     int64_t b = agg__floor_div(t, f->hop_ms);
     int64_t a = sat_sub(b, f->ntiles - 1);
-    uint32_t ja = tiles_find(ts, a);
-    uint32_t jb1 = b == INT64_MAX ? ts->n : tiles_find(ts, b + 1);   /* one past jb */
+    uint32_t ja = tiles_find(f, ts, a);
+    uint32_t jb1 = b == INT64_MAX ? ts->n : tiles_find(f, ts, b + 1);   /* one past jb */
 
     if (ja >= jb1) {
         agg__part_result(f, &empty, NULL, t, sc, items, out);
@@ -268,27 +279,27 @@ static void tiles_query(const agg__feature_t *f, const agg__tiles_t *ts, int64_t
     }
     uint32_t jb = jb1 - 1;
     if (f->ntiles == 1) {
-        agg__part_result(f, &T(ts, ja)->p, NULL, t, sc, items, out);
+        agg__part_result(f, &T(f, ts, ja)->p, NULL, t, sc, items, out);
         return;
     }
-    uint32_t sp = tiles_find(ts, ts->split);
+    uint32_t sp = tiles_find(f, ts, ts->split);
     if (ja < sp && jb >= sp) {
-        agg__part_result(f, &T(ts, ja)->acc, &T(ts, jb)->acc, t, sc, items, out);
+        agg__part_result(f, ACC(f, T(f, ts, ja)), ACC(f, T(f, ts, jb)), t, sc, items, out);
         return;
     }
     if (ja == sp) {
-        agg__part_result(f, &T(ts, jb)->acc, NULL, t, sc, items, out);
+        agg__part_result(f, ACC(f, T(f, ts, jb)), NULL, t, sc, items, out);
         return;
     }
-    if (jb + 1 == sp && T(ts, ja)->idx >= front_floor(f, ts)) {
-        agg__part_result(f, &T(ts, ja)->acc, NULL, t, sc, items, out);
+    if (jb + 1 == sp && T(f, ts, ja)->idx >= front_floor(f, ts)) {
+        agg__part_result(f, ACC(f, T(f, ts, ja)), NULL, t, sc, items, out);
         return;
     }
     /* slow path: fold the tiles in range */
     agg_part_t tmp = { 0 };
     int rc = 0;
     for (uint32_t k = ja; k <= jb && !rc; k++)
-        rc = agg__part_merge(f, &tmp, &T(ts, k)->p);
+        rc = agg__part_merge(f, &tmp, &T(f, ts, k)->p);
     if (rc)
         memset(out, 0, sizeof(*out));     /* out of memory: NULL */
     else
@@ -300,10 +311,11 @@ static void tiles_query(const agg__feature_t *f, const agg__tiles_t *ts, int64_t
 
 static void tiles_drop_before(const agg__feature_t *f, agg__tiles_t *ts, int64_t k)
 {
-    uint32_t cut = tiles_find(ts, k);
+    uint32_t cut = tiles_find(f, ts, k);
     for (uint32_t i = 0; i < cut; i++) {
-        agg__part_clear(f, &T(ts, i)->p);
-        agg__part_clear(f, &T(ts, i)->acc);
+        agg__part_clear(f, &T(f, ts, i)->p);
+        if (f->ntiles > 1)
+            agg__part_clear(f, ACC(f, T(f, ts, i)));
     }
     ts->off += cut;
     ts->n -= cut;
@@ -311,10 +323,10 @@ static void tiles_drop_before(const agg__feature_t *f, agg__tiles_t *ts, int64_t
         ts->off = 0;
     if (ts->cap > 16 && ts->n < ts->cap / 4) {
         /* give memory back after a burst; failure to shrink is harmless */
-        memmove(ts->v, T(ts, 0), ts->n * sizeof(agg__tile_t));
+        memmove(ts->v, T(f, ts, 0), (size_t)ts->n * f->tsize);
         ts->off = 0;
         uint32_t cap = ts->n * 2 > 8 ? ts->n * 2 : 8;
-        agg__tile_t *v = realloc(ts->v, cap * sizeof(agg__tile_t));
+        unsigned char *v = realloc(ts->v, tiles_bytes(f, cap));
         if (v) {
             ts->v = v;
             ts->cap = cap;
@@ -332,7 +344,7 @@ static void tiles_expire(const agg__feature_t *f, agg__tiles_t *ts, int64_t acce
         /* back prefixes started at a dropped tile: re-split (cannot fail for
          * non-heap partials; heap ones may be left partial on ENOMEM and are
          * rebuilt by the next resplit) */
-        (void)tiles_resplit(f, ts, split_target(f, T(ts, ts->n - 1)->idx, accept_from));
+        (void)tiles_resplit(f, ts, split_target(f, T(f, ts, ts->n - 1)->idx, accept_from));
     }
 }
 
@@ -477,8 +489,9 @@ void agg__win_free(const agg__feature_t *f, agg__fstate_t *st)
     if (is_tiles(f)) {
         agg__tiles_t *ts = &st->tiles;
         for (uint32_t i = 0; i < ts->n; i++) {
-            agg__part_clear(f, &T(ts, i)->p);
-            agg__part_clear(f, &T(ts, i)->acc);
+            agg__part_clear(f, &T(f, ts, i)->p);
+            if (f->ntiles > 1)
+                agg__part_clear(f, ACC(f, T(f, ts, i)));
         }
         free(ts->v);
     } else if (f->wkind == SCHEMA_WINDOW_SESSION) {
@@ -541,8 +554,8 @@ int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *
         if ((rc = sl_buf_put_svarint(buf, ts->split)))
             return rc;
         for (uint32_t i = 0; i < ts->n; i++) {
-            const agg__tile_t *t = T(ts, i);
-            rc = i ? sl_buf_put_varint(buf, (uint64_t)(t->idx - T(ts, i - 1)->idx))
+            const agg__tile_t *t = T(f, ts, i);
+            rc = i ? sl_buf_put_varint(buf, (uint64_t)(t->idx - T(f, ts, i - 1)->idx))
                    : sl_buf_put_svarint(buf, t->idx);
             if (rc || (rc = agg__part_encode(f, &t->p, buf)))
                 return rc;
@@ -586,7 +599,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
             return 0;
         if ((rc = sl_read_svarint(r, &ts->split)))
             return rc;
-        ts->v = calloc(n, sizeof(agg__tile_t));
+        ts->v = calloc(1, tiles_bytes(f, (uint32_t)n));
         if (!ts->v)
             return SL_ENOMEM;
         ts->cap = (uint32_t)n;
@@ -596,7 +609,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
                 if ((rc = sl_read_svarint(r, &idx)))
                     return rc;
             } else {
-                int64_t prev = T(ts, i - 1)->idx;
+                int64_t prev = T(f, ts, i - 1)->idx;
                 if ((rc = sl_read_varint(r, &u)))
                     return rc;
                 if (u == 0 || u > (uint64_t)AGG_TIME_LIMIT * 2)
@@ -605,12 +618,12 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
             }
             if (idx > AGG_TIME_LIMIT / f->hop_ms || idx < -AGG_TIME_LIMIT / f->hop_ms - 1)
                 return SL_ECORRUPT;
-            ts->v[i].idx = idx;
+            T(f, ts, i)->idx = idx;
             ts->n = i + 1;
-            if ((rc = agg__part_decode(f, r, &ts->v[i].p)))
+            if ((rc = agg__part_decode(f, r, &T(f, ts, i)->p)))
                 return rc;
         }
-        if (ts->split > T(ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
+        if (ts->split > T(f, ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
             return SL_ECORRUPT;
         if (f->ntiles > 1)
             return tiles_resplit(f, ts, ts->split);
@@ -654,9 +667,10 @@ size_t agg__win_mem(const agg__feature_t *f, const agg__fstate_t *st)
     size_t m = 0;
     if (is_tiles(f)) {
         const agg__tiles_t *ts = &st->tiles;
-        m += ts->cap * sizeof(agg__tile_t);
+        m += ts->cap ? tiles_bytes(f, ts->cap) : 0;
         for (uint32_t i = 0; i < ts->n; i++)
-            m += agg__part_mem(f, &T(ts, i)->p) + agg__part_mem(f, &T(ts, i)->acc);
+            m += agg__part_mem(f, &T(f, ts, i)->p) +
+                 (f->ntiles > 1 ? agg__part_mem(f, ACC(f, T(f, ts, i))) : 0);
     } else if (f->wkind == SCHEMA_WINDOW_SESSION) {
         m += st->sess.cap * sizeof(agg__sess_t);
         for (uint32_t i = 0; i < st->sess.n; i++)

@@ -7,14 +7,18 @@
 
 #include "agg_internal.h"
 
+/* A stored tile is f->tsize bytes: idx, then the f->psize-byte prefix of its
+ * own partial p, then (sliding windows only) the same prefix of acc:
+ *   front tile j: acc = p[j] ⊕ ... ⊕ p[sp-1];  back tile j: acc = p[sp] ⊕ ... ⊕ p[j]
+ * The tile array carries sizeof(agg_part_t) bytes of slack at its end so a
+ * pointer to the last prefix still addresses a whole agg_part_t. */
 typedef struct agg__tile {
     int64_t idx;            /* tile number: event times [idx*hop, (idx+1)*hop) */
-    agg_part_t p;           /* the tile's own events */
-    agg_part_t acc;         /* front: p[j] ⊕ ... ⊕ p[sp-1]; back: p[sp] ⊕ ... ⊕ p[j] */
+    agg_part_t p;           /* only the first f->psize bytes are stored */
 } agg__tile_t;
 
 typedef struct agg__tiles {
-    agg__tile_t *v;         /* tiles at v[off .. off+n), idx strictly increasing */
+    unsigned char *v;       /* tiles at slots [off, off+n), idx strictly increasing */
     uint32_t off, n, cap;
     int64_t split;          /* tiles with idx >= split are the back part */
 } agg__tiles_t;
