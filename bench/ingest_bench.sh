@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# ingest_bench.sh — ingest figures against a real single-node broker.
+#
+#   bench/ingest_bench.sh BUILD_DIR [EVENTS] [crash]
+#
+# BUILD_DIR is a Release build (cmake -DCMAKE_BUILD_TYPE=Release, no
+# sanitizers) with bench_ingest and sluice built. Starts a broker with
+# tests/kafka/kafka-broker.sh in BUILD_DIR/bench-kafka, runs bench_ingest
+# (raw consume ceiling, ingest at 100 ms and 10 s commit intervals, recovery
+# after kill -9 vs replay from 0) on EVENTS events (default 2,000,000), and,
+# with "crash", the 1M-event crash test: test_ingest_crash from BUILD_DIR
+# (built there too) with SLUICE_CRASH_EVENTS=1000000 and 5 kills.
+# The broker is stopped on exit.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+build="$(cd "${1:?usage: ingest_bench.sh BUILD_DIR [EVENTS] [crash]}" && pwd)"
+events="${2:-2000000}"
+work="$build/bench-kafka"
+script="$here/../tests/kafka/kafka-broker.sh"
+
+bash "$script" fetch
+bash "$script" start "$work"
+trap 'bash "$script" stop "$work" >/dev/null 2>&1 || true' EXIT
+bootstrap="$(head -n1 "$work/bootstrap")"
+
+echo "== bench_ingest: $events events, broker $bootstrap, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$build/bench/bench_ingest" "$bootstrap" "$events" 4 "$build/cmd/sluice" 2> >(grep -v GETPID >&2)
+
+if [ "${3:-}" = crash ]; then
+  echo "== crash test: 1,000,000 events, 5 x kill -9"
+  printf '%s\n' "$bootstrap" > "$work/bootstrap.crash"
+  SLUICE_TEST_BOOTSTRAP_FILE="$work/bootstrap.crash" SLUICE_BIN="$build/cmd/sluice" \
+  SLUICE_CRASH_EVENTS=1000000 SLUICE_CRASH_KILLS=5 \
+    "$build/tests/ingest/test_ingest_crash" --verbose 2>&1 | grep -E "crash test|kill [0-9]|oracle|Synthesis|FAIL|mismatch"
+fi
