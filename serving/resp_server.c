@@ -48,6 +48,8 @@
 
 #define RESP_READ_CHUNK (16 * 1024)
 #define RESP_MAX_EVENTS 128
+#define RESP_DRAIN_MS 2000            /* half-closed connections after an error */
+#define RESP_DRAIN_MAX (8u << 20)
 
 typedef struct resp_loop resp_loop_t;
 
@@ -59,6 +61,9 @@ typedef struct resp_conn {
     size_t out_sent;
     bool want_write;          /* EPOLLOUT armed */
     bool closing;             /* close once `out` is flushed */
+    bool drain;               /* ...after a half-close, reading what the client still sends */
+    bool draining;
+    size_t drained;
     bool authed;
     int64_t last_active_ms;
     uint64_t id;
@@ -170,7 +175,17 @@ static bool resp__conn_flush(resp_conn_t *c)
     }
     sl_buf_reset(&c->out);
     c->out_sent = 0;
-    if (c->closing) {
+    if (c->closing && c->drain && !c->draining) {
+        /* Closing with unread input would make the kernel send a reset that
+         * can destroy the error reply in flight: half-close, then read and
+         * drop what the client still sends, for a bounded time and size. */
+        shutdown(c->fd, SHUT_WR);
+        c->draining = true;
+        c->last_active_ms = sl_now_ms();
+        resp__conn_set_write(c, false);
+        return true;
+    }
+    if (c->closing && !c->draining) {
         resp__conn_close(c);
         return false;
     }
@@ -743,7 +758,7 @@ static void resp__info(resp_conn_t *c, sl_buf_t *b)
         size_t n = srv->be->progress(srv->be, pp, 64);
         sl_buf_printf(b, "partitions:%zu\r\n", n);
         for (size_t i = 0; i < n && i < 64; i++)
-            sl_buf_printf(b, "partition:%s/%d,next_offset=%lld,watermark_ms=%lld\r\n", pp[i].topic,
+            sl_buf_printf(b, "partition_%s_%d:next_offset=%lld,watermark_ms=%lld\r\n", pp[i].topic,
                           pp[i].partition, (long long)pp[i].next_offset, (long long)pp[i].watermark_ms);
     }
     const schema_t *s = srv->be->schema;
@@ -763,6 +778,11 @@ static void resp__on_readable(resp_conn_t *c)
     }
     if (n < 0) return;
     CTR_ADD(loop, bytes_in, (uint64_t)n);
+    if (c->draining) {
+        c->drained += (size_t)n;
+        if (c->drained > RESP_DRAIN_MAX) resp__conn_close(c);
+        return;
+    }
     c->last_active_ms = sl_now_ms();
     if (c->closing) return;           /* ignore input after QUIT / an error */
     int rc = resp_parser_feed(c->parser, buf, (size_t)n);
@@ -778,6 +798,7 @@ static void resp__on_readable(resp_conn_t *c)
     if (rc < 0) {
         resp_reply_errorf(&c->out, "ERR %s", resp_parser_error(c->parser));
         c->closing = true;
+        c->drain = true;
         CTR_ADD(loop, protocol_errors, 1);
     }
     resp__conn_flush(c);
@@ -841,7 +862,9 @@ static void resp__idle_scan(resp_loop_t *loop, int64_t now)
     resp_conn_t *c = loop->conns;
     while (c) {
         resp_conn_t *next = c->next;
-        if (now - c->last_active_ms > limit) {
+        if (c->draining && now - c->last_active_ms > RESP_DRAIN_MS) {
+            resp__conn_close(c);
+        } else if (limit > 0 && now - c->last_active_ms > limit) {
             CTR_ADD(loop, idle_closed, 1);
             resp__conn_close(c);
         }
@@ -854,7 +877,7 @@ static void *resp__loop_main(void *arg)
     resp_loop_t *loop = arg;
     struct epoll_event evs[RESP_MAX_EVENTS];
     int64_t idle = loop->srv->opts.idle_timeout_ms;
-    int timeout = idle > 0 ? (idle < 1000 ? (int)(idle / 4 + 1) : 250) : -1;
+    int timeout = idle > 0 && idle < 1000 ? (int)(idle / 4 + 1) : 250;
     int64_t last_scan = sl_now_ms();
     for (;;) {
         int n = epoll_wait(loop->epfd, evs, RESP_MAX_EVENTS, timeout);
@@ -873,7 +896,7 @@ static void *resp__loop_main(void *arg)
             }
             if (evs[i].events & EPOLLIN) resp__on_readable(c);
         }
-        if (idle > 0) {
+        {
             int64_t now = sl_now_ms();
             if (now - last_scan >= timeout) {
                 resp__idle_scan(loop, now);

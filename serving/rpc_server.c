@@ -47,8 +47,11 @@ typedef struct rpc_call {
     grpc_byte_buffer *payload;
     grpc_byte_buffer *response;
     grpc_slice details;
+    grpc_call_details call_details;   /* unregistered methods only */
     int cancelled;
 } rpc_call_t;
+
+#define RPC_UNREGISTERED ((size_t)-1)
 
 struct rpc_worker {
     rpc_server_t *srv;
@@ -90,10 +93,17 @@ static int rpc__post(rpc_worker_t *w, size_t method)
     c->method = method;
     c->state = RPC_CALL_REQUESTED;
     grpc_metadata_array_init(&c->md);
-    grpc_call_error e = grpc_server_request_registered_call(
-        w->srv->server, w->srv->handles[method], &c->call, &c->deadline, &c->md, &c->payload,
-        w->cq, w->cq, c);
+    grpc_call_error e;
+    if (method == RPC_UNREGISTERED) {
+        grpc_call_details_init(&c->call_details);
+        e = grpc_server_request_call(w->srv->server, &c->call, &c->call_details, &c->md, w->cq,
+                                     w->cq, c);
+    } else {
+        e = grpc_server_request_registered_call(w->srv->server, w->srv->handles[method], &c->call,
+                                                &c->deadline, &c->md, &c->payload, w->cq, w->cq, c);
+    }
     if (e != GRPC_CALL_OK) {
+        if (method == RPC_UNREGISTERED) grpc_call_details_destroy(&c->call_details);
         grpc_metadata_array_destroy(&c->md);
         free(c);
         return SL_EIO;
@@ -107,6 +117,7 @@ static void rpc__call_free(rpc_call_t *c)
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->response) grpc_byte_buffer_destroy(c->response);
     if (c->state == RPC_CALL_SENDING) grpc_slice_unref(c->details);
+    if (c->method == RPC_UNREGISTERED) grpc_call_details_destroy(&c->call_details);
     grpc_metadata_array_destroy(&c->md);
     free(c);
 }
@@ -114,6 +125,7 @@ static void rpc__call_free(rpc_call_t *c)
 static bool rpc__authorized(const rpc_server_t *srv, const rpc_call_t *c)
 {
     if (!srv->auth_value || srv->methods[c->method].public_) return true;
+    /* (unregistered methods never reach here: they are answered UNIMPLEMENTED) */
     size_t want = strlen(srv->auth_value);
     for (size_t i = 0; i < c->md.count; i++) {
         if (grpc_slice_str_cmp(c->md.metadata[i].key, "authorization") != 0) continue;
@@ -136,7 +148,11 @@ static void rpc__handle(rpc_call_t *c)
     rpc_reply_t reply = { .body = SL_BUF_INIT, .status = RPC_OK };
     atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
 
-    if (!rpc__authorized(srv, c)) {
+    if (c->method == RPC_UNREGISTERED) {
+        rpc_reply_fail(&reply, RPC_UNIMPLEMENTED, "unknown method %.*s",
+                       (int)GRPC_SLICE_LENGTH(c->call_details.method),
+                       (const char *)GRPC_SLICE_START_PTR(c->call_details.method));
+    } else if (!rpc__authorized(srv, c)) {
         atomic_fetch_add_explicit(&srv->unauthenticated, 1, memory_order_relaxed);
         rpc_reply_fail(&reply, RPC_UNAUTHENTICATED,
                        "missing or wrong bearer token (metadata 'authorization: Bearer <token>')");
@@ -274,6 +290,8 @@ int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods,
         for (size_t m = 0; m < n; m++)
             for (int k = 0; k < RPC_PENDING; k++)
                 if (rpc__post(w, m)) goto nomem_started;
+        for (int k = 0; k < 2; k++)
+            if (rpc__post(w, RPC_UNREGISTERED)) goto nomem_started;
         if (pthread_create(&w->thread, NULL, rpc__worker_main, w)) goto nomem_started;
         w->started = true;
     }

@@ -4,8 +4,9 @@
  *
  * A key is split at its first ':' — view names cannot contain ':' — and the
  * rest names the entity. Braces are needed only for composite keys or keys
- * that themselves start with '{': inside them '|' separates parts and '\'
- * escapes the next byte. Pure functions, any thread.
+ * that themselves start with '{' or contain '|': inside them '|' separates
+ * parts and '\' escapes the next byte ('|', '}' and '\' must be escaped;
+ * '{' need not). Pure functions, any thread.
  */
 #include "serve_lookup.h"
 #include "sl_err.h"
@@ -58,7 +59,7 @@ int serve_key_parse(const char *s, size_t n, char *buf, serve_key_t *key)
             buf[w++] = s[++i];
             continue;
         }
-        if (c == '{' || c == '}') return SL_EINVAL;
+        if (c == '}') return SL_EINVAL;              /* must be escaped inside */
         if (c == '|') {
             if (key->n + 1 >= SERVE_MAX_KEY_PARTS) return SL_EINVAL;
             key->part[key->n] = buf + start;

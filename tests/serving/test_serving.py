@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""Serving integration test: real clients against a running `sluice serve`.
+
+Clients nobody here wrote: redis-py, redis-cli and grpcio (stubs generated
+from proto/ by grpcio-tools; health from grpcio-health-checking). State is
+seeded from a generated event list with seed_state (the real decoder, key
+encoding and window engine), and every served value is compared with an
+oracle computed here, independently, from the same raw events.
+
+usage: test_serving.py --sluice BIN --seed BIN --data DIR --work DIR
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sluice.v1 import feature_service_pb2 as pb
+from sluice.v1 import feature_service_pb2_grpc as pbg
+
+ARGS = None
+MIN = 60_000
+HOUR = 60 * MIN
+DAY = 24 * HOUR
+
+USER_FEATURES = ["clicks_1h", "clicks_total", "amount_sum_1h", "amount_min_1h", "amount_max_1d",
+                 "amount_mean", "last_page", "last_pages", "first_amount", "amount_sum_1d"]
+
+
+# ---- events and the oracle ------------------------------------------------
+
+def make_events(now):
+    """Events per user with times chosen far (>= 1 min) from every window edge,
+    so the result does not depend on hop rounding or on the exact request time."""
+    rnd = random.Random(20261125)
+    users = ["u%d" % i for i in range(30)] + ["pipe|user", "brace}user", "sp ace", "ümlaut", "{lead"]
+    regions = ["eu", "us", "ap"]
+    events = []
+    for u in users:
+        # one home region per user, and Kafka partitions by region below: both
+        # entities of the source (user, route) then live in one partition each,
+        # as co-partitioned topics guarantee in production.
+        region = rnd.choice(regions)
+        n = rnd.randint(1, 12)
+        kinds = rnd.choice(["recent", "mixed", "old3h", "old30h"])
+        for _ in range(n):
+            if kinds == "recent":
+                age = rnd.randint(2 * MIN, 50 * MIN)
+            elif kinds == "mixed":
+                age = rnd.choice([rnd.randint(2 * MIN, 50 * MIN), rnd.randint(3 * HOUR, 20 * HOUR),
+                                  rnd.randint(30 * HOUR, 3 * DAY)])
+            elif kinds == "old3h":
+                age = rnd.randint(3 * HOUR, 5 * HOUR)
+            else:
+                age = rnd.randint(30 * HOUR, 40 * HOUR)
+            events.append({"user_id": u, "region": region, "driver": rnd.randint(1, 4),
+                           "amount": round(rnd.uniform(0.5, 200.0), 2),
+                           "page": rnd.choice(["home", "cart", "pay", "faq", "p|x"]),
+                           "ts": now - age})
+    # a user whose newest event is older than user_stats' 7-day TTL
+    events.append({"user_id": "gone", "region": "eu", "driver": 1, "amount": 3.0, "page": "home",
+                   "ts": now - 8 * DAY})
+    # unique times per user, events in time order (first/last are by event time)
+    seen = set()
+    for e in events:
+        while (e["user_id"], e["ts"]) in seen:
+            e["ts"] -= 1
+        seen.add((e["user_id"], e["ts"]))
+    events.sort(key=lambda e: e["ts"])
+    for e in events:
+        e["partition"] = {"eu": 0, "us": 1, "ap": 0}[e["region"]]
+    return events
+
+
+def oracle_user(events, uid, t):
+    """Expected user_stats vector at time t: (status, {feature: value}, newest_ts)."""
+    evs = [e for e in events if e["user_id"] == uid]
+    if not evs:
+        return "not_found", None, 0
+    newest = max(e["ts"] for e in evs)
+    if t - newest > 7 * DAY:
+        return "outside_ttl", None, newest
+    h = [e for e in evs if e["ts"] > t - HOUR]
+    d = [e for e in evs if e["ts"] > t - DAY]
+    vals = {
+        "clicks_1h": len(h),
+        "clicks_total": len(evs),
+        "amount_sum_1h": sum(e["amount"] for e in h),
+        "amount_min_1h": min((e["amount"] for e in h), default=None),
+        "amount_max_1d": max((e["amount"] for e in d), default=None),
+        "amount_mean": sum(e["amount"] for e in evs) / len(evs),
+        "last_page": evs[-1]["page"],
+        "last_pages": [e["page"] for e in evs[-3:]],
+        "first_amount": evs[0]["amount"],
+        "amount_sum_1d": sum(e["amount"] for e in d),
+    }
+    return "present", vals, newest
+
+
+def oracle_recent(events, uid, t):
+    evs = [e for e in events if e["user_id"] == uid]
+    if not evs:
+        return "not_found", None
+    if t - max(e["ts"] for e in evs) > 2 * HOUR:
+        return "outside_ttl", None
+    return "present", len(evs)
+
+
+def oracle_route(events, region, driver):
+    evs = [e for e in events if e["region"] == region and e["driver"] == driver]
+    if not evs:
+        return None
+    return {"trips": len(evs), "amount_sum": sum(e["amount"] for e in evs)}
+
+
+def same(expected, got_text):
+    """Compares an oracle value with a RESP bulk string."""
+    if expected is None:
+        return got_text is None
+    if got_text is None:
+        return False
+    if isinstance(expected, list):
+        return json.loads(got_text) == expected
+    if isinstance(expected, str):
+        return got_text == expected
+    return math.isclose(float(got_text), float(expected), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def resp_key(uid):
+    """The documented RESP key syntax: bare when unambiguous, else {..} with
+    '\\' escaping '|', '}' and '\\'."""
+    if uid and uid[0] != "{" and "|" not in uid:
+        return uid
+    return "{" + uid.replace("\\", "\\\\").replace("|", "\\|").replace("}", "\\}") + "}"
+
+
+# ---- server handling ----------------------------------------------------------
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, name, state_dir, extra):
+        self.resp_port, self.grpc_port = free_port(), free_port()
+        self.log = os.path.join(ARGS.work, name + ".log")
+        cmd = [ARGS.sluice, "serve", "-c", os.path.join(ARGS.work, "config.yaml"),
+               "--set", "state_dir=" + state_dir,
+               "--set", "resp_port=%d" % self.resp_port, "--set", "grpc_port=%d" % self.grpc_port]
+        for kv in extra:
+            cmd += ["--set", kv]
+        with open(self.log, "w") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logf)
+        deadline = time.time() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.resp_port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(100):
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("server did not start: " + open(self.log).read())
+            time.sleep(0.1)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        log = open(self.log).read()
+        assert rc == 0, "server exit %d: %s" % (rc, log)
+        assert "AddressSanitizer" not in log and "runtime error" not in log, log
+
+
+EVENTS = None
+NOW = None
+MAIN = None
+LIMITED = None
+
+
+def setUpModule():
+    global EVENTS, NOW, MAIN, LIMITED
+    os.makedirs(ARGS.work, exist_ok=True)
+    shutil.copy(os.path.join(ARGS.data, "schema.yaml"), ARGS.work)
+    shutil.copy(os.path.join(ARGS.data, "config.yaml"), ARGS.work)
+    NOW = int(time.time() * 1000)
+    EVENTS = make_events(NOW)
+    ev_path = os.path.join(ARGS.work, "events.tsv")
+    with open(ev_path, "w") as f:
+        for e in EVENTS:
+            payload = {k: v for k, v in e.items() if k != "partition"}
+            f.write("clicks\t%d\t%s\n" % (e["partition"], json.dumps(payload, ensure_ascii=False)))
+    for name in ("state", "state-limited"):
+        d = os.path.join(ARGS.work, name)
+        shutil.rmtree(d, ignore_errors=True)
+        cfg = os.path.join(ARGS.work, "config-%s.yaml" % name)
+        with open(cfg, "w") as f:
+            f.write("schemas: [schema.yaml]\nstate_dir: %s\n" % d)
+        subprocess.run([ARGS.seed, cfg, ev_path], check=True, stdout=subprocess.DEVNULL)
+    MAIN = Server("main", os.path.join(ARGS.work, "state"), ["max_entities=50"])
+    LIMITED = Server("limited", os.path.join(ARGS.work, "state-limited"),
+                     ["password=s3cret", "grpc_token=tok3n", "max_args=16", "max_request_bytes=4096",
+                      "max_clients=6", "idle_timeout=1s", "max_entities=5"])
+
+
+def tearDownModule():
+    for s in (MAIN, LIMITED):
+        if s:
+            s.stop()
+
+
+def users():
+    return sorted({e["user_id"] for e in EVENTS}) + ["nobody"]
+
+
+# ---- RESP ------------------------------------------------------------------------
+
+class RespValues(unittest.TestCase):
+    def setUp(self):
+        self.r = redis.Redis(port=MAIN.resp_port, decode_responses=True)
+
+    def check_vector(self, uid, got, t):
+        status, vals, _ = oracle_user(EVENTS, uid, t)
+        if status != "present":
+            self.assertEqual(got, {}, uid)
+            return
+        self.assertEqual(sorted(got), sorted(USER_FEATURES), uid)
+        for f in USER_FEATURES:
+            self.assertTrue(same(vals[f], got[f]), "%s %s: want %r got %r" % (uid, f, vals[f], got[f]))
+
+    def test_hgetall_every_user(self):
+        for uid in users():
+            t = int(time.time() * 1000)
+            self.check_vector(uid, self.r.hgetall("user_stats:" + resp_key(uid)), t)
+
+    def test_pipelined_hgetall(self):
+        p = self.r.pipeline(transaction=False)
+        for uid in users():
+            p.hgetall("user_stats:" + resp_key(uid))
+        t = int(time.time() * 1000)
+        for uid, got in zip(users(), p.execute()):
+            self.check_vector(uid, got, t)
+
+    def test_hmget_hget(self):
+        uid = next(u for u in users() if oracle_user(EVENTS, u, NOW)[0] == "present")
+        _, vals, _ = oracle_user(EVENTS, uid, int(time.time() * 1000))
+        got = self.r.hmget("user_stats:" + resp_key(uid), ["last_pages", "no_such", "clicks_total"])
+        self.assertTrue(same(vals["last_pages"], got[0]))
+        self.assertIsNone(got[1])
+        self.assertTrue(same(vals["clicks_total"], got[2]))
+        self.assertTrue(same(vals["first_amount"], self.r.hget("user_stats:" + resp_key(uid), "first_amount")))
+        self.assertIsNone(self.r.hget("user_stats:nobody", "first_amount"))
+        self.assertEqual(self.r.hlen("user_stats:" + resp_key(uid)), 10)
+        self.assertEqual(self.r.exists("user_stats:nobody"), 0)
+
+    def test_outside_ttl_reads_as_absent(self):
+        self.assertEqual(self.r.hgetall("user_stats:gone"), {})
+        old = [u for u in users() if oracle_recent(EVENTS, u, NOW)[0] == "outside_ttl"]
+        self.assertTrue(old)
+        for u in old:
+            self.assertEqual(self.r.hgetall("user_recent:" + resp_key(u)), {})
+
+    def test_composite_keys(self):
+        for region in ("eu", "us", "ap", "zz"):
+            for driver in range(0, 6):
+                want = oracle_route(EVENTS, region, driver)
+                got = self.r.hgetall("route_stats:{%s|%d}" % (region, driver))
+                if want is None:
+                    self.assertEqual(got, {})
+                else:
+                    for k in want:
+                        self.assertTrue(same(want[k], got[k]), (region, driver, k, got))
+
+    def test_features_batch(self):
+        us = users()
+        got = self.r.execute_command("FEATURES", "user_model", *[resp_key(u) for u in us])
+        t = int(time.time() * 1000)
+        self.assertEqual(len(got), len(us))
+        for uid, row in zip(us, got):
+            status, vals, _ = oracle_user(EVENTS, uid, t)
+            rstatus, rclicks = oracle_recent(EVENTS, uid, t)
+            want = [vals["clicks_1h"], vals["amount_sum_1h"], None, vals["last_page"]] if vals else [None] * 4
+            want[2] = rclicks if rstatus == "present" else None
+            for w, g in zip(want, row):
+                self.assertTrue(same(w, g), (uid, want, row))
+
+    def test_errors(self):
+        cases = [(("SET", "a", "b"), "read-only"), (("FLUSHALL",), "read-only"),
+                 (("NOSUCH", "x"), "unknown command"), (("HGETALL",), "wrong number"),
+                 (("HGETALL", "novie:u1"), "unknown view"), (("HGETALL", "nocolon"), "VIEW:ENTITY_KEY"),
+                 (("HGETALL", "user_stats:{a|b}"), "key part"), (("HGETALL", "route_stats:{eu|x}"), "not a valid"),
+                 (("HGETALL", "user_stats:{unclosed"), "bad entity key"),
+                 (("FEATURES", "mixed", "u1"), "several entities"), (("FEATURES", "nosvc", "u1"), "unknown feature service"),
+                 (("FEATURES", "user_model") + tuple("u%d" % i for i in range(51)), "too many entities"),
+                 (("SELECT", "1"), "out of range"), (("AUTH", "x"), "without any password")]
+        for args, msg in cases:
+            # (redis-py raises AuthenticationError, not ResponseError, for AUTH errors)
+            with self.assertRaises(redis.RedisError, msg=str(args)) as cm:
+                self.r.execute_command(*args)
+            self.assertIn(msg, str(cm.exception), args)
+        self.assertTrue(self.r.ping())      # the connection survived every error
+
+    def test_admin_commands(self):
+        self.assertEqual(self.r.echo("hé llo"), "hé llo")
+        self.assertTrue(self.r.execute_command("SELECT", "0"))
+        self.assertTrue(self.r.client_setname("tester"))
+        self.assertEqual(self.r.client_getname(), "tester")
+        self.assertEqual(self.r.config_get("save"), {"save": ""})
+        self.assertEqual(self.r.config_get("appendonly"), {"appendonly": "no"})
+        self.r.hgetall("user_stats:u1")
+        self.r.hgetall("user_stats:nobody")
+        info = self.r.info()
+        self.assertEqual(info["partitions"], 2)
+        self.assertIn("partition_clicks_0", info)
+        self.assertGreater(info["keyspace_hits"], 0)
+        self.assertGreater(self.r.command_count(), 10)
+        cmds = self.r.command()                   # parsed by redis-py's COMMAND reader
+        self.assertEqual(cmds["hgetall"]["arity"], 2)
+        data, _ = raw(MAIN.resp_port, b"COMMAND DOCS\r\nQUIT\r\n")
+        self.assertEqual(data, b"*0\r\n+OK\r\n")
+
+    def test_inline_and_raw_pipelining(self):
+        with socket.create_connection(("127.0.0.1", MAIN.resp_port)) as s:
+            s.sendall(b"PING\r\nECHO \"a b\"\r\n*2\r\n$4\r\nECHO\r\n$3\r\nx\r\n\r\nHGET user_stats:nobody clicks_1h\r\nQUIT\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertEqual(data, b"+PONG\r\n$3\r\na b\r\n$3\r\nx\r\n\r\n$-1\r\n+OK\r\n")
+
+    def test_redis_cli(self):
+        uid = next(u for u in users() if oracle_user(EVENTS, u, NOW)[0] == "present" and u.isalnum())
+        out = subprocess.run(["redis-cli", "-p", str(MAIN.resp_port), "HGETALL", "user_stats:" + uid],
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+        # raw output: nil prints as an empty line
+        got = {k: (v if v != "" else None) for k, v in zip(out[0:20:2], out[1:20:2])}
+        self.check_vector(uid, got, int(time.time() * 1000))
+        # commands from stdin, one per line (redis-cli pipelines them)
+        out = subprocess.run(["redis-cli", "-p", str(MAIN.resp_port)], input="PING\nHGET user_stats:%s clicks_total\nSET a b\n" % uid,
+                             capture_output=True, text=True).stdout.split("\n")
+        self.assertEqual(out[0], "PONG")
+        self.assertTrue(same(oracle_user(EVENTS, uid, NOW)[1]["clicks_total"], out[1]))
+        self.assertIn("read-only", out[2])
+
+
+# ---- RESP limits and auth (the "limited" server) ---------------------------------
+
+def raw(port, payload, wait=0.5):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(5)
+    try:
+        s.sendall(payload)
+    except OSError:
+        pass     # the server may stop reading once a limit is broken
+    data = b""
+    t0 = time.time()
+    try:
+        while time.time() - t0 < wait + 3:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    return data, False
+
+
+class RespLimits(unittest.TestCase):
+    def alive(self):
+        r = redis.Redis(port=LIMITED.resp_port, password="s3cret")
+        self.assertTrue(r.ping())
+        r.close()
+
+    def test_auth(self):
+        r = redis.Redis(port=LIMITED.resp_port, decode_responses=True)
+        with self.assertRaises(redis.AuthenticationError):      # NOAUTH
+            r.hgetall("user_stats:u1")
+        r.close()
+        r = redis.Redis(port=LIMITED.resp_port, password="wrong")
+        with self.assertRaises(redis.AuthenticationError):      # WRONGPASS
+            r.ping()
+        r.close()
+        data, closed = raw(LIMITED.resp_port, b"PING\r\nAUTH wrong\r\nAUTH s3cret\r\nPING\r\nQUIT\r\n")
+        self.assertEqual(data, b"-NOAUTH Authentication required.\r\n"
+                               b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                               b"+OK\r\n+PONG\r\n+OK\r\n")
+        r = redis.Redis(port=LIMITED.resp_port, password="s3cret", decode_responses=True)
+        self.assertTrue(r.ping())
+        self.assertEqual(r.hgetall("user_stats:nobody"), {})
+        r.close()
+
+    def test_too_many_args(self):
+        cmd = b"*20\r\n$5\r\nHMGET\r\n" + b"$1\r\nx\r\n" * 19
+        data, closed = raw(LIMITED.resp_port, cmd)
+        self.assertIn(b"too many arguments", data)
+        self.assertTrue(closed)
+        self.alive()
+
+    def test_request_too_large(self):
+        cmd = b"*2\r\n$4\r\nECHO\r\n$100000\r\n" + b"x" * 100000 + b"\r\n"
+        data, closed = raw(LIMITED.resp_port, cmd)
+        self.assertIn(b"too large", data)
+        self.assertTrue(closed)
+        self.alive()
+
+    def test_inline_too_long(self):
+        data, closed = raw(LIMITED.resp_port, b"ECHO " + b"y" * 10000)
+        self.assertIn(b"too big inline request", data)
+        self.assertTrue(closed)
+        self.alive()
+
+    def test_malformed_frames(self):
+        for bad in (b"*1\r\n:5\r\n", b"*2\r\n*1\r\n$1\r\na\r\n", b"*1\r\n$-1\r\n", b"ECHO \"open\r\n"):
+            data, closed = raw(LIMITED.resp_port, bad)
+            self.assertTrue(data.startswith(b"-ERR Protocol error"), (bad, data))
+            self.assertTrue(closed, bad)
+        self.alive()
+
+    def test_max_entities(self):
+        r = redis.Redis(port=LIMITED.resp_port, password="s3cret")
+        with self.assertRaises(redis.ResponseError) as cm:
+            r.execute_command("FEATURES", "user_model", "a", "b", "c", "d", "e", "f")
+        self.assertIn("too many entities", str(cm.exception))
+        self.assertEqual(len(r.execute_command("FEATURES", "user_model", "a", "b", "c", "d", "e")), 5)
+        r.close()
+
+    def test_max_clients(self):
+        socks = []
+        try:
+            for _ in range(6):
+                s = socket.create_connection(("127.0.0.1", LIMITED.resp_port))
+                s.sendall(b"PING\r\n")
+                self.assertIn(b"NOAUTH", s.recv(100))   # accepted (and not authenticated)
+                socks.append(s)
+            data, closed = raw(LIMITED.resp_port, b"")
+            self.assertIn(b"max number of clients", data)
+            self.assertTrue(closed)
+        finally:
+            for s in socks:
+                s.close()
+        time.sleep(0.2)
+        self.alive()
+
+    def test_idle_timeout(self):
+        s = socket.create_connection(("127.0.0.1", LIMITED.resp_port))
+        s.settimeout(5)
+        t0 = time.time()
+        self.assertEqual(s.recv(100), b"")       # closed by the server
+        self.assertLess(time.time() - t0, 4.0)
+        self.assertGreater(time.time() - t0, 0.9)
+        s.close()
+
+
+# ---- gRPC ----------------------------------------------------------------------
+
+def value_of(v):
+    k = v.WhichOneof("kind")
+    if k is None:
+        return None
+    if k == "list_value":
+        return [value_of(i) for i in v.list_value.items]
+    return getattr(v, k)
+
+
+def close(a, b):
+    if a is None or b is None or isinstance(a, (str, list)):
+        return a == b
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+
+
+class Grpc(unittest.TestCase):
+    def setUp(self):
+        self.ch = grpc.insecure_channel("127.0.0.1:%d" % MAIN.grpc_port)
+        self.stub = pbg.FeatureServiceStub(self.ch)
+
+    def tearDown(self):
+        self.ch.close()
+
+    def test_every_user_typed_with_status_and_time(self):
+        us = users()
+        req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=["user_stats:*", "user_recent:clicks"]),
+                                          entities=[pb.EntityRow(keys={"user_id": u}) for u in us])
+        resp = self.stub.GetOnlineFeatures(req)
+        t = resp.served_at_ms
+        self.assertLessEqual(abs(t - time.time() * 1000), 60_000)
+        self.assertEqual(list(resp.feature_names), ["user_stats:" + f for f in USER_FEATURES] + ["user_recent:clicks"])
+        STATUS = {"present": pb.PRESENT, "not_found": pb.NOT_FOUND, "outside_ttl": pb.OUTSIDE_TTL}
+        for uid, row in zip(us, resp.results):
+            status, vals, newest = oracle_user(EVENTS, uid, t)
+            for i, f in enumerate(USER_FEATURES):
+                fv = row.values[i]
+                self.assertEqual(fv.status, STATUS[status], (uid, f))
+                if vals:
+                    self.assertTrue(close(vals[f], value_of(fv.value)), (uid, f, vals[f], fv))
+                    if f in ("clicks_total", "amount_mean", "last_page", "last_pages"):
+                        self.assertEqual(fv.event_time_ms, newest, (uid, f))
+                else:
+                    self.assertIsNone(value_of(fv.value))
+            # integer features are typed as integers
+            if vals:
+                self.assertEqual(row.values[0].value.WhichOneof("kind"), "int64_value")
+                self.assertEqual(row.values[6].value.WhichOneof("kind"), "string_value")
+            rstatus, rclicks = oracle_recent(EVENTS, uid, t)
+            self.assertEqual(row.values[10].status, STATUS[rstatus], uid)
+            self.assertEqual(value_of(row.values[10].value), rclicks)
+
+    def test_service_across_entities(self):
+        rows = [("u1", "eu", 1), ("nobody", "us", 3), ("u2", "zz", 9)]
+        req = pb.GetOnlineFeaturesRequest(feature_service="mixed", entities=[
+            pb.EntityRow(keys={"user_id": u, "region": r, "driver": str(d)}) for u, r, d in rows])
+        resp = self.stub.GetOnlineFeatures(req)
+        self.assertEqual(list(resp.feature_names), ["user_stats:clicks_total", "route_stats:trips"])
+        for (u, r, d), row in zip(rows, resp.results):
+            _, vals, _ = oracle_user(EVENTS, u, resp.served_at_ms)
+            self.assertEqual(value_of(row.values[0].value), vals["clicks_total"] if vals else None)
+            route = oracle_route(EVENTS, r, d)
+            self.assertEqual(value_of(row.values[1].value), route["trips"] if route else None)
+
+    def test_token_and_read_your_writes(self):
+        req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[pb.EntityRow(keys={"user_id": "u1"})])
+        resp = self.stub.GetOnlineFeatures(req)
+        want = {}
+        for e in EVENTS:
+            n, wm = want.get(e["partition"], (0, -1))
+            want[e["partition"]] = (n + 1, max(wm, e["ts"]))
+        got = {p.partition: (p.next_offset, p.watermark_ms) for p in resp.token.partitions if p.topic == "clicks"}
+        self.assertEqual(got, want)
+        req.min_token.CopyFrom(resp.token)
+        self.stub.GetOnlineFeatures(req)                     # reached: served
+        req.min_token.partitions[0].next_offset += 1000
+        req.min_token_wait_ms = 200
+        t0 = time.time()
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.stub.GetOnlineFeatures(req)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("not reached", cm.exception.details())
+        self.assertGreaterEqual(time.time() - t0, 0.19)
+
+    def test_errors(self):
+        def call(req):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stub.GetOnlineFeatures(req)
+            return cm.exception.code(), cm.exception.details()
+        E = pb.EntityRow
+        code, msg = call(pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=["nosuch:x"])))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        code, msg = call(pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=["user_stats:nope"])))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        code, msg = call(pb.GetOnlineFeaturesRequest(feature_service="nosvc"))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        code, msg = call(pb.GetOnlineFeaturesRequest())
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, msg = call(pb.GetOnlineFeaturesRequest(feature_service="mixed", entities=[E(keys={"user_id": "u1", "region": "eu", "driver": "x"})]))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("not a valid", msg)
+        code, msg = call(pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[E(keys={"uid": "u1"})]))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("user_id", msg)
+        code, msg = call(pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[E(keys={"user_id": "u"})] * 51))
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # malformed protobuf bytes through a generic call
+        raw_call = self.ch.unary_unary("/sluice.v1.FeatureService/GetOnlineFeatures",
+                                       request_serializer=None, response_deserializer=None)
+        with self.assertRaises(grpc.RpcError) as cm:
+            raw_call(b"\x0a\xff\xff\xff\xff\x0f")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        # unknown method
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.unary_unary("/sluice.v1.FeatureService/Nope")(b"")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_list_features_and_health(self):
+        lf = self.stub.ListFeatures(pb.ListFeaturesRequest())
+        views = {v.name: v for v in lf.views}
+        self.assertEqual([f.name for f in views["user_stats"].features], USER_FEATURES)
+        self.assertEqual(list(views["route_stats"].entity_keys), ["region", "driver"])
+        self.assertEqual(views["user_stats"].features[0].window, "sliding 1h/1m")
+        self.assertEqual(views["user_recent"].ttl_ms, 2 * HOUR)
+        self.assertEqual({s.name for s in lf.services}, {"user_model", "mixed"})
+        h = health_pb2_grpc.HealthStub(self.ch)
+        self.assertEqual(h.Check(health_pb2.HealthCheckRequest()).status, health_pb2.HealthCheckResponse.SERVING)
+        with self.assertRaises(grpc.RpcError) as cm:
+            h.Check(health_pb2.HealthCheckRequest(service="other"))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+
+class GrpcLimited(unittest.TestCase):
+    def test_bearer_token_and_size(self):
+        ch = grpc.insecure_channel("127.0.0.1:%d" % LIMITED.grpc_port)
+        stub = pbg.FeatureServiceStub(ch)
+        req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[pb.EntityRow(keys={"user_id": "u1"})])
+        for md in (None, [("authorization", "Bearer wrong")], [("authorization", "tok3n")]):
+            with self.assertRaises(grpc.RpcError) as cm:
+                stub.GetOnlineFeatures(req, metadata=md)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        good = [("authorization", "Bearer tok3n")]
+        self.assertEqual(len(stub.GetOnlineFeatures(req, metadata=good).results), 1)
+        # health stays open for load balancers
+        h = health_pb2_grpc.HealthStub(ch)
+        self.assertEqual(h.Check(health_pb2.HealthCheckRequest()).status, health_pb2.HealthCheckResponse.SERVING)
+        big = pb.GetOnlineFeaturesRequest(feature_service="user_model",
+                                          entities=[pb.EntityRow(keys={"user_id": "x" * 5000})])
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.GetOnlineFeatures(big, metadata=good)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        many = pb.GetOnlineFeaturesRequest(feature_service="user_model",
+                                           entities=[pb.EntityRow(keys={"user_id": "u"})] * 6)
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.GetOnlineFeatures(many, metadata=good)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        ch.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sluice", required=True)
+    ap.add_argument("--seed", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--work", required=True)
+    ARGS, rest = ap.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
