@@ -99,15 +99,63 @@ int resp_reply_bulk(sl_buf_t *b, const void *p, size_t n)
     return 0;
 }
 
+int resp_reply_int_bulk(sl_buf_t *b, int64_t v)
+{
+    char tmp[32];
+    char *s = resp__i64(v, tmp);
+    return resp_reply_bulk(b, s, (size_t)(tmp + 32 - s));
+}
+
 int resp_reply_bulk_str(sl_buf_t *b, const char *s) { return resp_reply_bulk(b, s, strlen(s)); }
+
+/* Decimal with k fraction digits from the integer m = v * 10^k. */
+static size_t resp__fixed(int64_t m, int k, char *buf)
+{
+    char tmp[32];
+    char *d = resp__i64(m < 0 ? -m : m, tmp);
+    size_t nd = (size_t)(tmp + 32 - d);
+    size_t w = 0;
+    if (m < 0) buf[w++] = '-';
+    if (nd <= (size_t)k) {                       /* 0.00ddd */
+        buf[w++] = '0';
+        buf[w++] = '.';
+        for (size_t z = nd; z < (size_t)k; z++) buf[w++] = '0';
+        memcpy(buf + w, d, nd);
+        w += nd;
+    } else {
+        memcpy(buf + w, d, nd - (size_t)k);
+        w += nd - (size_t)k;
+        buf[w++] = '.';
+        memcpy(buf + w, d + nd - k, (size_t)k);
+        w += (size_t)k;
+    }
+    while (buf[w - 1] == '0') w--;               /* "2.50" -> "2.5" */
+    return w;
+}
 
 size_t resp_format_double(double v, char *buf, size_t size)
 {
+    static const double pow10[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
     int n;
+    if (size < 40) return 0;
     if (isnan(v)) n = snprintf(buf, size, "nan");
     else if (isinf(v)) n = snprintf(buf, size, v > 0 ? "inf" : "-inf");
-    else if (v == (double)(int64_t)v && fabs(v) < 1e15) n = snprintf(buf, size, "%lld", (long long)v);
-    else {
+    else if (v == (double)(int64_t)v && fabs(v) < 1e15) {
+        char tmp[32];
+        char *d = resp__i64((int64_t)v, tmp);
+        n = (int)(tmp + 32 - d);
+        memcpy(buf, d, (size_t)n);
+    } else {
+        /* Fast path: the fewest fraction digits k <= 9 such that m / 10^k,
+         * m = round(v * 10^k) < 2^53, gives back v. m and 10^k are exact
+         * doubles and IEEE division rounds correctly, so m / 10^k is exactly
+         * what strtod makes of the printed decimal: the text reads back as v. */
+        for (int k = 1; k <= 9; k++) {
+            double scaled = v * pow10[k];
+            if (fabs(scaled) >= 9007199254740992.0) break;
+            int64_t m = llround(scaled);
+            if ((double)m / pow10[k] == v) return resp__fixed(m, k, buf);
+        }
         n = snprintf(buf, size, "%.15g", v);
         if (strtod(buf, NULL) != v) n = snprintf(buf, size, "%.17g", v);
     }
@@ -116,7 +164,7 @@ size_t resp_format_double(double v, char *buf, size_t size)
 
 int resp_reply_double(sl_buf_t *b, double v)
 {
-    char tmp[40];
+    char tmp[48];
     size_t n = resp_format_double(v, tmp, sizeof tmp);
     return resp_reply_bulk(b, tmp, n);
 }

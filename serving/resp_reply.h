@@ -22,11 +22,14 @@ int resp_reply_bulk(sl_buf_t *b, const void *p, size_t n);  /* $n bytes */
 int resp_reply_bulk_str(sl_buf_t *b, const char *s);
 int resp_reply_nil(sl_buf_t *b);                            /* $-1 */
 int resp_reply_array(sl_buf_t *b, size_t n);                /* *n header */
-/* A double as a bulk string, in the shortest form that reads back exactly. */
+/* An integer as a bulk string ("$2\r\n42\r\n"). */
+int resp_reply_int_bulk(sl_buf_t *b, int64_t v);
+/* A double as a bulk string, in a short form that reads back exactly. */
 int resp_reply_double(sl_buf_t *b, double v);
 
-/* Shortest round-trip text of a double ("0.1", "1e+300", "inf", "nan")
- * into buf (>= 32 bytes); returns the length. */
+/* Round-trip text of a double ("0.1", "42", "1e+300", "inf", "nan") into
+ * buf (>= 40 bytes): up to 9 fraction digits when they suffice, else the
+ * shorter of %.15g / %.17g that reads back exactly. Returns the length. */
 size_t resp_format_double(double v, char *buf, size_t size);
 
 #endif

@@ -211,7 +211,7 @@ static int resp__json_str(sl_buf_t *b, const char *s, size_t n)
 
 static int resp__scalar_json(sl_buf_t *b, const agg_scalar_t *s)
 {
-    char tmp[40];
+    char tmp[48];
     switch (s->type) {
     case AGG_VAL_INT: return sl_buf_printf(b, "%lld", (long long)s->i);
     case AGG_VAL_DOUBLE:
@@ -229,11 +229,7 @@ static int resp__reply_value(sl_buf_t *b, const serve_value_t *v)
     if (v->status == SERVE_STATUS_NOT_FOUND || v->status == SERVE_STATUS_OUTSIDE_TTL)
         return resp_reply_nil(b);
     switch (a->type) {
-    case AGG_VAL_INT: {
-        char tmp[32];
-        int n = snprintf(tmp, sizeof tmp, "%lld", (long long)a->i);
-        return resp_reply_bulk(b, tmp, (size_t)n);
-    }
+    case AGG_VAL_INT: return resp_reply_int_bulk(b, a->i);
     case AGG_VAL_DOUBLE: return resp_reply_double(b, a->d);
     case AGG_VAL_STRING: return resp_reply_bulk(b, a->s, a->slen);
     case AGG_VAL_LIST: {
