@@ -36,9 +36,9 @@
 
 /* ---- values with owned strings ------------------------------------------ */
 
+/* On failure *sv is unchanged. */
 static int sv_set(const agg__feature_t *f, agg__sv_t *sv, const agg__in_t *in)
 {
-    sv->t = in->t;
     if (f->vk == AGG__VK_STRING) {
         size_t len = in->slen > AGG_STR_MAX ? AGG_STR_MAX : in->slen;
         char *s = malloc(len ? len : 1);
@@ -54,6 +54,7 @@ static int sv_set(const agg__feature_t *f, agg__sv_t *sv, const agg__in_t *in)
     } else {
         sv->v.i = in->i;
     }
+    sv->t = in->t;
     return 0;
 }
 
