@@ -85,6 +85,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STATE_FORMAT 1
@@ -122,7 +123,9 @@ struct state_store {
     size_t n_progress, cap_progress;
 
     pthread_mutex_t commit_mu;       /* one write at a time */
-    _Atomic uint64_t commits;
+    _Atomic uint64_t commits;        /* any write that readers should notice */
+    _Atomic uint64_t batch_commits, commit_failures, commit_ops, commit_bytes;
+    _Atomic uint64_t commit_us_total, commit_us_last;
 };
 
 struct state_batch {
@@ -1098,12 +1101,21 @@ static int batch_commit(state_store_t *st, state_batch_t *b, const char *const *
     }
 
     char *err = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     rocksdb_write(st->db, st->wo_sync, wb, &err);
     if (err) {
         rc = rdb_error(err, SL_ESTATE, errstr, errsize, "state commit failed");
         rc = SL_ESTATE;
         goto fail;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    atomic_store_explicit(&st->commit_us_last, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->commit_us_total, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->batch_commits, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->commit_ops, n_ents, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->commit_bytes, b->log.len, memory_order_relaxed);
 
     /* Durable: now publish views and progress to readers. */
     if (n_pend) {
@@ -1151,6 +1163,7 @@ corrupt:
     seterr(errstr, errsize, "internal error: malformed batch log");
     rc = SL_ESTATE;
 fail:
+    atomic_fetch_add_explicit(&st->commit_failures, 1, memory_order_relaxed);
     if (rc != SL_ESTATE) {                   /* contract: SL_ESTATE, nothing applied */
         seterr(errstr, errsize, "state commit failed: %s", sl_strerror(rc));
         rc = SL_ESTATE;
@@ -1423,4 +1436,32 @@ int state_partition_copy(state_store_t *dst, state_store_t *src, const char *top
     if (!rc) rc = batch_commit(dst, b, views, n_views, partition, errstr, errsize);
     state_batch_free(b);
     return rc;
+}
+
+/* ---- stats ----------------------------------------------------------------- */
+
+static uint64_t prop_sum(state_store_t *st, const char *name, int only_cf)
+{
+    uint64_t total = 0, v;
+    for (int i = 0; i < CF__COUNT; i++) {
+        if (only_cf >= 0 && i != only_cf) continue;
+        if (rocksdb_property_int_cf(st->db, st->cf[i], name, &v) == 0) total += v;
+    }
+    return total;
+}
+
+void state_stats(state_store_t *st, state_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->commits = atomic_load_explicit(&st->batch_commits, memory_order_relaxed);
+    out->commit_failures = atomic_load_explicit(&st->commit_failures, memory_order_relaxed);
+    out->commit_ops = atomic_load_explicit(&st->commit_ops, memory_order_relaxed);
+    out->commit_bytes = atomic_load_explicit(&st->commit_bytes, memory_order_relaxed);
+    out->commit_us_total = atomic_load_explicit(&st->commit_us_total, memory_order_relaxed);
+    out->commit_us_last = atomic_load_explicit(&st->commit_us_last, memory_order_relaxed);
+    out->est_states = prop_sum(st, "rocksdb.estimate-num-keys", CF_STATES);
+    out->sst_bytes = prop_sum(st, "rocksdb.live-sst-files-size", -1);
+    out->memtable_bytes = prop_sum(st, "rocksdb.cur-size-all-mem-tables", -1);
+    out->pending_compaction_bytes = prop_sum(st, "rocksdb.estimate-pending-compaction-bytes", -1);
+    out->block_cache_bytes = st->cache ? rocksdb_cache_get_usage(st->cache) : 0;
 }

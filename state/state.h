@@ -178,6 +178,24 @@ int state_open_follower(const char *dir, const char *scratch_dir, const state_op
  * Returns 0 or SL_ESTATE. */
 int state_follow_refresh(state_store_t *st, char *errstr, size_t errsize);
 
+/* Figures for metrics. Counters are since open. Thread-safe, cheap (a few
+ * RocksDB property reads). */
+typedef struct state_stats {
+    uint64_t commits;               /* successful state_batch_commit calls */
+    uint64_t commit_failures;
+    uint64_t commit_ops;            /* state puts + deletes committed */
+    uint64_t commit_bytes;          /* batch bytes committed (keys, values, framing) */
+    uint64_t commit_us_total;       /* wall time in the RocksDB write (WAL append +
+                                     * sync + memtable) of successful commits */
+    uint64_t commit_us_last;
+    uint64_t est_states;            /* RocksDB estimate of stored states */
+    uint64_t sst_bytes;             /* live SST files, all column families */
+    uint64_t memtable_bytes;        /* memtables, all column families */
+    uint64_t block_cache_bytes;     /* block cache in use */
+    uint64_t pending_compaction_bytes;
+} state_stats_t;
+void state_stats(state_store_t *st, state_stats_t *out);
+
 /* Is the state directory locked by a live process? Returns 0 (free or absent)
  * or SL_EBUSY with "state dir X is in use by pid N" in errstr. */
 int state_dir_check_unlocked(const char *dir, char *errstr, size_t errsize);

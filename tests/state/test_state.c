@@ -93,6 +93,13 @@ Test(state, put_lookup_by_partition_and_any)
     cr_assert(lookup_eq(st, "clicks", 3, "alice", NULL));
     cr_assert(lookup_eq(st, "clicks", -1, "", ""));
     cr_assert_eq(state_commit_count(st), 2);
+    state_stats_t ss;
+    state_stats(st, &ss);
+    cr_assert_eq(ss.commits, 2);
+    cr_assert_eq(ss.commit_ops, 5);
+    cr_assert_eq(ss.commit_failures, 0);
+    cr_assert(ss.commit_bytes > 0 && ss.commit_us_total >= ss.commit_us_last);
+    cr_assert(ss.memtable_bytes > 0);
 
     /* bad arguments */
     cr_assert_eq(state_batch_put(b, "clicks", -1, "x", 1, "v", 1), SL_EINVAL);
