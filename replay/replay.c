@@ -8,12 +8,17 @@
  * nor move the live worker's group. So the consumer has a private group id
  * that never joins or commits, and assigns the partitions itself.
  *
- * Never past the end: a message at or beyond its partition's end is dropped
- * and the partition paused; when the end is raised, the partition is sought
- * back to our position before it resumes, because the dropped messages were
- * already taken from the fetch queue. Our own position check also drops any
- * message below the position (a stale delivery from before a seek). Hence
- * every offset below the end is returned exactly once, in offset order.
+ * Never past the end, and flow control, without pause/resume: every
+ * partition is assigned once, and its messages are taken from its OWN queue
+ * (rd_kafka_queue_get_partition, forwarding disabled). A partition at its end
+ * or held by the caller is simply not read: its fetched messages stay queued
+ * in librdkafka (whose prefetch per partition is bounded by
+ * queued.max.messages.kbytes, so fetching stops), and reading resumes exactly
+ * where it stopped when the end is raised or the hold released. Partitions
+ * are read round-robin in small batches. A position check also drops
+ * anything below the position (cannot happen without seeks; kept as a
+ * guard). Hence every offset below the end is returned exactly once, in
+ * offset order per partition.
  *
  * Threads: one (the caller of replay_poll).
  */
@@ -33,7 +38,8 @@ typedef struct rpart {
     int64_t low, start, position, end;
     bool at_end;          /* paused because position >= end */
     bool held;            /* paused by the caller */
-    bool sought;          /* must seek to position before the next resume */
+    rd_kafka_queue_t *q;  /* the partition's own queue */
+    rd_kafka_message_t *stash;   /* a message past the end, kept for later */
     int64_t hwm;          /* last known high watermark */
 } rpart_t;
 
@@ -45,6 +51,9 @@ struct replay {
     size_t n_parts;
     int timeout_ms;
     bool started;
+    size_t rr;            /* next partition to read (round robin) */
+    rd_kafka_message_t *batch[256];
+    size_t batch_n, batch_i;
 
     int64_t progress_ns;
     int64_t t0_ns, last_ns, last_drawn_ns;
@@ -109,7 +118,7 @@ int replay_new(const sl_config_t *cfg, const replay_options_t *opts, replay_t **
     if (!rc) rc = conf_set(conf, "enable.partition.eof", "true", errstr, errsize);
     if (!rc) rc = conf_set(conf, "isolation.level", "read_committed", errstr, errsize);
     if (!rc) rc = conf_set(conf, "auto.offset.reset", "earliest", errstr, errsize);
-    if (!rc) rc = conf_set(conf, "queued.max.messages.kbytes", "131072", errstr, errsize);
+    if (!rc) rc = conf_set(conf, "queued.max.messages.kbytes", "16384", errstr, errsize);
     if (rc) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -121,7 +130,6 @@ int replay_new(const sl_config_t *cfg, const replay_options_t *opts, replay_t **
         rc = SL_EKAFKA;
         goto fail;
     }
-    rd_kafka_poll_set_consumer(r->rk);
 
     rkt = rd_kafka_topic_new(r->rk, r->topic, NULL);
     rd_kafka_resp_err_t err = rkt ? rd_kafka_metadata(r->rk, 0, rkt, &md, r->timeout_ms)
@@ -189,6 +197,11 @@ fail:
 void replay_free(replay_t *r)
 {
     if (!r) return;
+    for (size_t i = r->batch_i; i < r->batch_n; i++) rd_kafka_message_destroy(r->batch[i]);
+    for (size_t p = 0; p < r->n_parts && r->parts; p++) {
+        if (r->parts[p].stash) rd_kafka_message_destroy(r->parts[p].stash);
+        if (r->parts[p].q) rd_kafka_queue_destroy(r->parts[p].q);
+    }
     if (r->rk) {
         if (r->started) rd_kafka_assign(r->rk, NULL);
         rd_kafka_consumer_close(r->rk);
@@ -216,38 +229,13 @@ int replay_set_start(replay_t *r, int32_t partition, int64_t offset)
     return 0;
 }
 
-static void pause_one(replay_t *r, int32_t partition, bool pause)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(l, r->topic, partition);
-    if (!pause && r->parts[partition].sought) {
-        /* Messages past the old end were dropped from the queue: fetch again. */
-        tp->offset = r->parts[partition].position;
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, r->timeout_ms);
-        if (e) {
-            sl_warn("replay", "seek %s/%d: %s", r->topic, partition, rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-        }
-        r->parts[partition].sought = false;
-    }
-    if (pause) rd_kafka_pause_partitions(r->rk, l);
-    else rd_kafka_resume_partitions(r->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
-static void update_paused(replay_t *r, int32_t partition)
-{
-    rpart_t *p = &r->parts[partition];
-    pause_one(r, partition, p->at_end || p->held);
-}
-
 int replay_start(replay_t *r, char *errstr, size_t errsize)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)r->n_parts);
     for (size_t p = 0; p < r->n_parts; p++) {
         rpart_t *rp = &r->parts[p];
-        rd_kafka_topic_partition_list_add(l, r->topic, (int32_t)p)->offset = rp->position;
         rp->at_end = rp->position >= rp->end;
+        rd_kafka_topic_partition_list_add(l, r->topic, (int32_t)p)->offset = rp->position;
     }
     rd_kafka_resp_err_t err = rd_kafka_assign(r->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
@@ -255,9 +243,15 @@ int replay_start(replay_t *r, char *errstr, size_t errsize)
         seterr(errstr, errsize, "assign %s: %s", r->topic, rd_kafka_err2str(err));
         return SL_EKAFKA;
     }
+    for (size_t p = 0; p < r->n_parts; p++) {
+        r->parts[p].q = rd_kafka_queue_get_partition(r->rk, r->topic, (int32_t)p);
+        if (!r->parts[p].q) {
+            seterr(errstr, errsize, "no queue for %s/%zu", r->topic, p);
+            return SL_EKAFKA;
+        }
+        rd_kafka_queue_forward(r->parts[p].q, NULL);
+    }
     r->started = true;
-    for (size_t p = 0; p < r->n_parts; p++)
-        if (r->parts[p].at_end) pause_one(r, (int32_t)p, true);
     r->t0_ns = r->last_ns = r->last_drawn_ns = sl_mono_ns();
     return 0;
 }
@@ -269,10 +263,7 @@ void replay_set_end(replay_t *r, int32_t partition, int64_t end)
     if (end <= p->end) return;
     p->end = end;
     if (end != INT64_MAX && end > p->hwm) p->hwm = end;
-    if (p->at_end && p->position < end) {
-        p->at_end = false;
-        if (r->started) update_paused(r, partition);
-    }
+    if (p->at_end && p->position < end) p->at_end = false;
 }
 
 int replay_refresh_ends(replay_t *r, char *errstr, size_t errsize)
@@ -293,33 +284,73 @@ int replay_refresh_ends(replay_t *r, char *errstr, size_t errsize)
 
 void replay_pause_partition(replay_t *r, int32_t partition)
 {
-    if (partition < 0 || (size_t)partition >= r->n_parts || r->parts[partition].held) return;
-    r->parts[partition].held = true;
-    if (!r->parts[partition].at_end) pause_one(r, partition, true);
+    if (partition >= 0 && (size_t)partition < r->n_parts) r->parts[partition].held = true;
 }
 
 void replay_resume_partition(replay_t *r, int32_t partition)
 {
-    if (partition < 0 || (size_t)partition >= r->n_parts || !r->parts[partition].held) return;
-    r->parts[partition].held = false;
-    if (!r->parts[partition].at_end) pause_one(r, partition, false);
+    if (partition >= 0 && (size_t)partition < r->n_parts) r->parts[partition].held = false;
 }
 
 static void reach_end(replay_t *r, int32_t partition)
 {
-    rpart_t *p = &r->parts[partition];
-    if (p->at_end) return;
-    p->at_end = true;
-    if (!p->held) pause_one(r, partition, true);
+    r->parts[partition].at_end = true;
+}
+
+/* Refills the batch from the next readable partition (round robin), waiting
+ * up to wait_ms on the first readable one when all are empty. */
+static void refill(replay_t *r, int wait_ms)
+{
+    r->batch_n = r->batch_i = 0;
+    size_t first = SIZE_MAX;
+    for (size_t k = 0; k < r->n_parts; k++) {
+        size_t p = (r->rr + k) % r->n_parts;
+        rpart_t *rp = &r->parts[p];
+        if (rp->at_end || rp->held || !rp->q) continue;
+        if (first == SIZE_MAX) first = p;
+        /* Only up to the end: a message past it must stay queued. */
+        int64_t room = rp->end - rp->position;
+        if (rp->stash) {
+            if (rp->stash->offset >= rp->end) continue;
+            r->batch[0] = rp->stash;
+            rp->stash = NULL;
+            r->batch_n = 1;
+            r->rr = p + 1;
+            return;
+        }
+        /* Near the end read one at a time: offsets may have gaps
+         * (compaction, transaction markers), so at most one message past
+         * the end is taken, and it is stashed. */
+        size_t max = room >= 256 || rp->end == INT64_MAX ? 256 : 1;
+        ssize_t n = rd_kafka_consume_batch_queue(rp->q, 0, r->batch, max);
+        if (n > 0) {
+            r->batch_n = (size_t)n;
+            r->rr = p + 1;
+            return;
+        }
+    }
+    if (first != SIZE_MAX && wait_ms > 0) {
+        ssize_t n = rd_kafka_consume_batch_queue(r->parts[first].q, wait_ms, r->batch, 1);
+        if (n > 0) r->batch_n = (size_t)n;
+        r->rr = first + 1;
+    } else if (wait_ms > 0) {
+        rd_kafka_poll(r->rk, wait_ms);   /* nothing readable: serve callbacks */
+    }
 }
 
 rd_kafka_message_t *replay_poll(replay_t *r, int timeout_ms, int *fatal)
 {
     int64_t deadline = sl_mono_ns() + (int64_t)timeout_ms * 1000000LL;
     for (;;) {
-        int64_t left = (deadline - sl_mono_ns()) / 1000000LL;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, left > 0 ? (int)left : 0);
-        if (!m) return NULL;
+        if (r->batch_i >= r->batch_n) {
+            int64_t left = (deadline - sl_mono_ns()) / 1000000LL;
+            refill(r, left > 10 ? 10 : (int)(left > 0 ? left : 0));
+            if (r->batch_n == 0) {
+                if (sl_mono_ns() >= deadline) return NULL;
+                continue;
+            }
+        }
+        rd_kafka_message_t *m = r->batch[r->batch_i++];
         int32_t part = m->partition;
         rpart_t *p = part >= 0 && (size_t)part < r->n_parts ? &r->parts[part] : NULL;
         if (m->err) {
@@ -339,14 +370,14 @@ rd_kafka_message_t *replay_poll(replay_t *r, int timeout_ms, int *fatal)
             if (fatal && *fatal) return NULL;
             continue;
         }
-        if (!p || m->offset < p->position) {    /* stale: before a seek */
+        if (!p || m->offset < p->position) {    /* guard: a duplicate delivery */
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (m->offset >= p->end) {               /* beyond the end: fetch again later */
-            p->sought = true;
+        if (m->offset >= p->end) {               /* past the end: keep for later */
+            if (p->stash) rd_kafka_message_destroy(p->stash);
+            p->stash = m;
             reach_end(r, part);
-            rd_kafka_message_destroy(m);
             continue;
         }
         p->position = m->offset + 1;

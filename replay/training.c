@@ -612,10 +612,13 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
         }
         if ((rc = answer_until(&ps, frontier))) goto out;
         if (done && heap.n == 0) break;
-        /* Flow control: pause the partitions ahead of the frontier. */
-        if (!throttled && heap.n > cap) {
-            for (size_t p = 0; p < np; p++)
+        /* Flow control: above the cap, only the partitions holding the
+         * frontier read (re-evaluated every time: the frontier moves). */
+        if (heap.n > cap) {
+            for (size_t p = 0; p < np; p++) {
                 if (ingest_wm_accept_from(&wm[p]) > frontier) replay_pause_partition(r, (int32_t)p);
+                else replay_resume_partition(r, (int32_t)p);
+            }
             throttled = true;
         } else if (throttled && heap.n < cap / 2) {
             for (size_t p = 0; p < np; p++) replay_resume_partition(r, (int32_t)p);
