@@ -5,8 +5,9 @@
  * (state_dir, snapshot_dir, schemas) and/or --state-dir / --snapshot-dir,
  * the flags winning. The snapshot dir defaults to "<state_dir>.snapshots" as
  * in the config table. `create` opens the state dir itself, so it works on a
- * stopped worker's dir; a running worker takes its own periodic snapshots
- * (snapshot_interval) and create says so when the dir is locked.
+ * stopped worker's dir; when a worker holds the dir, create leaves a request
+ * in it that the worker serves between two commits
+ * (state_snapshot_serve_request) and waits for the reply.
  * Exit status: 0 ok, 1 failure, 2 usage.
  */
 #include "schema.h"
@@ -28,8 +29,10 @@ static void usage(FILE *f)
         "usage: sluice snapshot COMMAND [options] [NAME]\n"
         "\n"
         "commands:\n"
-        "  create [NAME]   checkpoint the state dir into SNAPSHOT_DIR/NAME\n"
-        "                  (default name snap-YYYYMMDD-HHMMSS, UTC); the worker must be stopped\n"
+        "  create [NAME]   checkpoint the state dir into SNAPSHOT_DIR/NAME (default name\n"
+        "                  snap-YYYYMMDD-HHMMSS, UTC); if a worker holds the state dir, it is\n"
+        "                  asked to take the snapshot between two commits (into its own\n"
+        "                  snapshot_dir)\n"
         "  list            table of snapshots: name, created, age, size, partitions, offsets\n"
         "  restore NAME    restore into the state dir, which must be absent or empty and\n"
         "                  not in use; the snapshot is verified first\n"
@@ -46,6 +49,7 @@ static void usage(FILE *f)
         "      --partition TOPIC:N  restore: one partition only\n"
         "      --view VIEW          restore --partition: a view fed by TOPIC (repeatable;\n"
         "                           default: from the config's schemas)\n"
+        "      --wait SECONDS       create on a running worker: how long to wait (120)\n"
         "      --fingerprint HEX    schema fingerprint for the manifest (create; default:\n"
         "                           from the config's schemas, else the one the store holds)\n"
         "  -h, --help               this help\n");
@@ -205,11 +209,14 @@ int cmd_snapshot(int argc, char **argv)
         { "fingerprint", required_argument, NULL, 'f' },
         { "partition", required_argument, NULL, 'p' },
         { "view", required_argument, NULL, 'v' },
+        { "wait", required_argument, NULL, 'w' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *config = NULL, *state_dir = NULL, *snap_dir = NULL, *fingerprint = NULL;
     const char *partition = NULL;
+    long wait_s = 120;
+    char *endp;
     const char *views[64];
     size_t n_views = 0;
     int opt;
@@ -222,6 +229,13 @@ int cmd_snapshot(int argc, char **argv)
         case 'd': snap_dir = optarg; break;
         case 'f': fingerprint = optarg; break;
         case 'p': partition = optarg; break;
+        case 'w':
+            wait_s = strtol(optarg, &endp, 10);
+            if (*endp || wait_s < 1 || wait_s > 86400) {
+                fprintf(stderr, "sluice snapshot: --wait wants seconds (1..86400)\n");
+                return 2;
+            }
+            break;
         case 'v':
             if (n_views == sizeof views / sizeof views[0]) {
                 fprintf(stderr, "sluice snapshot: too many --view options\n");
@@ -301,8 +315,23 @@ int cmd_snapshot(int argc, char **argv)
         state_options_t so = { .create_if_missing = false };
         int rc = state_open(state_dir, &so, &st, err, sizeof err);
         if (rc == SL_EBUSY) {
-            fprintf(stderr, "sluice snapshot create: %s\n(a running worker takes its own "
-                    "snapshots: set snapshot_interval in its config)\n", err);
+            /* a running worker: ask it (it answers between two commits) */
+            char id[64], got[STATE_SNAPSHOT_NAME_MAX + 1] = "", busy[2048];
+            snprintf(busy, sizeof busy, "%s", err);
+            if (state_snapshot_request(state_dir, name, id, sizeof id, err, sizeof err)) {
+                fprintf(stderr, "sluice snapshot create: %s\n", err);
+                goto out;
+            }
+            printf("%s: asking the worker to take the snapshot...\n", busy);
+            fflush(stdout);
+            rc = state_snapshot_wait_reply(state_dir, id, wait_s * 1000, got, sizeof got, err,
+                                           sizeof err);
+            if (rc) {
+                fprintf(stderr, "sluice snapshot create: %s\n", err);
+                goto out;
+            }
+            printf("created snapshot %s (taken by the running worker)\n", got);
+            status = 0;
             goto out;
         }
         if (rc) {

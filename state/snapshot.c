@@ -956,3 +956,138 @@ int state_snapshot_restore_partition(const char *snapshot_dir, const char *name,
     state_close(src);
     return rc;
 }
+
+/* ---- on-demand snapshots of a running worker ------------------------------- */
+
+#define REQUEST_FILE "sluice.snapshot-request"
+#define REPLY_PREFIX "sluice.snapshot-reply-"
+
+static bool request_id_valid(const char *id)
+{
+    if (!*id || strlen(id) > 40) return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || *p == '-')) return false;
+    return true;
+}
+
+int state_snapshot_serve_request(state_store_t *st, const char *snapshot_dir,
+                                 const char *schema_fingerprint, char *errstr, size_t errsize)
+{
+    char req[PATH_SZ], claimed[PATH_SZ];
+    pathf(req, sizeof req, "%s/%s", state_dir(st), REQUEST_FILE);
+    struct stat sb;
+    if (stat(req, &sb) != 0) return SL_OK;               /* the common case */
+    pathf(claimed, sizeof claimed, "%s/%s.taken", state_dir(st), REQUEST_FILE);
+    if (rename(req, claimed) != 0) return SL_OK;         /* withdrawn meanwhile */
+    char text[512] = "", id[64] = "", name[STATE_SNAPSHOT_NAME_MAX + 2] = "";
+    FILE *f = fopen(claimed, "r");
+    if (f) {
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        text[n] = '\0';
+        fclose(f);
+    }
+    unlink(claimed);
+    char *nl = strchr(text, '\n');
+    if (!nl) return SL_OK;                               /* malformed: dropped */
+    *nl = '\0';
+    snprintf(id, sizeof id, "%s", text);
+    char *nl2 = strchr(nl + 1, '\n');
+    if (nl2) *nl2 = '\0';
+    snprintf(name, sizeof name, "%s", nl + 1);
+    if (!request_id_valid(id)) return SL_OK;
+
+    char err[1024] = "";
+    state_snapshot_info_t info;
+    memset(&info, 0, sizeof info);
+    int rc = state_snapshot_create(st, snapshot_dir, name[0] ? name : NULL, schema_fingerprint,
+                                   &info, err, sizeof err);
+    char reply[1400];
+    int len = snprintf(reply, sizeof reply, "%d\n%s\n", rc, rc ? err : info.name);
+    state_snapshot_info_free(&info);
+    if (rc) seterr(errstr, errsize, "%s", err);
+    char tmp[PATH_SZ], fin[PATH_SZ];
+    pathf(tmp, sizeof tmp, "%s/%s%s.tmp", state_dir(st), REPLY_PREFIX, id);
+    pathf(fin, sizeof fin, "%s/%s%s", state_dir(st), REPLY_PREFIX, id);
+    if (write_file_synced(tmp, reply, (size_t)len) != 0 || rename(tmp, fin) != 0) {
+        seterr(errstr, errsize, "cannot write snapshot reply %s: %s", fin, strerror(errno));
+        return SL_EIO;
+    }
+    return SL_OK;
+}
+
+int state_snapshot_request(const char *state_dir, const char *name, char *id, size_t idsize,
+                           char *errstr, size_t errsize)
+{
+    if (name && !state_snapshot_name_valid(name)) {
+        seterr(errstr, errsize, "invalid snapshot name \"%s\"", name);
+        return SL_EINVAL;
+    }
+    char req[PATH_SZ];
+    pathf(req, sizeof req, "%s/%s", state_dir, REQUEST_FILE);
+    snprintf(id, idsize, "%ld-%lld", (long)getpid(), (long long)now_ms());
+    int fd = open(req, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST) {
+            seterr(errstr, errsize, "another snapshot request is pending in %s", state_dir);
+            return SL_EBUSY;
+        }
+        seterr(errstr, errsize, "cannot write %s: %s", req, strerror(errno));
+        return SL_EIO;
+    }
+    char text[256];
+    int len = snprintf(text, sizeof text, "%s\n%s\n", id, name ? name : "");
+    int ok = write(fd, text, (size_t)len) == len;
+    close(fd);
+    if (!ok) {
+        unlink(req);
+        seterr(errstr, errsize, "cannot write %s", req);
+        return SL_EIO;
+    }
+    return SL_OK;
+}
+
+int state_snapshot_wait_reply(const char *state_dir, const char *id, int64_t timeout_ms,
+                              char *name_out, size_t name_size, char *errstr, size_t errsize)
+{
+    char fin[PATH_SZ];
+    pathf(fin, sizeof fin, "%s/%s%s", state_dir, REPLY_PREFIX, id);
+    /* a negative timeout is the one extension granted after the worker took
+     * the request (see below) */
+    int64_t deadline = now_ms() + (timeout_ms < 0 ? -timeout_ms : timeout_ms);
+    for (;;) {
+        FILE *f = fopen(fin, "r");
+        if (f) {
+            char text[1400] = "";
+            size_t n = fread(text, 1, sizeof text - 1, f);
+            text[n] = '\0';
+            fclose(f);
+            unlink(fin);
+            char *nl = strchr(text, '\n');
+            if (!nl) {
+                seterr(errstr, errsize, "malformed snapshot reply");
+                return SL_ECORRUPT;
+            }
+            *nl = '\0';
+            int rc = atoi(text);
+            char *msg = nl + 1;
+            char *end = strchr(msg, '\n');
+            if (end) *end = '\0';
+            if (rc == 0) snprintf(name_out, name_size, "%s", msg);
+            else seterr(errstr, errsize, "%s", msg);
+            return rc;
+        }
+        if (now_ms() >= deadline) break;
+        usleep(50000);
+    }
+    /* withdraw the request if the worker has not taken it; if it has, the
+     * snapshot is under way: give it one more period */
+    char req[PATH_SZ];
+    pathf(req, sizeof req, "%s/%s", state_dir, REQUEST_FILE);
+    if (unlink(req) != 0 && errno == ENOENT && timeout_ms > 0)
+        return state_snapshot_wait_reply(state_dir, id, -timeout_ms, name_out, name_size,
+                                         errstr, errsize);
+    if (timeout_ms < 0) timeout_ms = -timeout_ms;
+    seterr(errstr, errsize, "the worker did not take the snapshot within %lld ms (is it running "
+           "a build that serves snapshot requests?)", (long long)timeout_ms);
+    return SL_ETIMEOUT;
+}

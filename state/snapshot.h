@@ -107,6 +107,27 @@ int state_snapshot_restore_partition(const char *snapshot_dir, const char *name,
                                      const char *const *views, size_t n_views,
                                      char *errstr, size_t errsize);
 
+/* On-demand snapshots of a running worker. `sluice snapshot create` on a
+ * locked state dir drops a request file into it (state_snapshot_request);
+ * the worker calls state_snapshot_serve_request from its commit loop (one
+ * stat() when there is no request), takes the snapshot between two commits
+ * and writes a reply that the requester reads (state_snapshot_wait_reply).
+ *
+ * serve: returns 0 when there was no request or it was answered (the reply
+ * carries the outcome, also copied into errstr on failure), an SL_E* code
+ * only if the reply could not be written. Writer thread. */
+int state_snapshot_serve_request(state_store_t *st, const char *snapshot_dir,
+                                 const char *schema_fingerprint, char *errstr, size_t errsize);
+/* request: name may be NULL (default name). Fills id (>= 32 bytes) for
+ * wait_reply. SL_EBUSY when another request is pending. */
+int state_snapshot_request(const char *state_dir, const char *name, char *id, size_t idsize,
+                           char *errstr, size_t errsize);
+/* Waits up to timeout_ms for the reply to request `id`. Returns the
+ * snapshot's outcome (0 with its name in name_out, or its error code with
+ * the worker's message in errstr), or SL_ETIMEOUT (request withdrawn). */
+int state_snapshot_wait_reply(const char *state_dir, const char *id, int64_t timeout_ms,
+                              char *name_out, size_t name_size, char *errstr, size_t errsize);
+
 /* Deletes snapshot `name`. Returns 0, SL_ENOTFOUND, SL_EINVAL, SL_EIO. */
 int state_snapshot_delete(const char *snapshot_dir, const char *name,
                           char *errstr, size_t errsize);

@@ -1,9 +1,15 @@
 /*
- * state_fill.c — test helper: `state_fill DIR N [hold]` commits N entities
- * of view "clicks" over 4 partitions with progress events[p] = 1000 + p;
- * with "hold" it keeps the store open until stdin closes (a running worker).
+ * state_fill.c — test helper: `state_fill DIR N [hold|serve SNAPDIR]`
+ * commits N entities of view "clicks" over 4 partitions with progress
+ * events[p] = 1000 + p; with "hold" it keeps the store open until stdin
+ * closes (a running worker); "serve" also answers snapshot requests into
+ * SNAPDIR meanwhile, as the ingest loop does.
  */
+#include "snapshot.h"
 #include "state.h"
+
+#include <poll.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +34,17 @@ int main(int argc, char **argv)
     if (!rc && argc > 3) {
         printf("holding\n");
         fflush(stdout);
-        while (getchar() != EOF) {}
+        const char *snapdir = argc > 4 && !strcmp(argv[3], "serve") ? argv[4] : NULL;
+        for (;;) {
+            struct pollfd pfd = { .fd = 0, .events = POLLIN };
+            int pr = poll(&pfd, 1, 50);
+            if (pr > 0) {
+                char c;
+                if (read(0, &c, 1) <= 0) break;
+            }
+            if (snapdir && state_snapshot_serve_request(st, snapdir, NULL, err, sizeof err))
+                fprintf(stderr, "serve: %s\n", err);
+        }
     }
     state_batch_free(b);
     state_close(st);

@@ -600,3 +600,49 @@ Test(snapshot, mutated_manifests_never_crash, .timeout = 300)
     cr_assert(bad > 0);
     cr_log_info("mutations: %d harmless, %d refused", ok, bad);
 }
+
+/* The on-demand request protocol: request -> serve -> reply; a pending
+ * request blocks a second one; an unserved request times out and is
+ * withdrawn; a failing snapshot's error reaches the requester. */
+Test(snapshot, request_serve_reply)
+{
+    static model_t m;
+    memset(&m, 0, sizeof m);
+    unsigned seed = 8;
+    state_store_t *st = open_dir(path("state"));
+    apply_random(st, &m, &seed, 50);
+    char err[512] = "", id[64], id2[64], name[160] = "";
+    /* nothing pending: serve is a no-op */
+    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), NULL, err, sizeof err), 0);
+    cr_assert_neq(access(path("snaps"), F_OK), 0);
+
+    cr_assert_eq(state_snapshot_request(path("state"), "ondemand", id, sizeof id, err,
+                                        sizeof err), 0, "%s", err);
+    cr_assert_eq(state_snapshot_request(path("state"), NULL, id2, sizeof id2, err, sizeof err),
+                 SL_EBUSY);
+    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), "fp9", err, sizeof err), 0);
+    cr_assert_eq(state_snapshot_wait_reply(path("state"), id, 5000, name, sizeof name, err,
+                                           sizeof err), 0, "%s", err);
+    cr_assert_str_eq(name, "ondemand");
+    state_snapshot_info_t info;
+    cr_assert_eq(state_snapshot_verify(path("snaps"), "ondemand", &info, err, sizeof err), 0);
+    cr_assert_str_eq(info.schema_fingerprint, "fp9");
+    state_snapshot_info_free(&info);
+
+    /* the same name again: the worker's error comes back */
+    cr_assert_eq(state_snapshot_request(path("state"), "ondemand", id, sizeof id, err,
+                                        sizeof err), 0);
+    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), NULL, err, sizeof err), 0);
+    cr_assert_eq(state_snapshot_wait_reply(path("state"), id, 5000, name, sizeof name, err,
+                                           sizeof err), SL_EEXISTS);
+    cr_assert(strstr(err, "already exists"), "%s", err);
+
+    /* nobody serves: timeout, request withdrawn */
+    cr_assert_eq(state_snapshot_request(path("state"), NULL, id, sizeof id, err, sizeof err), 0);
+    cr_assert_eq(state_snapshot_wait_reply(path("state"), id, 120, name, sizeof name, err,
+                                           sizeof err), SL_ETIMEOUT);
+    cr_assert_neq(access(path("state/sluice.snapshot-request"), F_OK), 0);
+    cr_assert_eq(state_snapshot_request(path("state"), "bad/name", id, sizeof id, err,
+                                        sizeof err), SL_EINVAL);
+    state_close(st);
+}
