@@ -10,8 +10,9 @@
  * they cover: that is the exactly-once guarantee.
  *
  * Threads: one writer (the ingest thread) calls the batch functions; any
- * number of reader threads (serving) may call state_lookup/state_token at the
- * same time. Readers only ever see committed batches.
+ * number of reader threads (serving) may call state_lookup*, state_progress,
+ * state_offset_get, state_meta_get, state_iterate and state_stats at the
+ * same time. Readers only ever see committed batches. Snapshots: snapshot.h.
  */
 #ifndef STATE_H
 #define STATE_H
@@ -26,7 +27,7 @@ typedef struct state_store state_store_t;
 typedef struct state_batch state_batch_t;
 
 typedef struct state_options {
-    bool create_if_missing;   /* default true */
+    bool create_if_missing;   /* true when opts is NULL */
     bool read_only;           /* open a checkpoint / another worker's dir for reading */
     size_t block_cache_bytes; /* 0 = default (64 MiB) */
 } state_options_t;
