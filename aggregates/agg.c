@@ -118,6 +118,11 @@ int agg_plan_new(const schema_t *schema, int view, agg_plan_t **out,
                 goto fail_plan;
             }
         }
+        if (w->size_ms > AGG_TIME_LIMIT || w->hop_ms > AGG_TIME_LIMIT ||
+            w->gap_ms > AGG_TIME_LIMIT || w->max_length_ms > AGG_TIME_LIMIT) {
+            plan_fail(errstr, errsize, "feature %s: window longer than 2^60 ms", sf->name);
+            goto fail_plan;
+        }
         switch (w->kind) {
         case SCHEMA_WINDOW_SLIDING:
             if (w->size_ms <= 0 || w->hop_ms <= 0 || w->size_ms % w->hop_ms ||

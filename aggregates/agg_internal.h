@@ -164,8 +164,9 @@ typedef struct agg__scratch {
 /* The value of a ⊕ b (b may be NULL) as of t, without building the merge. */
 void agg__part_result(const agg__feature_t *f, const agg_part_t *a, const agg_part_t *b,
                       int64_t t, agg__scratch_t *sc, agg_scalar_t *items, agg_value_t *out);
-int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf);
-int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p);
+/* Event times inside the partial are written relative to `base`. */
+int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base, sl_buf_t *buf);
+int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_part_t *p);
 size_t agg__part_mem(const agg__feature_t *f, const agg_part_t *p);
 
 #endif

@@ -575,10 +575,32 @@ void agg__part_result(const agg__feature_t *f, const agg_part_t *a, const agg_pa
 
 /* ---- encoding --------------------------------------------------------------- */
 
-static int sv_encode(const agg__feature_t *f, const agg__sv_t *sv, sl_buf_t *buf)
+/* Times are stored relative to a base the container knows (tile start,
+ * session start, 0 for lifetime): small varints instead of 6-byte ones. */
+static int time_put(sl_buf_t *buf, int64_t t, int64_t base)
+{
+    return sl_buf_put_svarint(buf, t - base);
+}
+
+static int time_get(sl_reader_t *r, int64_t base, int64_t *t)
+{
+    int64_t d;
+    int rc = sl_read_svarint(r, &d);
+    if (rc)
+        return rc;
+    if (d > 2 * AGG_TIME_LIMIT || d < -2 * AGG_TIME_LIMIT)
+        return SL_ECORRUPT;
+    d += base;                              /* |base| <= 2^60: no overflow */
+    if (d > AGG_TIME_LIMIT || d < -AGG_TIME_LIMIT)
+        return SL_ECORRUPT;
+    *t = d;
+    return 0;
+}
+
+static int sv_encode(const agg__feature_t *f, const agg__sv_t *sv, int64_t base, sl_buf_t *buf)
 {
     int rc;
-    if ((rc = sl_buf_put_svarint(buf, sv->t)))
+    if ((rc = time_put(buf, sv->t, base)))
         return rc;
     switch (f->vk) {
     case AGG__VK_STRING: return sl_buf_put_bytes(buf, sv->s ? sv->s : "", sv->slen);
@@ -587,10 +609,10 @@ static int sv_encode(const agg__feature_t *f, const agg__sv_t *sv, sl_buf_t *buf
     }
 }
 
-static int sv_decode(const agg__feature_t *f, sl_reader_t *r, agg__sv_t *sv)
+static int sv_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg__sv_t *sv)
 {
     int rc;
-    if ((rc = sl_read_svarint(r, &sv->t)))
+    if ((rc = time_get(r, base, &sv->t)))
         return rc;
     switch (f->vk) {
     case AGG__VK_STRING: {
@@ -622,14 +644,14 @@ static int num_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
     return is_float(f) ? sl_read_double(r, &p->v.d) : sl_read_svarint(r, &p->v.i);
 }
 
-int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf)
+int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base, sl_buf_t *buf)
 {
     int rc;
     if ((rc = sl_buf_put_varint(buf, (uint64_t)p->n)))
         return rc;
     if (!p->n)
         return 0;
-    if ((rc = sl_buf_put_svarint(buf, p->tmax)))
+    if ((rc = time_put(buf, p->tmax, base)))
         return rc;
     switch (f->agg) {
     case SCHEMA_AGG_COUNT:
@@ -641,13 +663,13 @@ int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf
         return num_encode(f, p, buf);
     case SCHEMA_AGG_FIRST:
     case SCHEMA_AGG_LAST:
-        return sv_encode(f, p->x, buf);
+        return sv_encode(f, p->x, base, buf);
     case SCHEMA_AGG_LAST_N: {
         const agg__list_t *l = p->x;
         if ((rc = sl_buf_put_varint(buf, l->n)))
             return rc;
         for (uint32_t i = 0; i < l->n; i++)
-            if ((rc = sv_encode(f, &l->items[i], buf)))
+            if ((rc = sv_encode(f, &l->items[i], base, buf)))
                 return rc;
         return 0;
     }
@@ -662,7 +684,7 @@ int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf
         return agg__dds_encode(p->x, buf);
     case SCHEMA_AGG_DECAYED_SUM:
     case SCHEMA_AGG_DECAYED_COUNT:
-        if ((rc = sl_buf_put_svarint(buf, p->t)))
+        if ((rc = time_put(buf, p->t, base)))
             return rc;
         return sl_buf_put_double(buf, p->m);
     default:
@@ -671,7 +693,7 @@ int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf
 }
 
 /* On failure *p is left clear. */
-int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
+int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_part_t *p)
 {
     uint64_t n;
     int rc;
@@ -683,10 +705,8 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
         return 0;
     if (n > AGG_COUNT_LIMIT)
         return SL_ECORRUPT;
-    if ((rc = sl_read_svarint(r, &p->tmax)))
+    if ((rc = time_get(r, base, &p->tmax)))
         return rc;
-    if (p->tmax > AGG_TIME_LIMIT || p->tmax < -AGG_TIME_LIMIT)
-        return SL_ECORRUPT;
     switch (f->agg) {
     case SCHEMA_AGG_COUNT:
         break;
@@ -703,7 +723,7 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
             return SL_ENOMEM;
         p->x = sv;
         p->n = 1;                      /* so that clear frees x */
-        rc = sv_decode(f, r, sv);
+        rc = sv_decode(f, r, base, sv);
         p->t = sv->t;
         if (!rc && (f->agg == SCHEMA_AGG_LAST ? sv->t != p->tmax : sv->t > p->tmax))
             rc = SL_ECORRUPT;
@@ -723,7 +743,7 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
         p->x = l;
         p->n = 1;
         for (uint32_t i = 0; i < k && !rc; i++) {
-            rc = sv_decode(f, r, &l->items[i]);
+            rc = sv_decode(f, r, base, &l->items[i]);
             l->n = i + 1;
             if (!rc && ((i && l->items[i].t < l->items[i - 1].t) || l->items[i].t > p->tmax))
                 rc = SL_ECORRUPT;
@@ -751,10 +771,8 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
     }
     case SCHEMA_AGG_DECAYED_SUM:
     case SCHEMA_AGG_DECAYED_COUNT:
-        if (!(rc = sl_read_svarint(r, &p->t)))
+        if (!(rc = time_get(r, base, &p->t)))
             rc = sl_read_double(r, &p->m);
-        if (!rc && (p->t > AGG_TIME_LIMIT || p->t < -AGG_TIME_LIMIT))
-            rc = SL_ECORRUPT;
         break;
     default:
         rc = SL_ECORRUPT;

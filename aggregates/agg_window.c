@@ -539,8 +539,9 @@ void agg__win_expire(const agg__feature_t *f, agg__fstate_t *st, int64_t accept_
 /* Encoding.
  *   tiles:    varint n; n > 0: svarint split, svarint idx0, part;
  *             then per tile varint (idx - previous idx), part
+ *             (a tile's partial stores times relative to idx * hop)
  *   sessions: varint n; per session svarint start, varint end - start,
- *             varint events, part
+ *             varint events, part (times relative to start)
  *   lifetime: part */
 int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *buf)
 {
@@ -557,7 +558,7 @@ int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *
             const agg__tile_t *t = T(f, ts, i);
             rc = i ? sl_buf_put_varint(buf, (uint64_t)(t->idx - T(f, ts, i - 1)->idx))
                    : sl_buf_put_svarint(buf, t->idx);
-            if (rc || (rc = agg__part_encode(f, &t->p, buf)))
+            if (rc || (rc = agg__part_encode(f, &t->p, t->idx * f->hop_ms, buf)))
                 return rc;
         }
         return 0;
@@ -571,12 +572,12 @@ int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *
             if ((rc = sl_buf_put_svarint(buf, s->start)) ||
                 (rc = sl_buf_put_varint(buf, (uint64_t)(s->end - s->start))) ||
                 (rc = sl_buf_put_varint(buf, (uint64_t)s->events)) ||
-                (rc = agg__part_encode(f, &s->p, buf)))
+                (rc = agg__part_encode(f, &s->p, s->start, buf)))
                 return rc;
         }
         return 0;
     }
-    return agg__part_encode(f, &st->life, buf);
+    return agg__part_encode(f, &st->life, 0, buf);
 }
 
 /* On failure the state holds whatever was decoded so far; the caller frees it. */
@@ -588,7 +589,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
 
     memset(st, 0, sizeof(*st));
     if (!is_tiles(f) && f->wkind != SCHEMA_WINDOW_SESSION)
-        return agg__part_decode(f, r, &st->life);
+        return agg__part_decode(f, r, 0, &st->life);
     if ((rc = sl_read_varint(r, &n)))
         return rc;
     if (n > r->left || n > UINT32_MAX / 2)
@@ -620,7 +621,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
                 return SL_ECORRUPT;
             T(f, ts, i)->idx = idx;
             ts->n = i + 1;
-            if ((rc = agg__part_decode(f, r, &T(f, ts, i)->p)))
+            if ((rc = agg__part_decode(f, r, idx * f->hop_ms, &T(f, ts, i)->p)))
                 return rc;
         }
         if (ts->split > T(f, ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
@@ -650,7 +651,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
             return SL_ECORRUPT;
         s->events = (int64_t)u;
         ss->n = i + 1;
-        if ((rc = agg__part_decode(f, r, &s->p)))
+        if ((rc = agg__part_decode(f, r, s->start, &s->p)))
             return rc;
         if (i && (s->start <= ss->v[i - 1].end ||
                   (s->start - f->gap_ms < ss->v[i - 1].end &&
