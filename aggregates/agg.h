@@ -109,12 +109,20 @@ int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
                       const agg_event_t *ev, int64_t accept_from_ms);
 
 /* Evaluates every feature as of time t_ms into out[0..n_features-1].
- * Values may point into `ent` and stay valid until it is next modified. */
+ * Values may point into `ent` and stay valid until it is next modified or
+ * queried. The query writes scratch space inside `ent` (despite the const):
+ * never query one entity from two threads at once. An empty window gives
+ * 0 for count / sum / approx_distinct / decayed_*, an empty LIST for last_n
+ * and NULL otherwise; a session feature with no session open at t reads as
+ * an empty window. Costs one merge per feature for t from a quarter window
+ * before the newest event to half a window after it (docs/aggregates.md). */
 void agg_entity_query(const agg_plan_t *plan, const agg_entity_t *ent,
                       int64_t t_ms, agg_value_t *out);
 
 /* Drops state no window can need any more: tiles older than every window
- * at accept_from_ms and sessions beyond the kept ones. */
+ * at accept_from_ms and sessions beyond the kept ones. Queries at t >=
+ * accept_from_ms answer as before. accept_from_ms must not decrease between
+ * calls (update or expire) on one entity. */
 void agg_entity_expire(const agg_plan_t *plan, agg_entity_t *ent,
                        int64_t accept_from_ms);
 
@@ -125,8 +133,10 @@ int64_t agg_entity_last_event_ms(const agg_entity_t *ent);
  * applied: the entity reads as absent and its state may be purged. */
 bool agg_entity_is_idle(const agg_plan_t *plan, const agg_entity_t *ent, int64_t now_ms);
 
-/* Session windows: for feature f, the open session (returns false if none)
- * and up to `max` completed sessions, newest first; returns how many. */
+/* Session windows: for feature f, the session open at t_ms (start <= t <
+ * last event + gap, same max_length period; returns false if none or if f is
+ * not a session feature), and up to min(max, sessions_kept) sessions closed
+ * as of the newest event time seen, newest first; returns how many. */
 bool agg_entity_open_session(const agg_plan_t *plan, const agg_entity_t *ent,
                              int feature, int64_t t_ms, agg_session_t *out);
 size_t agg_entity_completed_sessions(const agg_plan_t *plan, const agg_entity_t *ent,
