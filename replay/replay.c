@@ -266,6 +266,15 @@ void replay_set_end(replay_t *r, int32_t partition, int64_t end)
     if (p->at_end && p->position < end) p->at_end = false;
 }
 
+void replay_set_bound(replay_t *r, int32_t partition, int64_t end)
+{
+    if (partition < 0 || (size_t)partition >= r->n_parts) return;
+    rpart_t *p = &r->parts[partition];
+    if (end < p->position) end = p->position;
+    p->end = end;
+    p->at_end = p->position >= end;
+}
+
 int replay_refresh_ends(replay_t *r, char *errstr, size_t errsize)
 {
     for (size_t p = 0; p < r->n_parts; p++) {

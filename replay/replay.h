@@ -83,6 +83,9 @@ int replay_start(replay_t *r, char *errstr, size_t errsize);
 /* Moves the end of a partition (it may only grow; a smaller value is
  * ignored) and resumes it if it was at its end. INT64_MAX = follow. */
 void replay_set_end(replay_t *r, int32_t partition, int64_t end);
+/* Sets the end of a partition exactly (it may shrink, never below the
+ * position). For a replay bounded by offsets stored elsewhere. */
+void replay_set_bound(replay_t *r, int32_t partition, int64_t end);
 /* Refreshes every partition's end to the current high watermark. */
 int replay_refresh_ends(replay_t *r, char *errstr, size_t errsize);
 

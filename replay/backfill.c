@@ -1,0 +1,652 @@
+/*
+ * backfill.c — rebuild a view into a new state version, then cut over
+ * (contract in backfill.h; operator's view in docs/backfill.md).
+ *
+ * Sharing the state directory. The directory is locked by one process, so
+ * the backfill runs INSIDE the process that owns it: `sluice backfill` opens
+ * the store itself (the normal worker is stopped first) and, with `live`,
+ * runs the live ingest worker for every OTHER view in a thread beside the
+ * replay, on the same store_t (state commits are serialised by the store).
+ * The view being rebuilt is left out of the live worker (a sub-schema), so
+ * its current version stays frozen and keeps serving readers of the store
+ * until the switch; its new version V' is written only by the replay.
+ *
+ * The live code path. Every message goes through exactly what live ingest
+ * does: the source's decoder (ingest_decode), the partition watermark and
+ * lateness rule (watermark.h, restored from the stored progress on resume),
+ * the view's filter, the entity key (entity_key.h), agg_entity_update with
+ * the partition's accept_from, agg_entity_expire before each commit, and the
+ * same encoding. States go to (view, V', partition, key).
+ *
+ * Exactly once. Every commit is ONE state batch holding the dirty states of
+ * V' and, per partition that moved, the backfill's next offset and watermark
+ * (pseudo-view BACKFILL_PROGRESS_VIEW, key = view name). A crash at any
+ * instant leaves V' = exactly the messages below the stored offsets; a rerun
+ * reads them back and continues.
+ *
+ * How far to read. If another view of the schema reads the same topic, the
+ * topic's stored progress (the live worker's committed next offsets, Y_p) is
+ * the bound: the replay never reads past Y_p, so V' never gets ahead of the
+ * store. Otherwise the bound is the topic's high watermark (followed).
+ *
+ * Cut-over (crash points C1..C3 are where the tests kill -9):
+ *
+ *   REPLAY --lag <= catchup_lag--> DRAIN: stop the live worker (its final
+ *     |                            commit fixes Y_p), read up to exactly Y_p
+ *     |                            (or up to the current high watermarks)
+ *     v                                     |
+ *   (kill -9: rerun resumes REPLAY)         v
+ *                          final batch: V' states + progress (+ the topic's
+ *                          progress if no other view reads it)   [C1]
+ *                                           |
+ *                          meta backfill.<view> := phase=switch  [C2]
+ *                                           |
+ *                          state_view_version_set(view, V')      <- atomic:
+ *                          one synced RocksDB write; a lookup    [C3]
+ *                          resolves the version once: old or new
+ *                                           |
+ *                          fingerprint := the new definition's
+ *                          drop version V'-1; clear progress and meta
+ *                                           v
+ *                                         DONE  (restart the worker)
+ *
+ * A rerun in phase=switch skips the replay and redoes the (idempotent) steps
+ * after C2 without starting the live worker, so nothing can advance the
+ * topic between the final batch and the switch.
+ *
+ * Threads: the caller's thread replays; an optional thread runs the live
+ * worker until DRAIN.
+ */
+#include "backfill.h"
+
+#include "cache.h"
+#include "decode.h"
+#include "entity_key.h"
+#include "ingest.h"
+#include "replay.h"
+#include "watermark.h"
+
+#include "agg.h"
+#include "sl_err.h"
+#include "sl_log.h"
+#include "sl_time.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROGRESS_FMT 1
+
+static atomic_bool stop_flag;
+static ingest_worker_t *volatile live_worker;
+
+void backfill_stop(void)
+{
+    atomic_store(&stop_flag, true);
+    ingest_worker_t *w = live_worker;
+    if (w) ingest_worker_stop(w);
+}
+
+static void seterr(char *errstr, size_t errsize, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *errstr, size_t errsize, const char *fmt, ...)
+{
+    if (!errstr || !errsize) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errsize, fmt, ap);
+    va_end(ap);
+}
+
+/* Test hook: SLUICE_TEST_CRASH=<point> makes the process kill itself with
+ * SIGKILL at that point of the cut-over (C1, C2, C3), as a crash would. */
+static void crash_point(const char *name)
+{
+    const char *want = getenv("SLUICE_TEST_CRASH");
+    if (want && strcmp(want, name) == 0) {
+        sl_warn("backfill", "SLUICE_TEST_CRASH=%s: killing myself", name);
+        kill(getpid(), SIGKILL);
+    }
+}
+
+/* ---- meta records --------------------------------------------------------- */
+
+typedef struct bf_meta {
+    bool present;
+    uint32_t version;
+    char fingerprint[32];
+    char phase[16];              /* "replay" | "switch" */
+    int64_t from_ms;
+} bf_meta_t;
+
+static int meta_read(state_store_t *st, const char *view, bf_meta_t *m)
+{
+    char name[600];
+    sl_buf_t b = SL_BUF_INIT;
+    memset(m, 0, sizeof *m);
+    snprintf(name, sizeof name, "backfill.%s", view);
+    int rc = state_meta_get(st, name, &b);
+    if (rc == SL_ENOTFOUND || (rc == 0 && b.len == 0)) { sl_buf_free(&b); return 0; }
+    if (rc) { sl_buf_free(&b); return rc; }
+    char text[256];
+    snprintf(text, sizeof text, "%.*s", (int)b.len, (const char *)b.data);
+    sl_buf_free(&b);
+    unsigned v;
+    long long from;
+    if (sscanf(text, "version=%u fingerprint=%31s phase=%15s from=%lld", &v, m->fingerprint, m->phase, &from) != 4)
+        return SL_ECORRUPT;
+    m->version = v;
+    m->from_ms = from;
+    m->present = true;
+    return 0;
+}
+
+static int meta_write(state_store_t *st, const char *view, const bf_meta_t *m)
+{
+    char name[600], text[256];
+    snprintf(name, sizeof name, "backfill.%s", view);
+    int n = m->present ? snprintf(text, sizeof text, "version=%u fingerprint=%s phase=%s from=%lld",
+                                  m->version, m->fingerprint, m->phase, (long long)m->from_ms)
+                       : 0;
+    return state_meta_put(st, name, text, (size_t)n);
+}
+
+static int fingerprint_put(state_store_t *st, const char *view, const char *value)
+{
+    char name[600];
+    snprintf(name, sizeof name, "view.%s.fingerprint", view);
+    return state_meta_put(st, name, value, strlen(value));
+}
+
+static int progress_encode(sl_buf_t *b, uint32_t version, int64_t next, int64_t wm)
+{
+    unsigned char rec[21];
+    rec[0] = PROGRESS_FMT;
+    rec[1] = (unsigned char)(version >> 24); rec[2] = (unsigned char)(version >> 16);
+    rec[3] = (unsigned char)(version >> 8);  rec[4] = (unsigned char)version;
+    sl_store_u64be(rec + 5, (uint64_t)next);
+    sl_store_u64be(rec + 13, (uint64_t)wm);
+    sl_buf_reset(b);
+    return sl_buf_append(b, rec, sizeof rec);
+}
+
+static int progress_load(state_store_t *st, const char *view, int32_t partition, uint32_t version,
+                         int64_t *next, int64_t *wm)
+{
+    sl_buf_t b = SL_BUF_INIT;
+    int rc = state_lookup(st, BACKFILL_PROGRESS_VIEW, partition, view, strlen(view), &b);
+    if (rc == 0) {
+        if (b.len != 21 || b.data[0] != PROGRESS_FMT) rc = SL_ECORRUPT;
+        else {
+            uint32_t v = (uint32_t)b.data[1] << 24 | (uint32_t)b.data[2] << 16 |
+                         (uint32_t)b.data[3] << 8 | b.data[4];
+            if (v != version) rc = SL_ENOTFOUND;     /* from an abandoned attempt */
+            *next = (int64_t)sl_load_u64be(b.data + 5);
+            *wm = (int64_t)sl_load_u64be(b.data + 13);
+        }
+    }
+    sl_buf_free(&b);
+    return rc;
+}
+
+/* ---- the live worker thread ---------------------------------------------- */
+
+typedef struct live {
+    pthread_t thread;
+    bool running;
+    schema_t sub;                 /* the schema without the view (shallow) */
+    ingest_worker_t *w;
+    int rc;
+    char err[1024];
+} live_t;
+
+static void *live_main(void *arg)
+{
+    live_t *l = arg;
+    l->rc = ingest_worker_run(l->w, l->err, sizeof l->err);
+    if (l->rc) sl_error("backfill", "live worker stopped: %s", l->err);
+    return NULL;
+}
+
+static int live_start(live_t *l, const sl_config_t *cfg, const schema_t *schema, int view,
+                      state_store_t *st, char *errstr, size_t errsize)
+{
+    memset(l, 0, sizeof *l);
+    if (schema->n_views < 2) return 0;           /* nothing else to keep live */
+    l->sub = *schema;
+    l->sub.views = calloc(schema->n_views - 1, sizeof *l->sub.views);
+    if (!l->sub.views) return SL_ENOMEM;
+    l->sub.n_views = 0;
+    for (size_t v = 0; v < schema->n_views; v++)
+        if ((int)v != view) l->sub.views[l->sub.n_views++] = schema->views[v];
+    l->sub.services = NULL;                      /* refs index the full view list */
+    l->sub.n_services = 0;
+    ingest_options_t io = { .exit_at_eof = false, .progress_log_ms = 0 };
+    int rc = ingest_worker_new(cfg, &l->sub, st, &io, &l->w, errstr, errsize);
+    if (rc) {
+        free(l->sub.views);
+        l->sub.views = NULL;
+        return rc;
+    }
+    live_worker = l->w;
+    if (pthread_create(&l->thread, NULL, live_main, l)) {
+        live_worker = NULL;
+        ingest_worker_free(l->w);
+        free(l->sub.views);
+        seterr(errstr, errsize, "cannot start the live worker thread");
+        return SL_ENOMEM;
+    }
+    l->running = true;
+    sl_info("backfill", "live ingest of the other %zu view(s) runs meanwhile", l->sub.n_views);
+    return 0;
+}
+
+/* Stops the live worker; its final commit is done when this returns. */
+static void live_stop(live_t *l)
+{
+    if (!l->running) return;
+    ingest_worker_stop(l->w);
+    pthread_join(l->thread, NULL);
+    live_worker = NULL;
+    ingest_worker_free(l->w);
+    free(l->sub.views);
+    l->running = false;
+}
+
+/* ---- the replay ------------------------------------------------------------ */
+
+typedef struct bf {
+    const sl_config_t *cfg;
+    const schema_t *schema;
+    state_store_t *st;
+    const backfill_options_t *o;
+    backfill_stats_t *stats;
+    int view;
+    const schema_view_t *v;
+    const schema_source_t *src;
+    uint32_t version;
+    agg_plan_t *plan;
+    ingest_decoder_t *dec;
+    ingest_cache_t *cache;
+    state_batch_t *batch;
+    replay_t *r;
+    ingest_wm_t *wm;
+    bool *touched;
+    size_t np;
+    bool shared;                  /* another view reads the topic: bound = stored progress */
+    sl_buf_t key, enc, look;
+    agg_input_t keyvals[16];
+} bf_t;
+
+static int bf_commit(bf_t *b, bool with_topic_progress, char *errstr, size_t errsize)
+{
+    int rc = 0;
+    for (ingest_entry_t *e = ingest_cache_dirty(b->cache); e; e = e->dirty_next) {
+        agg_entity_expire(b->plan, e->ent, ingest_wm_accept_from(&b->wm[e->partition]));
+        sl_buf_reset(&b->enc);
+        if ((rc = agg_entity_encode(b->plan, e->ent, &b->enc)) ||
+            (rc = state_batch_put_version(b->batch, b->v->name, b->version, e->partition, e->key,
+                                          e->klen, b->enc.data, b->enc.len)))
+            goto fail;
+    }
+    for (size_t p = 0; p < b->np; p++) {
+        if (!b->touched[p] && !with_topic_progress) continue;
+        replay_part_info_t pi;
+        replay_partition(b->r, p, &pi);
+        int64_t wm = ingest_wm_watermark(&b->wm[p]);
+        if ((rc = progress_encode(&b->enc, b->version, pi.position, wm)) ||
+            (rc = state_batch_put(b->batch, BACKFILL_PROGRESS_VIEW, (int32_t)p, b->v->name,
+                                  strlen(b->v->name), b->enc.data, b->enc.len)))
+            goto fail;
+        if (with_topic_progress &&
+            (rc = state_batch_progress(b->batch, b->src->topic, (int32_t)p, pi.position, wm)))
+            goto fail;
+    }
+    if ((rc = state_batch_commit(b->st, b->batch, errstr, errsize))) goto fail;
+    ingest_cache_clear_dirty(b->cache);
+    ingest_cache_evict(b->cache);
+    memset(b->touched, 0, b->np * sizeof *b->touched);
+    return 0;
+fail:
+    state_batch_clear(b->batch);
+    if (!errstr[0]) seterr(errstr, errsize, "backfill commit failed: %s", sl_strerror(rc));
+    return rc;
+}
+
+static agg_entity_t *entity_load(bf_t *b, int32_t partition, int *rc)
+{
+    agg_entity_t *ent = NULL;
+    *rc = state_lookup_version(b->st, b->v->name, b->version, partition, b->key.data, b->key.len, &b->look);
+    if (*rc == SL_ENOTFOUND) {
+        *rc = 0;
+        if (!(ent = agg_entity_new(b->plan))) *rc = SL_ENOMEM;
+        return ent;
+    }
+    if (*rc) return NULL;
+    *rc = agg_entity_decode(b->plan, b->look.data, b->look.len, &ent);
+    return ent;
+}
+
+static int bf_apply(bf_t *b, rd_kafka_message_t *m)
+{
+    ingest_record_t rec;
+    int32_t p = m->partition;
+    b->touched[p] = true;
+    ingest_bad_t bad = ingest_decode(b->dec, m->payload, m->payload ? m->len : 0, &rec, NULL, 0);
+    if (bad != INGEST_OK) { b->stats->bad++; return 0; }
+    if (ingest_wm_observe_is_late(&b->wm[p], rec.time_ms)) { b->stats->late++; return 0; }
+    if (!ingest_filter_match(&b->v->filter, rec.fields)) return 0;
+    const schema_entity_t *ent = &b->schema->entities[b->v->entity];
+    for (size_t k = 0; k < ent->n_keys; k++) b->keyvals[k] = rec.fields[b->v->key_fields[k]];
+    sl_buf_reset(&b->key);
+    int rc = ingest_key_encode(&b->key, ent->key_types, b->keyvals, ent->n_keys);
+    if (rc == SL_ENOMEM) return rc;
+    if (rc) return 0;
+    ingest_entry_t *e = ingest_cache_find(b->cache, 0, p, b->key.data, b->key.len);
+    if (!e) {
+        agg_entity_t *a = entity_load(b, p, &rc);
+        if (!a) return rc ? rc : SL_ENOMEM;
+        if (!(e = ingest_cache_insert(b->cache, 0, p, b->key.data, b->key.len, a))) {
+            agg_entity_free(a);
+            return SL_ENOMEM;
+        }
+    }
+    agg_event_t ev = { rec.time_ms, rec.fields, rec.n_fields };
+    rc = agg_entity_update(b->plan, e->ent, &ev, ingest_wm_accept_from(&b->wm[p]));
+    if (rc == SL_ENOMEM) return rc;
+    if (rc == 0) {
+        ingest_cache_mark_dirty(b->cache, e);
+        b->stats->events++;
+        replay_count_events(b->r, 1);
+    }
+    return 0;
+}
+
+/* Sets every partition's end to the live worker's committed offset. */
+static void bounds_from_store(bf_t *b)
+{
+    for (size_t p = 0; p < b->np; p++) {
+        int64_t next = -1, wm;
+        replay_part_info_t pi;
+        replay_partition(b->r, p, &pi);
+        if (state_offset_get(b->st, b->src->topic, (int32_t)p, &next, &wm) == 0 && next >= 0)
+            replay_set_end(b->r, (int32_t)p, next);
+    }
+}
+
+/* Reads until every partition reached its end (or stop). Commits on the
+ * config's interval. follow: refresh the ends (high watermarks / stored
+ * progress) on the way; returns when the lag is <= catchup. */
+static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t errsize)
+{
+    int64_t interval = (b->cfg->commit_interval_ms > 0 ? b->cfg->commit_interval_ms : 1000) * 1000000LL;
+    int64_t next_commit = sl_mono_ns() + interval, next_refresh = 0;
+    int fatal = 0, rc = 0;
+    for (;;) {
+        if (atomic_load(&stop_flag)) return SL_ESHUTDOWN;
+        int64_t now = sl_mono_ns();
+        if (follow && now >= next_refresh) {
+            if (b->shared) bounds_from_store(b);
+            else if ((rc = replay_refresh_ends(b->r, errstr, errsize))) return rc;
+            next_refresh = now + 200000000LL;
+        }
+        if (replay_done(b->r) && (!follow || replay_lag(b->r) <= catchup)) return 0;
+        rd_kafka_message_t *m = replay_poll(b->r, 50, &fatal);
+        if (fatal) { seterr(errstr, errsize, "fatal Kafka error replaying %s", b->src->topic); return SL_EKAFKA; }
+        if (m) {
+            rc = bf_apply(b, m);
+            rd_kafka_message_destroy(m);
+            if (rc) { seterr(errstr, errsize, "applying an event: %s", sl_strerror(rc)); return rc; }
+        }
+        if (sl_mono_ns() >= next_commit) {
+            if ((rc = bf_commit(b, false, errstr, errsize))) return rc;
+            next_commit = sl_mono_ns() + interval;
+        }
+        replay_progress(b->r, false, false);
+    }
+}
+
+/* Steps after C2: switch, record the definition, drop the old version,
+ * clear the backfill's records. Idempotent. */
+static int bf_finish(state_store_t *st, const schema_view_t *v, uint32_t version, size_t np,
+                     const char *fp, char *errstr, size_t errsize)
+{
+    int rc = state_view_version_set(st, v->name, version, errstr, errsize);
+    if (rc) return rc;
+    sl_info("backfill", "view '%s': version %u now serves", v->name, version);
+    crash_point("C3");
+    if ((rc = fingerprint_put(st, v->name, fp))) { seterr(errstr, errsize, "cannot record the fingerprint"); return rc; }
+    if (version > 1 && (rc = state_view_version_drop(st, v->name, version - 1, errstr, errsize))) return rc;
+    state_batch_t *b = state_batch_new();
+    if (!b) return SL_ENOMEM;
+    for (size_t p = 0; p < np && !rc; p++)
+        rc = state_batch_delete(b, BACKFILL_PROGRESS_VIEW, (int32_t)p, v->name, strlen(v->name));
+    if (!rc) rc = state_batch_commit(st, b, errstr, errsize);
+    state_batch_free(b);
+    bf_meta_t none = { 0 };
+    if (!rc) rc = meta_write(st, v->name, &none);
+    return rc;
+}
+
+int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *st,
+                 const backfill_options_t *o, backfill_stats_t *stats,
+                 char *errstr, size_t errsize)
+{
+    bf_t b;
+    backfill_stats_t local;
+    live_t live;
+    memset(&b, 0, sizeof b);
+    memset(&live, 0, sizeof live);
+    if (!stats) stats = &local;
+    memset(stats, 0, sizeof *stats);
+    if (errstr && errsize) errstr[0] = '\0';
+    atomic_store(&stop_flag, false);
+    int64_t t0 = sl_mono_ns();
+    int rc = 0;
+
+    int vi = o->view ? schema_view_index(schema, o->view) : -1;
+    if (vi < 0) { seterr(errstr, errsize, "no feature view '%s' in the schema", o->view ? o->view : ""); return SL_EINVAL; }
+    b.cfg = cfg; b.schema = schema; b.st = st; b.o = o; b.stats = stats; b.view = vi;
+    b.v = &schema->views[vi];
+    b.src = &schema->sources[b.v->source];
+    for (size_t v = 0; v < schema->n_views; v++)
+        if ((int)v != vi && schema->views[v].source == b.v->source) b.shared = true;
+    char fp[32];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)b.v->fingerprint);
+
+    bf_meta_t meta;
+    if ((rc = meta_read(st, b.v->name, &meta))) { seterr(errstr, errsize, "cannot read backfill.%s: %s", b.v->name, sl_strerror(rc)); return rc; }
+    uint32_t cur;
+    state_view_version_get(st, b.v->name, &cur);
+    if (meta.present && strcmp(meta.fingerprint, fp) != 0) {
+        sl_warn("backfill", "view '%s': an unfinished backfill of another definition (%s) is abandoned",
+                b.v->name, meta.fingerprint);
+        if (meta.version != cur) state_view_version_drop(st, b.v->name, meta.version, NULL, 0);
+        meta.present = false;
+    }
+    if (meta.present && strcmp(meta.phase, "switch") == 0) {
+        /* Crashed inside the cut-over after the final batch: finish it. */
+        stats->resumed = true;
+        stats->old_version = meta.version - 1;
+        stats->new_version = meta.version;
+        replay_options_t ro = { .topic = b.src->topic, .from_ms = REPLAY_FROM_EARLIEST };
+        replay_t *r = NULL;
+        size_t np = 64;
+        if (replay_new(cfg, &ro, &r, NULL, 0) == 0) np = replay_partition_count(r);
+        replay_free(r);
+        sl_info("backfill", "view '%s': resuming an interrupted cut-over to version %u", b.v->name, meta.version);
+        rc = bf_finish(st, b.v, meta.version, np, fp, errstr, errsize);
+        stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
+        return rc;
+    }
+    if (meta.present) {
+        stats->resumed = true;
+        b.version = meta.version;
+    } else {
+        b.version = cur + 1;
+        /* Leftovers of an abandoned attempt at this version. */
+        if ((rc = state_view_version_drop(st, b.v->name, b.version, errstr, errsize))) return rc;
+        meta = (bf_meta_t){ .present = true, .version = b.version, .from_ms = o->from_ms };
+        snprintf(meta.fingerprint, sizeof meta.fingerprint, "%s", fp);
+        snprintf(meta.phase, sizeof meta.phase, "replay");
+        char pending[64];
+        snprintf(pending, sizeof pending, "%s%s", BACKFILL_PENDING_PREFIX, fp);
+        if ((rc = meta_write(st, b.v->name, &meta)) || (rc = fingerprint_put(st, b.v->name, pending))) {
+            seterr(errstr, errsize, "cannot record the backfill in the store");
+            return rc;
+        }
+    }
+    stats->old_version = b.version - 1;
+    stats->new_version = b.version;
+    sl_info("backfill", "view '%s': %s version %u (serving version %u) from topic %s%s", b.v->name,
+            stats->resumed ? "resuming" : "building", b.version, cur, b.src->topic,
+            b.shared ? ", bounded by the live worker's offsets" : "");
+
+    if ((rc = agg_plan_new(schema, vi, &b.plan, errstr, errsize))) goto out;
+    size_t maxb = cfg->max_message_bytes > 0 ? (size_t)cfg->max_message_bytes : 0;
+    if ((rc = ingest_decoder_new(schema, b.v->source, maxb, &b.dec, errstr, errsize))) goto out;
+    b.cache = ingest_cache_new(cfg->cache_max_entities > 0 ? (size_t)cfg->cache_max_entities : 100000);
+    b.batch = state_batch_new();
+    if (!b.cache || !b.batch) { rc = SL_ENOMEM; goto out; }
+    char what[600];
+    snprintf(what, sizeof what, "backfill %s", b.v->name);
+    replay_options_t ro = { .topic = b.src->topic, .from_ms = meta.from_ms, .what = what,
+                            .progress_ms = o->progress_ms };
+    if ((rc = replay_new(cfg, &ro, &b.r, errstr, errsize))) goto out;
+    b.np = replay_partition_count(b.r);
+    b.wm = calloc(b.np, sizeof *b.wm);
+    b.touched = calloc(b.np, sizeof *b.touched);
+    if (!b.wm || !b.touched) { rc = SL_ENOMEM; goto out; }
+    for (size_t p = 0; p < b.np; p++) {
+        ingest_wm_init(&b.wm[p], b.src->watermark_delay_ms, b.src->allowed_lateness_ms);
+        int64_t next, wm;
+        int g = progress_load(st, b.v->name, (int32_t)p, b.version, &next, &wm);
+        if (g == 0) {
+            replay_set_start(b.r, (int32_t)p, next);
+            ingest_wm_restore(&b.wm[p], wm);
+        } else if (g != SL_ENOTFOUND) {
+            seterr(errstr, errsize, "backfill progress of partition %zu: %s", p, sl_strerror(g));
+            rc = g;
+            goto out;
+        }
+    }
+    if (b.shared) {
+        /* Never past what the store holds for the topic (absent: nothing). */
+        for (size_t p = 0; p < b.np; p++) {
+            replay_part_info_t pi;
+            replay_partition(b.r, p, &pi);
+            int64_t next = -1, wm;
+            if (state_offset_get(st, b.src->topic, (int32_t)p, &next, &wm) != 0 || next < 0) next = pi.start;
+            /* replay_set_end only grows: shrink by re-creating the end. */
+            replay_set_bound(b.r, (int32_t)p, next > pi.start ? next : pi.start);
+        }
+    }
+    if ((rc = replay_start(b.r, errstr, errsize))) goto out;
+    if (o->live && (rc = live_start(&live, cfg, schema, vi, st, errstr, errsize))) goto out;
+
+    /* REPLAY: follow the bound until caught up. */
+    rc = bf_read(&b, true, o->catchup_lag, errstr, errsize);
+    if (rc) {
+        char e2[256];
+        if (bf_commit(&b, false, e2, sizeof e2) == 0 && rc == SL_ESHUTDOWN)
+            sl_info("backfill", "stopped; progress committed, rerun to resume");
+        goto out;
+    }
+    /* DRAIN: fix the bound, read exactly up to it. */
+    int64_t tc = sl_mono_ns();
+    live_stop(&live);
+    if (b.shared) bounds_from_store(&b);
+    else if ((rc = replay_refresh_ends(b.r, errstr, errsize))) goto out;
+    if ((rc = bf_read(&b, false, 0, errstr, errsize))) {
+        char e2[256];
+        bf_commit(&b, false, e2, sizeof e2);
+        goto out;
+    }
+    replay_progress(b.r, true, true);
+    if ((rc = bf_commit(&b, !b.shared, errstr, errsize))) goto out;
+    crash_point("C1");
+    snprintf(meta.phase, sizeof meta.phase, "switch");
+    if ((rc = meta_write(st, b.v->name, &meta))) { seterr(errstr, errsize, "cannot record the cut-over"); goto out; }
+    crash_point("C2");
+    if ((rc = bf_finish(st, b.v, b.version, b.np, fp, errstr, errsize))) goto out;
+    stats->cutover_ms = (double)(sl_mono_ns() - tc) / 1e6;
+out:
+    live_stop(&live);
+    stats->messages = b.r ? replay_messages(b.r) : 0;
+    stats->replay_s = b.r ? replay_elapsed_s(b.r) : 0;
+    stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
+    replay_free(b.r);
+    ingest_decoder_free(b.dec);
+    ingest_cache_free(b.cache);
+    state_batch_free(b.batch);
+    agg_plan_free(b.plan);
+    free(b.wm);
+    free(b.touched);
+    sl_buf_free(&b.key);
+    sl_buf_free(&b.enc);
+    sl_buf_free(&b.look);
+    if (rc && errstr && !errstr[0]) seterr(errstr, errsize, "%s", sl_strerror(rc));
+    return rc;
+}
+
+/* ---- sluice check --state-dir ------------------------------------------------ */
+
+int backfill_check(const schema_t *schema, const char *state_dir, const char *config_path,
+                   FILE *out, char *errstr, size_t errsize)
+{
+    state_store_t *st = NULL;
+    state_options_t so = { .create_if_missing = false, .read_only = true };
+    int rc = state_open(state_dir, &so, &st, errstr, errsize);
+    if (rc) return rc;
+    int need = 0;
+    sl_buf_t b = SL_BUF_INIT;
+    const char *cfgp = config_path ? config_path : "CONFIG";
+    fprintf(out, "views against state dir %s:\n", state_dir);
+    for (size_t v = 0; v < schema->n_views; v++) {
+        const schema_view_t *view = &schema->views[v];
+        char name[600], fp[32];
+        snprintf(name, sizeof name, "view.%s.fingerprint", view->name);
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
+        uint32_t ver;
+        state_view_version_get(st, view->name, &ver);
+        sl_buf_reset(&b);
+        int g = state_meta_get(st, name, &b);
+        const char *status;
+        bool needs = false;
+        if (g == SL_ENOTFOUND) {
+            /* New: does the store already hold progress on its topic? */
+            const char *topic = schema->sources[view->source].topic;
+            bool consumed = false;
+            for (int32_t p = 0; p < 4096 && !consumed; p++) {
+                int64_t next;
+                if (state_offset_get(st, topic, p, &next, NULL) == 0 && next > 0) consumed = true;
+            }
+            status = consumed ? "NEEDS BACKFILL: new view on a topic already consumed (live ingest would start it mid-stream)"
+                              : "new: ingest builds it from the start of its topic";
+            needs = consumed;
+        } else if (g != 0) {
+            status = "cannot read its fingerprint";
+        } else if (b.len == strlen(fp) && memcmp(b.data, fp, b.len) == 0) {
+            status = "ok";
+        } else if (b.len > strlen(BACKFILL_PENDING_PREFIX) &&
+                   memcmp(b.data, BACKFILL_PENDING_PREFIX, strlen(BACKFILL_PENDING_PREFIX)) == 0) {
+            status = "BACKFILL IN PROGRESS (rerun the command to resume it)";
+            needs = true;
+        } else {
+            status = "NEEDS BACKFILL: definition changed since its state was built";
+            needs = true;
+        }
+        fprintf(out, "  %-24s version %u  %s\n", view->name, ver, status);
+        if (needs) {
+            fprintf(out, "      sluice backfill -c %s --view %s\n", cfgp, view->name);
+            need++;
+        }
+    }
+    sl_buf_free(&b);
+    state_close(st);
+    return need;
+}
