@@ -38,6 +38,12 @@
  * (history, or an idle entity queried far ahead) fall back to merging the
  * tiles in range one by one — correct, O(W).
  *
+ * Decoding does not build acc (ts->lazy): a freshly decoded entity answers
+ * the fast-path cases by folding the very partials acc would hold, in the
+ * same order (non-heap) or any order (exact heap aggregates), so the bits
+ * match; the first update or expire builds acc. Serving decodes, queries once
+ * and frees, so it never pays for acc.
+ *
  * Determinism: for aggregates whose merge rounds (sums of doubles, variance,
  * decay) acc is always REBUILT by folding the neighbour's acc with p in a fixed
  * order rather than incremented, so acc is a pure function of (tiles, S).
@@ -214,6 +220,11 @@ static int tiles_add(const agg__feature_t *f, agg__tiles_t *ts, const agg__in_t 
                      int64_t accept_from)
 {
     int rc;
+    if (ts->lazy) {
+        if ((rc = tiles_resplit(f, ts, ts->split)))
+            return rc;
+        ts->lazy = false;
+    }
     int64_t idx = agg__floor_div(in->t, f->hop_ms);
     uint32_t pos = tiles_find(f, ts, idx);
     bool fresh = pos == ts->n || T(f, ts, pos)->idx != idx;
@@ -263,6 +274,29 @@ static int tiles_add(const agg__feature_t *f, agg__tiles_t *ts, const agg__in_t 
     return rc;
 }
 
+/* Non-heap partials only (their copy and merge cannot fail). */
+static void lazy_suffix(const agg__feature_t *f, const agg__tiles_t *ts, uint32_t sp, uint32_t ja,
+                        agg_part_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    (void)agg__part_copy(f, out, &T(f, ts, sp - 1)->p);
+    for (uint32_t k = sp - 1; k-- > ja;) {
+        agg_part_t x = { 0 };
+        (void)agg__part_copy(f, &x, &T(f, ts, k)->p);
+        (void)agg__part_merge(f, &x, out);
+        *out = x;
+    }
+}
+
+static void lazy_prefix(const agg__feature_t *f, const agg__tiles_t *ts, uint32_t sp, uint32_t jb,
+                        agg_part_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    (void)agg__part_copy(f, out, &T(f, ts, sp)->p);
+    for (uint32_t k = sp + 1; k <= jb; k++)
+        (void)agg__part_merge(f, out, &T(f, ts, k)->p);
+}
+
 static void tiles_query(const agg__feature_t *f, const agg__tiles_t *ts, int64_t t,
                         agg__scratch_t *sc, agg_scalar_t *items, agg_part_t *keep,
                         agg_value_t *out)
@@ -283,10 +317,34 @@ static void tiles_query(const agg__feature_t *f, const agg__tiles_t *ts, int64_t
         return;
     }
     uint32_t sp = tiles_find(f, ts, ts->split);
-    if (ja < sp && jb >= sp) {
+    if (ts->lazy && !is_heap_agg(f->agg)) {
+        /* freshly decoded: fold the same partials the accumulators would
+         * hold, in the same order, so the bits match the encoded entity */
+        agg_part_t sfx, pfx;
+        if (ja < sp && jb >= sp) {
+            lazy_suffix(f, ts, sp, ja, &sfx);
+            lazy_prefix(f, ts, sp, jb, &pfx);
+            agg__part_result(f, &sfx, &pfx, t, sc, items, out);
+            return;
+        }
+        if (ja == sp) {
+            lazy_prefix(f, ts, sp, jb, &pfx);
+            agg__part_result(f, &pfx, NULL, t, sc, items, out);
+            return;
+        }
+        if (jb + 1 == sp && T(f, ts, ja)->idx >= front_floor(f, ts)) {
+            lazy_suffix(f, ts, sp, ja, &sfx);
+            agg__part_result(f, &sfx, NULL, t, sc, items, out);
+            return;
+        }
+    } else if (ts->lazy) {
+        /* heap aggregates are exact: any grouping gives the same answer */
+    } else if (ja < sp && jb >= sp) {
         agg__part_result(f, ACC(f, T(f, ts, ja)), ACC(f, T(f, ts, jb)), t, sc, items, out);
         return;
     }
+    if (ts->lazy)
+        goto fold;
     if (ja == sp) {
         agg__part_result(f, ACC(f, T(f, ts, jb)), NULL, t, sc, items, out);
         return;
@@ -295,6 +353,7 @@ static void tiles_query(const agg__feature_t *f, const agg__tiles_t *ts, int64_t
         agg__part_result(f, ACC(f, T(f, ts, ja)), NULL, t, sc, items, out);
         return;
     }
+fold:;
     /* slow path: fold the tiles in range */
     agg_part_t tmp = { 0 };
     int rc = 0;
@@ -338,6 +397,11 @@ static void tiles_expire(const agg__feature_t *f, agg__tiles_t *ts, int64_t acce
 {
     if (accept_from == INT64_MIN || !ts->n)
         return;
+    if (ts->lazy) {
+        if (tiles_resplit(f, ts, ts->split))
+            return;                 /* out of memory: keep everything */
+        ts->lazy = false;
+    }
     int64_t keep = sat_sub(agg__floor_div(accept_from, f->hop_ms), f->ntiles - 1);
     tiles_drop_before(f, ts, keep);
     if (ts->n && f->ntiles > 1 && keep > ts->split) {
@@ -626,8 +690,9 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
         }
         if (ts->split > T(f, ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
             return SL_ECORRUPT;
-        if (f->ntiles > 1)
-            return tiles_resplit(f, ts, ts->split);
+        /* prefix/suffix partials are built on the first update or expire;
+         * until then queries fold (serving decodes, queries once, frees) */
+        ts->lazy = f->ntiles > 1;
         return 0;
     }
     agg__sessions_t *ss = &st->sess;

@@ -21,6 +21,7 @@ typedef struct agg__tiles {
     unsigned char *v;       /* tiles at slots [off, off+n), idx strictly increasing */
     uint32_t off, n, cap;
     int64_t split;          /* tiles with idx >= split are the back part */
+    bool lazy;              /* decoded, acc not built yet (all zero) */
 } agg__tiles_t;
 
 typedef struct agg__sess {
