@@ -34,6 +34,15 @@
 
 #define AGG_STR_MAX (1u << 20)      /* longest string kept by first/last/last_n */
 
+/* Test builds (-DAGG_COUNT_OPS) count merges and copies of partials, so that
+ * tests/aggregates/test_agg_cost.c can pin the cost claims of agg_window.c. */
+#ifdef AGG_COUNT_OPS
+long agg__n_ops;
+#define COUNT_OP() (agg__n_ops++)
+#else
+#define COUNT_OP() ((void)0)
+#endif
+
 /* ---- values with owned strings ------------------------------------------ */
 
 /* On failure *sv is unchanged. */
@@ -339,6 +348,7 @@ int agg__part_add(const agg__feature_t *f, agg_part_t *p, const agg__in_t *in)
 int agg__part_merge(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *src)
 {
     int rc = 0;
+    COUNT_OP();
     if (!src->n)
         return 0;
     if (!dst->n && !is_heap(f->agg)) {
@@ -413,6 +423,7 @@ int agg__part_merge(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *
 
 int agg__part_copy(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *src)
 {
+    COUNT_OP();
     memcpy(dst, src, f->psize);
     if (!is_heap(f->agg))
         return 0;
