@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# replay_bench.sh — replay figures (backfill, training-set) beside live ingest
+# and the raw consume rate of the same topic, measured in the same run.
+#
+#   bench/replay_bench.sh BUILD_DIR [EVENTS] [LABELS] [BOOTSTRAP]
+#
+# BUILD_DIR is a Release build (no sanitizers) with `sluice` built. Without
+# BOOTSTRAP a broker is started with tests/kafka/kafka-broker.sh in
+# BUILD_DIR/bench-replay-kafka (stopped on exit). Steps, on the card_fraud
+# example schema (3 views, 18 features; payments topic, 4 partitions):
+#   1. sluice generate EVENTS events (default 1,000,000)
+#   2. raw consume ceiling: kcat reads the whole topic, no processing
+#   3. live ingest: sluice ingest --exit-at-eof, all 3 views (the peer)
+#   4. backfill of card_activity (12 features, definition changed) with
+#      --no-live: the replay alone, exactly the live code path, 1 view
+#   5. backfill of card_declines (2 features, filtered)
+#   6. training-set: LABELS label rows (default 1,000,000) for fraud_model_v1
+# Prints events/s for each and rows/s for the training set.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+build="$(cd "${1:?usage: replay_bench.sh BUILD_DIR [EVENTS] [LABELS] [BOOTSTRAP]}" && pwd)"
+events="${2:-1000000}"
+labels="${3:-1000000}"
+sluice="$build/cmd/sluice"
+work="$build/bench-replay"
+script="$here/../tests/kafka/kafka-broker.sh"
+rm -rf "$work"
+mkdir -p "$work"
+
+if [ -n "${4:-}" ]; then
+  bootstrap="$4"
+else
+  bash "$script" fetch
+  bash "$script" start "$build/bench-replay-kafka"
+  trap 'bash "$script" stop "$build/bench-replay-kafka" >/dev/null 2>&1 || true' EXIT
+  bootstrap="$(head -n1 "$build/bench-replay-kafka/bootstrap")"
+fi
+
+topic="payments-bench-$$"
+sed "s/topic: payments/topic: $topic/" "$here/../schemas/examples/card_fraud.yaml" > "$work/s1.yaml"
+# Changed definitions (so the fingerprints differ and a backfill is needed).
+sed -e 's/txn_count_10m,   aggregate: count,           window: {sliding: 10m, hop: 1m}/txn_count_10m,   aggregate: count,           window: {sliding: 15m, hop: 1m}/' \
+    -e 's/declines_1h,  aggregate: count, window: {sliding: 1h, hop: 1m}/declines_1h,  aggregate: count, window: {sliding: 2h, hop: 1m}/' \
+    "$work/s1.yaml" > "$work/s2.yaml"
+for s in 1 2; do
+  printf 'schemas: [s%s.yaml]\nbrokers: "%s"\ngroup_id: bench-%s-%s\nstate_dir: %s/state\nlog_level: warn\n' \
+    "$s" "$bootstrap" "$$" "$s" "$work" > "$work/c$s.yaml"
+done
+
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
+
+echo "== replay bench: $events events, $labels labels, broker $bootstrap, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$sluice" generate --schema "$work/s1.yaml" --source payments --brokers "$bootstrap" --events "$events" \
+  --partitions 4 --start-time 1700000000000 --spacing-us 10000 --entities 100000 --quiet
+
+t0=$(now)
+n=$(kcat -b "$bootstrap" -C -t "$topic" -o beginning -e -q -f '%o\n' | wc -l)
+t1=$(now)
+echo "raw consume (kcat, no processing):        $(rate "$n" "$t0" "$t1") msg/s ($n messages)"
+
+t0=$(now)
+"$sluice" ingest -c "$work/c1.yaml" --exit-at-eof 2>/dev/null
+t1=$(now)
+echo "live ingest, 3 views (sluice ingest):     $(rate "$events" "$t0" "$t1") msg/s (incl. group join ~3 s)"
+
+for view in card_activity card_declines; do
+  out=$("$sluice" backfill -c "$work/c2.yaml" --view "$view" --no-live --quiet 2>&1 | tail -1)
+  r=$(echo "$out" | sed -n 's/.* \([0-9]*\) msg\/s.*/\1/p')
+  echo "backfill $view (replay, 1 view):  ${r} msg/s  [$out]" | cut -c1-220
+done
+
+python3 - "$work/labels.csv" "$labels" <<'EOF'
+import random, sys
+random.seed(7)
+path, n = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    f.write("card_id,merchant_id,timestamp,label\n")
+    for i in range(n):
+        f.write("card-%06d,merchant-%06d,%d,%d\n" % (random.randint(1, 100000), random.randint(1, 10000),
+                1700000000000 + random.randint(0, 10000000), i % 2))
+EOF
+"$sluice" training-set -c "$work/c2.yaml" --service fraud_model_v1 --labels "$work/labels.csv" \
+  --out "$work/out.csv" --quiet 2>&1 | tail -1
