@@ -142,10 +142,13 @@ bool agg_entity_open_session(const agg_plan_t *plan, const agg_entity_t *ent,
 size_t agg_entity_completed_sessions(const agg_plan_t *plan, const agg_entity_t *ent,
                                      int feature, agg_session_t *out, size_t max);
 
-/* Versioned binary encoding of an entity's state. encode appends to buf;
- * returns 0 or SL_ENOMEM. decode returns 0 and a new entity, or SL_ECORRUPT
- * (truncated / malformed), SL_EVERSION (unknown format version) with
- * *out NULL; it never reads outside [data, data+len). */
+/* Versioned binary encoding of an entity's state (docs/aggregates.md).
+ * encode appends to buf; returns 0 or SL_ENOMEM (buf as before). decode
+ * returns 0 and a new entity, or SL_ECORRUPT (truncated / malformed),
+ * SL_EVERSION (unknown format version), SL_ESCHEMA (state of another
+ * definition of the view: fingerprint or features differ) or SL_ENOMEM, with
+ * *out NULL; it never reads outside [data, data+len). A decoded entity
+ * answers every query bit-for-bit like the one encoded. */
 int agg_entity_encode(const agg_plan_t *plan, const agg_entity_t *ent, sl_buf_t *buf);
 int agg_entity_decode(const agg_plan_t *plan, const void *data, size_t len,
                       agg_entity_t **out);
