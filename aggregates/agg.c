@@ -14,7 +14,7 @@
  * (a missing or unconvertible value skips that feature only) and hands it to
  * the window. Late events are refused before anything is touched.
  *
- * Encoding (format version 1), all integers varint / zig-zag varint:
+ * Encoding (format version 2), all integers varint / zig-zag varint:
  *
  *   u8 version | u64be view fingerprint | varint n_features |
  *   u8 has_events | svarint last_event_ms | per feature: u8 aggregate, u8 window kind,

@@ -12,8 +12,9 @@
 #include "agg.h"
 #include "sl_buf.h"
 
-/* Format version of agg_entity_encode output. */
-#define AGG_FORMAT_VERSION 1
+/* Format version of agg_entity_encode output. 1 was a pre-release layout
+ * (absolute times inside partials) and is refused with SL_EVERSION. */
+#define AGG_FORMAT_VERSION 2
 
 /* Event times must lie in [-AGG_TIME_LIMIT, AGG_TIME_LIMIT] (about +-36 million
  * years), which keeps every time difference inside int64. */

@@ -366,10 +366,14 @@ Test(agg_known, decode_rejects_bad_input)
     sl_buf_put_u8(&buf, 0);
     cr_assert_eq(agg_entity_decode(fx.plan, buf.data, buf.len, &d), SL_ECORRUPT);
     buf.len--;
-    /* unknown version */
-    buf.data[0] = 2;
+    /* unknown versions: the next one, and version 1 (a pre-release layout) */
+    unsigned char ver = buf.data[0];
+    cr_assert_eq(ver, 2);
+    buf.data[0] = (unsigned char)(ver + 1);
     cr_assert_eq(agg_entity_decode(fx.plan, buf.data, buf.len, &d), SL_EVERSION);
     buf.data[0] = 1;
+    cr_assert_eq(agg_entity_decode(fx.plan, buf.data, buf.len, &d), SL_EVERSION);
+    buf.data[0] = ver;
     /* another view's state */
     buf.data[3] ^= 0x40;
     cr_assert_eq(agg_entity_decode(fx.plan, buf.data, buf.len, &d), SL_ESCHEMA);
