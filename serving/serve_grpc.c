@@ -42,7 +42,24 @@ struct serve_grpc {
 typedef struct serve_grpc_thread {
     serve_scratch_t *sc;
     serve_value_t *vals;
+    state_partition_progress_t *pp;   /* committed progress, grown as needed */
+    size_t pp_cap;
 } serve_grpc_thread_t;
+
+/* Reads the committed progress of every partition into t->pp; returns how
+ * many (0 on allocation failure: the token is then empty, never wrong). */
+static size_t serve_grpc__progress(const serve_backend_t *be, serve_grpc_thread_t *t)
+{
+    if (!be->progress) return 0;
+    for (;;) {
+        size_t n = be->progress(be, t->pp, t->pp_cap);
+        if (n <= t->pp_cap) return n;
+        state_partition_progress_t *pp = realloc(t->pp, n * 2 * sizeof *pp);
+        if (!pp) return 0;
+        t->pp = pp;
+        t->pp_cap = n * 2;
+    }
+}
 
 /* ---- arena ------------------------------------------------------------- */
 
@@ -155,8 +172,6 @@ static Sluice__V1__FeatureValue *serve_grpc__value(arena_t *a, const serve_value
 }
 
 /* ---- consistency tokens ------------------------------------------------ */
-
-#define SERVE_GRPC_MAX_PARTITIONS 4096
 
 /* Is every partition of `want` at or past its offset in `have`? On false,
  * says which one is behind. */
@@ -299,7 +314,6 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     const serve_backend_t *be = g->be;
     const schema_t *s = be->schema;
     arena_t a = { 0 };
-    state_partition_progress_t *pp = NULL;
     Sluice__V1__GetOnlineFeaturesRequest *req =
         sluice__v1__get_online_features_request__unpack(NULL, len, data);
     if (!req) {
@@ -316,16 +330,13 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     if (serve_grpc__columns(s, req, &a, &cols, &n_cols, reply) != RPC_OK) goto out;
 
     /* progress first: the token must not claim more than what we read */
-    pp = malloc(SERVE_GRPC_MAX_PARTITIONS * sizeof *pp);
-    if (!pp) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
-    size_t n_pp = be->progress ? be->progress(be, pp, SERVE_GRPC_MAX_PARTITIONS) : 0;
-    if (n_pp > SERVE_GRPC_MAX_PARTITIONS) n_pp = SERVE_GRPC_MAX_PARTITIONS;
+    size_t n_pp = serve_grpc__progress(be, t);
     if (req->min_token && req->min_token->n_partitions) {
         int64_t wait = req->min_token_wait_ms ? req->min_token_wait_ms : 1000;
         if (wait > g->opts.max_token_wait_ms) wait = g->opts.max_token_wait_ms;
         int64_t until = sl_mono_ns() + wait * 1000000;
         char why[300] = "";
-        while (!serve_grpc__token_reached(req->min_token, pp, n_pp, why, sizeof why)) {
+        while (!serve_grpc__token_reached(req->min_token, t->pp, n_pp, why, sizeof why)) {
             if (sl_mono_ns() >= until) {
                 rpc_reply_fail(reply, RPC_UNAVAILABLE, "consistency token not reached within %lld ms: %s",
                                (long long)wait, why);
@@ -333,8 +344,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
             }
             struct timespec ts = { 0, 2 * 1000000 };
             nanosleep(&ts, NULL);
-            n_pp = be->progress(be, pp, SERVE_GRPC_MAX_PARTITIONS);
-            if (n_pp > SERVE_GRPC_MAX_PARTITIONS) n_pp = SERVE_GRPC_MAX_PARTITIONS;
+            n_pp = serve_grpc__progress(be, t);
         }
     }
 
@@ -389,10 +399,9 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
             }
         }
     }
-    resp.token = serve_grpc__token(&a, pp, n_pp);
+    resp.token = serve_grpc__token(&a, t->pp, n_pp);
     arena_pack(&a, &resp.base, reply);
 out:
-    free(pp);
     arena_free(&a);
     sluice__v1__get_online_features_request__free_unpacked(req, NULL);
 }
@@ -534,6 +543,7 @@ static void serve_grpc__thread_free(void *ctx, void *tctx)
     serve_grpc_thread_t *t = tctx;
     if (!t) return;
     if (t->sc) g->be->scratch_free(t->sc);
+    free(t->pp);
     free(t->vals);
     free(t);
 }
