@@ -45,6 +45,8 @@ static void usage(FILE *f)
         "                      first offset at or after that Kafka timestamp\n"
         "  --no-live           do not ingest the other views meanwhile\n"
         "  --catchup-lag N     cut over once at most N offsets behind (default 0)\n"
+        "  --commit-interval D commit the new version every D (default 10s: nobody reads\n"
+        "                      it yet; a crash replays at most D of work)\n"
         "  --quiet             no progress output\n"
         "  --set key=value     override a config option\n");
 }
@@ -84,6 +86,13 @@ int cmd_backfill(int argc, char **argv)
         }
         else if (!strcmp(a, "--no-live")) o.live = false;
         else if (!strcmp(a, "--catchup-lag") && has) o.catchup_lag = strtoll(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--commit-interval") && has) {
+            if (sl_duration_parse(argv[++i], 0, &o.commit_interval_ms)) {
+                fprintf(stderr, "sluice backfill: --commit-interval %s: not a duration\n", argv[i]);
+                status = 2;
+                goto out;
+            }
+        }
         else if (!strcmp(a, "--quiet")) o.progress_ms = 0;
         else if (!strcmp(a, "--set") && has) i++;
         else {

@@ -383,7 +383,9 @@ static void bounds_from_store(bf_t *b)
  * progress) on the way; returns when the lag is <= catchup. */
 static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t errsize)
 {
-    int64_t interval = (b->cfg->commit_interval_ms > 0 ? b->cfg->commit_interval_ms : 1000) * 1000000LL;
+    /* No serving freshness to keep for a version nobody reads yet: commit
+     * rarely (every commit re-encodes the hot entities). */
+    int64_t interval = (b->o->commit_interval_ms > 0 ? b->o->commit_interval_ms : 10000) * 1000000LL;
     int64_t next_commit = sl_mono_ns() + interval, next_refresh = 0;
     int fatal = 0, rc = 0;
     for (;;) {

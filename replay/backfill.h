@@ -31,6 +31,7 @@ typedef struct backfill_options {
     int64_t from_ms;              /* REPLAY_FROM_EARLIEST or epoch ms (a fresh start only) */
     bool live;                    /* run live ingest of the other views meanwhile */
     int64_t progress_ms;          /* 0 = quiet */
+    int64_t commit_interval_ms;   /* state commits of the new version; 0 = 10 s */
     int64_t catchup_lag;          /* cut over when the lag is at most this many offsets (default 0) */
 } backfill_options_t;
 

@@ -572,6 +572,8 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
     if ((rc = replay_start(r, errstr, errsize))) goto out;
 
     int fatal = 0;
+    int64_t frontier = INT64_MIN;
+    unsigned iter = 0;
     while (ps.cursor < j->n_labels) {
         rd_kafka_message_t *m = NULL;
         bool done = replay_done(r);
@@ -579,10 +581,12 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
             m = replay_poll(r, 100, &fatal);
             if (fatal) { seterr(errstr, errsize, "fatal Kafka error while replaying %s", src->topic); rc = SL_EKAFKA; goto out; }
         }
+        bool moved = false;
         if (m) {
             ingest_record_t rec;
             ingest_bad_t bad = ingest_decode(dec, m->payload, m->payload ? m->len : 0, &rec, NULL, 0);
             ingest_wm_t *w = &wm[m->partition];
+            int64_t before = ingest_wm_accept_from(w);
             if (bad != INGEST_OK) {
                 n_bad++;
             } else if (ingest_wm_observe_is_late(w, rec.time_ms)) {
@@ -592,16 +596,22 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
                 if (!e || heap_push(&heap, e)) { free(e); rc = SL_ENOMEM; goto out; }
                 if (heap.n > j->stats->buffered_max) j->stats->buffered_max = heap.n;
             }
+            moved = ingest_wm_accept_from(w) != before;
             rd_kafka_message_destroy(m);
         }
-        /* Frontier: min accept_from over unfinished partitions. */
-        int64_t frontier = INT64_MAX;
-        for (size_t p = 0; p < np; p++) {
-            replay_part_info_t pi;
-            replay_partition(r, p, &pi);
-            if (pi.position >= pi.end) continue;
-            int64_t af = ingest_wm_accept_from(&wm[p]);
-            if (af < frontier) frontier = af;
+        /* Frontier: min accept_from over unfinished partitions. Recomputed
+         * when the message moved its partition's accept_from, when idle,
+         * and every 256 messages (a stale frontier is lower, so it only
+         * delays releases: always safe). */
+        if (!m || moved || (++iter & 255) == 0) {
+            frontier = INT64_MAX;
+            for (size_t p = 0; p < np; p++) {
+                replay_part_info_t pi;
+                replay_partition(r, p, &pi);
+                if (pi.position >= pi.end) continue;
+                int64_t af = ingest_wm_accept_from(&wm[p]);
+                if (af < frontier) frontier = af;
+            }
         }
         while (heap.n && heap.a[0]->time < frontier) {
             pev_t *e = heap_pop(&heap);

@@ -218,7 +218,8 @@ Test(backfill, added_view_matches_oracle_and_switch_is_atomic, .timeout = 300)
     pthread_t th;
     pthread_create(&th, NULL, reader_main, &r);
 
-    backfill_options_t o = { .view = "route_stats", .from_ms = REPLAY_FROM_EARLIEST, .live = true };
+    backfill_options_t o = { .view = "route_stats", .from_ms = REPLAY_FROM_EARLIEST, .live = true,
+                             .commit_interval_ms = 100 };
     backfill_stats_t bs;
     int rc = backfill_run(&e.cfg, e.s2, st, &o, &bs, err, sizeof err);
     usleep(200000);
@@ -274,7 +275,7 @@ static pid_t spawn(const char *bin, const char *config, const char *crash, bool 
         int fd = open("/dev/null", 1);
         if (fd >= 0) dup2(fd, 1);
         char *argv[] = { (char *)bin, "backfill", "-c", (char *)config, "--view", "route_stats",
-                         "--quiet", live ? NULL : "--no-live", NULL };
+                         "--quiet", "--commit-interval", "100ms", live ? NULL : "--no-live", NULL };
         execv(bin, argv);
         _exit(127);
     }
