@@ -588,6 +588,16 @@ int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
 
 int serve_grpc_port(const serve_grpc_t *g) { return rpc_server_port(g->rpc); }
 
+void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
+                      uint64_t *unauthenticated)
+{
+    rpc_server_stats_t st;
+    rpc_server_stats(g->rpc, &st);
+    *calls = st.calls;
+    *errors = st.errors;
+    *unauthenticated = st.unauthenticated;
+}
+
 void serve_grpc_stop(serve_grpc_t *g)
 {
     if (!g) return;

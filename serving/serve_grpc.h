@@ -31,4 +31,8 @@ int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
 int serve_grpc_port(const serve_grpc_t *g);
 void serve_grpc_stop(serve_grpc_t *g);
 
+/* Calls, failed calls, unauthenticated calls since start. */
+void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
+                      uint64_t *unauthenticated);
+
 #endif

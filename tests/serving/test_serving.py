@@ -210,7 +210,11 @@ def setUpModule():
         cfg = os.path.join(ARGS.work, "config-%s.yaml" % name)
         with open(cfg, "w") as f:
             f.write("schemas: [schema.yaml]\nstate_dir: %s\n" % d)
-        subprocess.run([ARGS.seed, cfg, ev_path], check=True, stdout=subprocess.DEVNULL)
+        extra = []
+        if name == "state-limited":
+            # coverage starts 30 minutes ago: 1h/1d windows read as partial
+            extra = ["user_stats=%d" % (NOW - 30 * MIN)]
+        subprocess.run([ARGS.seed, cfg, ev_path] + extra, check=True, stdout=subprocess.DEVNULL)
     MAIN = Server("main", os.path.join(ARGS.work, "state"), ["max_entities=50"])
     LIMITED = Server("limited", os.path.join(ARGS.work, "state-limited"),
                      ["password=s3cret", "grpc_token=tok3n", "max_args=16", "max_request_bytes=4096",
@@ -603,6 +607,23 @@ class Grpc(unittest.TestCase):
 
 
 class GrpcLimited(unittest.TestCase):
+    def test_partial_window_status(self):
+        ch = grpc.insecure_channel("127.0.0.1:%d" % LIMITED.grpc_port)
+        stub = pbg.FeatureServiceStub(ch)
+        us = [u for u in users() if oracle_user(EVENTS, u, NOW)[0] == "present"]
+        req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=["user_stats:*"]),
+                                          entities=[pb.EntityRow(keys={"user_id": u}) for u in us[:5]])
+        resp = stub.GetOnlineFeatures(req, metadata=[("authorization", "Bearer tok3n")])
+        sliding = {"clicks_1h", "amount_sum_1h", "amount_min_1h", "amount_max_1d", "amount_sum_1d"}
+        for uid, row in zip(us, resp.results):
+            _, vals, _ = oracle_user(EVENTS, uid, resp.served_at_ms)
+            for i, f in enumerate(USER_FEATURES):
+                want = pb.PARTIAL_WINDOW if f in sliding else pb.PRESENT
+                self.assertEqual(row.values[i].status, want, (uid, f))
+                self.assertTrue(close(vals[f], value_of(row.values[i].value)), (uid, f))
+        ch.close()
+
+
     def test_bearer_token_and_size(self):
         ch = grpc.insecure_channel("127.0.0.1:%d" % LIMITED.grpc_port)
         stub = pbg.FeatureServiceStub(ch)
