@@ -18,9 +18,19 @@
  * is partial. Session and lifetime windows are never flagged. The entries are
  * re-read at most once a second (not per lookup: one state read per entity).
  *
+ * Entity cache: each thread keeps decoded entities (and "not found"
+ * answers) in a direct-mapped cache of SERVE_CACHE_SLOTS slots, bounded to
+ * SERVE_CACHE_BYTES, tagged with the store's commit counter read BEFORE the
+ * state read. An entry serves only while the counter is unchanged: the store
+ * bumps it after a commit is visible (and after its progress is published),
+ * so a cached entity is never older than a fresh read would be, and tokens
+ * stay truthful. Live (sluice run), every commit empties the caches lazily;
+ * on a read-only or idle store they keep hot entities decoded. The query
+ * itself always runs at the request time.
+ *
  * Threads: the backend is shared and read-only except for the coverage
  * cache (relaxed atomics); each thread has its own scratch (key and value
- * buffers, the decoded entity, the raw query results).
+ * buffers, the entity cache, the raw query results).
  */
 #include "serve_lookup.h"
 #include "entity_key.h"
@@ -33,6 +43,17 @@
 #include <string.h>
 
 #define SERVE_SINCE_REFRESH_MS 1000
+#define SERVE_CACHE_SLOTS 4096                 /* per thread, power of two */
+#define SERVE_CACHE_BYTES ((size_t)32 << 20)   /* per thread */
+
+typedef struct serve_cache_slot {
+    bool used;
+    int view;
+    uint64_t gen;             /* state_commit_count when read */
+    sl_buf_t key;
+    agg_entity_t *ent;        /* NULL: the entity had no state */
+    size_t mem;
+} serve_cache_slot_t;
 
 struct serve_state_backend {
     serve_backend_t be;
@@ -49,8 +70,10 @@ struct serve_scratch {
     sl_buf_t key;
     sl_buf_t val;
     sl_buf_t meta;
-    agg_entity_t *ent;
     agg_value_t *raw;
+    serve_cache_slot_t *cache;
+    size_t cache_bytes;
+    agg_entity_t *spare;      /* a decoded entity too big for the cache */
 };
 
 static serve_scratch_t *serve_state__scratch_new(const serve_backend_t *be)
@@ -60,7 +83,13 @@ static serve_scratch_t *serve_state__scratch_new(const serve_backend_t *be)
     if (!sc) return NULL;
     sc->sb = sb;
     sc->raw = calloc(sb->max_features + 1, sizeof *sc->raw);
-    if (!sc->raw) { free(sc); return NULL; }
+    sc->cache = calloc(SERVE_CACHE_SLOTS, sizeof *sc->cache);
+    if (!sc->raw || !sc->cache) {
+        free(sc->raw);
+        free(sc->cache);
+        free(sc);
+        return NULL;
+    }
     return sc;
 }
 
@@ -70,7 +99,12 @@ static void serve_state__scratch_free(serve_scratch_t *sc)
     sl_buf_free(&sc->key);
     sl_buf_free(&sc->val);
     sl_buf_free(&sc->meta);
-    agg_entity_free(sc->ent);
+    for (size_t i = 0; i < SERVE_CACHE_SLOTS; i++) {
+        sl_buf_free(&sc->cache[i].key);
+        agg_entity_free(sc->cache[i].ent);
+    }
+    free(sc->cache);
+    agg_entity_free(sc->spare);
     free(sc->raw);
     free(sc);
 }
@@ -109,6 +143,71 @@ static bool serve_state__partial(const schema_feature_t *f, int64_t since, int64
     }
 }
 
+static uint64_t serve_state__hash(int view, const unsigned char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)(unsigned)view;
+    for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* The decoded state of (view, sc->key) from the thread's cache or one state
+ * read; *out NULL when the entity has no state. Returns 0 or a state /
+ * decode error (errstr set). *out stays valid until the thread's next
+ * lookup. */
+static int serve_state__entity(serve_state_backend_t *sb, serve_scratch_t *sc, int view,
+                               const agg_entity_t **out, char *errstr, size_t errsize)
+{
+    const schema_view_t *v = &sb->schema->views[view];
+    uint64_t gen = state_commit_count(sb->st);
+    serve_cache_slot_t *slot =
+        &sc->cache[serve_state__hash(view, sc->key.data, sc->key.len) & (SERVE_CACHE_SLOTS - 1)];
+    if (slot->used && slot->gen == gen && slot->view == view && slot->key.len == sc->key.len &&
+        memcmp(slot->key.data, sc->key.data, sc->key.len) == 0) {
+        *out = slot->ent;
+        return 0;
+    }
+    /* evict whatever the slot held */
+    if (slot->used) {
+        sc->cache_bytes -= slot->mem;
+        agg_entity_free(slot->ent);
+        slot->ent = NULL;
+        slot->used = false;
+    }
+    agg_entity_t *ent = NULL;
+    int rc = state_lookup(sb->st, v->name, -1, sc->key.data, sc->key.len, &sc->val);
+    if (rc && rc != SL_ENOTFOUND) {
+        snprintf(errstr, errsize, "state read failed for view '%s': %s", v->name, sl_strerror(rc));
+        return rc;
+    }
+    if (rc == 0) {
+        rc = agg_entity_decode(sb->plans[view], sc->val.data, sc->val.len, &ent);
+        if (rc) {
+            snprintf(errstr, errsize, "stored state of view '%s' does not decode: %s", v->name,
+                     sl_strerror(rc));
+            return rc;
+        }
+    }
+    size_t mem = (ent ? agg_entity_mem_size(ent) : 0) + sc->key.len + sizeof *slot;
+    if (sc->cache_bytes + mem <= SERVE_CACHE_BYTES) {
+        sl_buf_reset(&slot->key);
+        if (sl_buf_append(&slot->key, sc->key.data, sc->key.len) == 0) {
+            slot->used = true;
+            slot->view = view;
+            slot->gen = gen;
+            slot->ent = ent;
+            slot->mem = mem;
+            sc->cache_bytes += mem;
+            *out = ent;
+            return 0;
+        }
+    }
+    /* not cached: park it in the slot-less holder until the next lookup */
+    agg_entity_free(sc->spare);
+    sc->spare = ent;
+    *out = ent;
+    return 0;
+}
+
 static int serve_state__lookup(const serve_backend_t *be, serve_scratch_t *sc, int view,
                                const serve_key_t *key, int64_t now_ms, serve_value_t *out,
                                char *errstr, size_t errsize)
@@ -137,22 +236,12 @@ static int serve_state__lookup(const serve_backend_t *be, serve_scratch_t *sc, i
         memset(&out[f], 0, sizeof out[f]);
         out[f].status = SERVE_STATUS_NOT_FOUND;
     }
-    rc = state_lookup(sb->st, v->name, -1, sc->key.data, sc->key.len, &sc->val);
-    if (rc == SL_ENOTFOUND) return 0;
-    if (rc) {
-        snprintf(errstr, errsize, "state read failed for view '%s': %s", v->name, sl_strerror(rc));
-        return rc;
-    }
-    agg_entity_free(sc->ent);
-    sc->ent = NULL;
-    rc = agg_entity_decode(sb->plans[view], sc->val.data, sc->val.len, &sc->ent);
-    if (rc) {
-        snprintf(errstr, errsize, "stored state of view '%s' does not decode: %s", v->name,
-                 sl_strerror(rc));
-        return rc;
-    }
-    if (v->ttl_ms > 0 && agg_entity_is_idle(sb->plans[view], sc->ent, now_ms)) {
-        int64_t last = agg_entity_last_event_ms(sc->ent);
+    const agg_entity_t *ent_state = NULL;
+    rc = serve_state__entity(sb, sc, view, &ent_state, errstr, errsize);
+    if (rc) return rc;
+    if (!ent_state) return 0;                          /* NOT_FOUND */
+    if (v->ttl_ms > 0 && agg_entity_is_idle(sb->plans[view], ent_state, now_ms)) {
+        int64_t last = agg_entity_last_event_ms(ent_state);
         for (size_t f = 0; f < v->n_features; f++) {
             out[f].status = SERVE_STATUS_OUTSIDE_TTL;
             out[f].val.newest_event_ms = last;
@@ -161,7 +250,7 @@ static int serve_state__lookup(const serve_backend_t *be, serve_scratch_t *sc, i
     }
     serve_state__refresh_since(sb, sc, sl_now_ms());
     int64_t since = atomic_load_explicit(&sb->since_ms[view], memory_order_relaxed);
-    agg_entity_query(sb->plans[view], sc->ent, now_ms, sc->raw);
+    agg_entity_query(sb->plans[view], ent_state, now_ms, sc->raw);
     for (size_t f = 0; f < v->n_features; f++) {
         out[f].val = sc->raw[f];
         out[f].status = serve_state__partial(&v->features[f], since, now_ms)
