@@ -367,6 +367,65 @@ static void resp__cmd_auth(resp_conn_t *c, const resp_cmd_t *cmd)
     resp_reply_status(&c->out, "OK");
 }
 
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only. Clients that
+ * ask for 3 get -NOPROTO and fall back to RESP2, as with an old Redis. */
+static void resp__cmd_hello(resp_conn_t *c, const resp_cmd_t *cmd)
+{
+    size_t i = 1;
+    if (cmd->argc > 1) {
+        if (!(cmd->argvlen[1] == 1 && (cmd->argv[1][0] == '2'))) {
+            resp_reply_error(&c->out, cmd->argvlen[1] == 1 && cmd->argv[1][0] == '3'
+                             ? "NOPROTO sorry, this protocol version is not supported"
+                             : "NOPROTO unsupported protocol version");
+            return;
+        }
+        i = 2;
+    }
+    for (; i < cmd->argc; i++) {
+        if (resp__eq(cmd->argv[i], cmd->argvlen[i], "AUTH") && i + 2 < cmd->argc) {
+            const char *pw = c->loop->srv->password;
+            const char *given = cmd->argv[i + 2];
+            size_t gl = cmd->argvlen[i + 2];
+            bool ok = pw && resp__eq(cmd->argv[i + 1], cmd->argvlen[i + 1], "default") &&
+                      strlen(pw) == gl && memcmp(pw, given, gl) == 0;
+            if (!ok) {
+                resp_reply_error(&c->out, pw ? "WRONGPASS invalid username-password pair or user is disabled."
+                                             : "ERR AUTH <password> called without any password configured "
+                                               "for the default user. Are you sure your configuration is correct?");
+                return;
+            }
+            c->authed = true;
+            i += 2;
+        } else if (resp__eq(cmd->argv[i], cmd->argvlen[i], "SETNAME") && i + 1 < cmd->argc) {
+            snprintf(c->name, sizeof c->name, "%.*s", (int)cmd->argvlen[i + 1], cmd->argv[i + 1]);
+            i += 1;
+        } else {
+            resp_reply_error(&c->out, "ERR syntax error in HELLO option");
+            return;
+        }
+    }
+    if (!c->authed) {
+        resp_reply_error(&c->out, "NOAUTH HELLO must be called with the client already authenticated, "
+                                  "otherwise the HELLO <proto> AUTH <user> <pass> option can be used");
+        return;
+    }
+    resp_reply_array(&c->out, 14);
+    resp_reply_bulk_str(&c->out, "server");
+    resp_reply_bulk_str(&c->out, "redis");
+    resp_reply_bulk_str(&c->out, "version");
+    resp_reply_bulk_str(&c->out, "7.0.0");
+    resp_reply_bulk_str(&c->out, "proto");
+    resp_reply_int(&c->out, 2);
+    resp_reply_bulk_str(&c->out, "id");
+    resp_reply_int(&c->out, (int64_t)c->id);
+    resp_reply_bulk_str(&c->out, "mode");
+    resp_reply_bulk_str(&c->out, "standalone");
+    resp_reply_bulk_str(&c->out, "role");
+    resp_reply_bulk_str(&c->out, "master");
+    resp_reply_bulk_str(&c->out, "modules");
+    resp_reply_array(&c->out, 0);
+}
+
 static void resp__cmd_select(resp_conn_t *c, const resp_cmd_t *cmd)
 {
     if (cmd->argvlen[1] == 1 && cmd->argv[1][0] == '0') resp_reply_status(&c->out, "OK");
@@ -615,6 +674,7 @@ static const resp_command_t resp__commands[] = {
     { "ECHO",      2, 0,              resp__cmd_echo,     0 },
     { "QUIT",     -1, RESP_F_NOAUTH,  resp__cmd_quit,     0 },
     { "AUTH",     -2, RESP_F_NOAUTH,  resp__cmd_auth,     0 },
+    { "HELLO",    -1, RESP_F_NOAUTH,  resp__cmd_hello,    0 },
     { "SELECT",    2, 0,              resp__cmd_select,   0 },
     { "CLIENT",   -2, 0,              resp__cmd_client,   0 },
     { "CONFIG",   -2, 0,              resp__cmd_config,   0 },

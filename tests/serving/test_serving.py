@@ -410,6 +410,13 @@ class RespLimits(unittest.TestCase):
         self.assertTrue(r.ping())
         self.assertEqual(r.hgetall("user_stats:nobody"), {})
         r.close()
+        # HELLO: RESP2 with AUTH inside; RESP3 refused with NOPROTO (clients fall back)
+        data, _ = raw(LIMITED.resp_port, b"HELLO 3\r\nHELLO 2 AUTH default s3cret SETNAME x\r\nCLIENT GETNAME\r\nQUIT\r\n")
+        self.assertTrue(data.startswith(b"-NOPROTO"), data)
+        self.assertIn(b"*14\r\n$6\r\nserver\r\n", data)
+        self.assertTrue(data.endswith(b"$1\r\nx\r\n+OK\r\n"), data)
+        with self.assertRaises(redis.RedisError):
+            redis.Redis(port=LIMITED.resp_port, password="s3cret", protocol=3).ping()
 
     def test_too_many_args(self):
         cmd = b"*20\r\n$5\r\nHMGET\r\n" + b"$1\r\nx\r\n" * 19
