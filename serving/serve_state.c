@@ -43,8 +43,8 @@
 #include <string.h>
 
 #define SERVE_SINCE_REFRESH_MS 1000
-#define SERVE_CACHE_SLOTS 4096                 /* per thread, power of two */
-#define SERVE_CACHE_BYTES ((size_t)32 << 20)   /* per thread */
+#define SERVE_CACHE_SLOTS 16384                /* per thread, power of two */
+#define SERVE_CACHE_BYTES ((size_t)64 << 20)   /* per thread */
 
 typedef struct serve_cache_slot {
     bool used;
