@@ -30,6 +30,7 @@
 #include "sl_time.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -649,6 +650,23 @@ static void resp__cmd_features(resp_conn_t *c, const resp_cmd_t *cmd)
     }
 }
 
+/* FEATURES.META view:key: per feature [name, status, newest event ms] —
+ * what HGETALL cannot carry (status names as in docs/serving.md). */
+static void resp__cmd_features_meta(resp_conn_t *c, const resp_cmd_t *cmd)
+{
+    int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
+    if (view < 0) return;
+    const schema_view_t *v = &c->loop->srv->be->schema->views[view];
+    const serve_value_t *vals = c->loop->vals;
+    resp_reply_array(&c->out, v->n_features);
+    for (size_t i = 0; i < v->n_features; i++) {
+        resp_reply_array(&c->out, 3);
+        resp_reply_bulk_str(&c->out, v->features[i].name);
+        resp_reply_bulk_str(&c->out, serve_status_name(vals[i].status));
+        resp_reply_int(&c->out, vals[i].status == SERVE_STATUS_NOT_FOUND ? 0 : vals[i].val.newest_event_ms);
+    }
+}
+
 static void resp__cmd_command(resp_conn_t *c, const resp_cmd_t *cmd);
 
 static void resp__cmd_readonly(resp_conn_t *c, const resp_cmd_t *cmd)
@@ -690,6 +708,7 @@ static const resp_command_t resp__commands[] = {
     { "EXISTS",    2, 0,              resp__cmd_hmeta,    1 },
     { "TYPE",      2, 0,              resp__cmd_hmeta,    1 },
     { "FEATURES", -3, 0,              resp__cmd_features, 0 },
+    { "FEATURES.META", 2, 0,          resp__cmd_features_meta, 1 },
 };
 #define RESP_N_COMMANDS (sizeof resp__commands / sizeof resp__commands[0])
 
@@ -707,9 +726,9 @@ static const char *const resp__writes[] = {
 
 static void resp__command_info(sl_buf_t *b, const resp_command_t *k)
 {
-    char lower[16];
+    char lower[32];
     size_t n = strlen(k->name);
-    for (size_t i = 0; i <= n; i++) lower[i] = (char)(k->name[i] | (k->name[i] ? 0x20 : 0));
+    for (size_t i = 0; i <= n; i++) lower[i] = (char)tolower((unsigned char)k->name[i]);
     resp_reply_array(b, 6);
     resp_reply_bulk_str(b, lower);
     resp_reply_int(b, k->arity);
@@ -776,9 +795,9 @@ static void resp__dispatch(resp_conn_t *c, const resp_cmd_t *cmd)
     }
     if ((k->arity > 0 && cmd->argc != (size_t)k->arity) ||
         (k->arity < 0 && cmd->argc < (size_t)-k->arity)) {
-        char lower[16];
+        char lower[32];
         size_t n = strlen(k->name);
-        for (size_t i = 0; i <= n; i++) lower[i] = (char)(k->name[i] | (k->name[i] ? 0x20 : 0));
+        for (size_t i = 0; i <= n; i++) lower[i] = (char)tolower((unsigned char)k->name[i]);
         resp_reply_errorf(&c->out, "ERR wrong number of arguments for '%s' command", lower);
         return;
     }

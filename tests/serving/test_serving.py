@@ -271,6 +271,17 @@ class RespValues(unittest.TestCase):
         self.assertEqual(self.r.hlen("user_stats:" + resp_key(uid)), 10)
         self.assertEqual(self.r.exists("user_stats:nobody"), 0)
 
+    def test_features_meta(self):
+        t = int(time.time() * 1000)
+        for uid in users():
+            status, vals, newest = oracle_user(EVENTS, uid, t)
+            got = self.r.execute_command("FEATURES.META", "user_stats:" + resp_key(uid))
+            self.assertEqual([g[0] for g in got], USER_FEATURES)
+            for name, st, ts in got:
+                self.assertEqual(st, status, (uid, name))
+                if name in ("clicks_total", "last_page") and status != "not_found":
+                    self.assertEqual(ts, newest, (uid, name))
+
     def test_outside_ttl_reads_as_absent(self):
         self.assertEqual(self.r.hgetall("user_stats:gone"), {})
         old = [u for u in users() if oracle_recent(EVENTS, u, NOW)[0] == "outside_ttl"]
