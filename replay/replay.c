@@ -277,15 +277,14 @@ void replay_set_bound(replay_t *r, int32_t partition, int64_t end)
 
 int replay_refresh_ends(replay_t *r, char *errstr, size_t errsize)
 {
+    (void)errstr;
+    (void)errsize;
+    /* The cached high watermarks (updated by every fetch response): a
+     * blocking query would wait behind the fetcher's long poll. */
     for (size_t p = 0; p < r->n_parts; p++) {
-        int64_t lo, hi;
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(r->rk, r->topic, (int32_t)p,
-                                                                   &lo, &hi, r->timeout_ms);
-        if (err) {
-            seterr(errstr, errsize, "watermarks of %s/%zu: %s", r->topic, p, rd_kafka_err2str(err));
-            return SL_EKAFKA;
-        }
-        r->parts[p].hwm = hi;
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(r->rk, r->topic, (int32_t)p, &lo, &hi) || hi < 0) continue;
+        if (hi > r->parts[p].hwm) r->parts[p].hwm = hi;
         replay_set_end(r, (int32_t)p, hi);
     }
     return 0;

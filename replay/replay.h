@@ -86,7 +86,8 @@ void replay_set_end(replay_t *r, int32_t partition, int64_t end);
 /* Sets the end of a partition exactly (it may shrink, never below the
  * position). For a replay bounded by offsets stored elsewhere. */
 void replay_set_bound(replay_t *r, int32_t partition, int64_t end);
-/* Refreshes every partition's end to the current high watermark. */
+/* Raises every partition's end to its high watermark as last seen by the
+ * fetcher (cached, non-blocking). */
 int replay_refresh_ends(replay_t *r, char *errstr, size_t errsize);
 
 /* Holding back a partition (flow control by the caller), and letting it go. */

@@ -21,6 +21,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -31,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agg.h"
 #include "backfill.h"
 #include "ingest.h"
 #include "ingest_stream.h"
@@ -356,5 +358,92 @@ Test(backfill, kill9_during_replay_and_cutover_then_resume, .timeout = 600)
     FILE *devnull = fopen("/dev/null", "w");
     cr_assert_eq(backfill_check(e.s2, e.state_dir, NULL, devnull, err, sizeof err), 0, "%s", err);
     fclose(devnull);
+    env_free(&e);
+}
+
+/* ---- 3: the view is its topic's only view ---------------------------------- */
+
+/* The backfill then follows the high watermarks and writes the topic's
+ * progress in its final batch: the worker restarted afterwards must neither
+ * replay nor skip anything. Oracle: per user, lifetime count and sum of the
+ * accepted events (documented lateness rule), recomputed from the generator. */
+Test(backfill, only_view_of_its_topic_writes_topic_progress, .timeout = 300)
+{
+    env_t e;
+    env_init(&e, 12000);
+    char err[1024];
+    produce(&e, 0, 6000);
+    ingest_until_eof(&e, e.s1);
+    produce(&e, 6000, e.s.n);
+    /* Same values, another fingerprint: a filter every event passes. */
+    char yaml[4096];
+    snprintf(yaml, sizeof yaml, "%s", e.yaml1);
+    char *at = strstr(yaml, "    source: events\n");
+    cr_assert_not_null(at);
+    at += strlen("    source: events\n");
+    char tail[4096];
+    snprintf(tail, sizeof tail, "%s", at);
+    snprintf(at, sizeof yaml - (size_t)(at - yaml), "    filter: {field: amount, op: gt, value: -1}\n%s", tail);
+    schema_t *s3;
+    cr_assert_eq(schema_load_string("s3.yaml", yaml, strlen(yaml), &s3, err, sizeof err), 0, "%s", err);
+    cr_assert_neq(s3->views[0].fingerprint, e.s1->views[0].fingerprint);
+
+    state_store_t *st;
+    cr_assert_eq(state_open(e.state_dir, NULL, &st, err, sizeof err), 0, "%s", err);
+    backfill_options_t o = { .view = "user_stats", .from_ms = REPLAY_FROM_EARLIEST, .live = true,
+                             .commit_interval_ms = 100 };
+    backfill_stats_t bs;
+    cr_assert_eq(backfill_run(&e.cfg, s3, st, &o, &bs, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(bs.messages, e.s.n, "no other view: replayed to the high watermarks");
+    state_close(st);
+    ingest_until_eof(&e, s3);                   /* resumes at the backfill's offsets */
+
+    cr_assert_eq(state_open(e.state_dir, NULL, &st, err, sizeof err), 0, "%s", err);
+    agg_plan_t *plan;
+    cr_assert_eq(agg_plan_new(s3, 0, &plan, err, sizeof err), 0, "%s", err);
+    int64_t maxseen[8];
+    for (int p = 0; p < 8; p++) maxseen[p] = INT64_MIN;
+    int64_t *cnt = calloc(e.s.n_users, sizeof *cnt);
+    double *sum = calloc(e.s.n_users, sizeof *sum);
+    for (size_t i = 0; i < e.s.n; i++) {
+        const stream_msg_t *m = &e.s.m[i];
+        if (m->kind != INGEST_OK) continue;
+        if (m->ts > maxseen[m->partition]) maxseen[m->partition] = m->ts;
+        if (m->ts < maxseen[m->partition] - STREAM_DELAY_MS - STREAM_LATENESS_MS) continue;
+        cnt[m->user]++;
+        sum[m->user] += (double)m->amount;
+    }
+    size_t bad = 0;
+    sl_buf_t b = SL_BUF_INIT;
+    for (size_t u = 0; u < e.s.n_users; u++) {
+        char key[32];
+        snprintf(key, sizeof key, "u%zu", u);
+        int rc = state_lookup(st, "user_stats", -1, key, strlen(key), &b);
+        if (cnt[u] == 0) { bad += rc != SL_ENOTFOUND; continue; }
+        agg_entity_t *ent;
+        if (rc || agg_entity_decode(plan, b.data, b.len, &ent)) { bad++; continue; }
+        agg_value_t v[4];
+        agg_entity_query(plan, ent, INT64_MAX / 4, v);
+        if (v[0].i != cnt[u] || fabs(v[1].d - sum[u]) > 1e-6) {
+            if (bad < 5) fprintf(stderr, "%s: count %lld want %lld, sum %g want %g\n", key, (long long)v[0].i,
+                                 (long long)cnt[u], v[1].d, sum[u]);
+            bad++;
+        }
+        agg_entity_free(ent);
+    }
+    cr_assert_eq(bad, 0, "%zu users differ from the oracle", bad);
+    int64_t per_part[3] = { 0 }, next;
+    for (size_t i = 0; i < e.s.n; i++) per_part[e.s.m[i].partition]++;
+    for (int p = 0; p < 3; p++) {
+        cr_assert_eq(state_offset_get(st, e.topic, p, &next, NULL), 0);
+        cr_assert_eq(next, per_part[p], "partition %d: progress %lld, %lld messages", p, (long long)next,
+                     (long long)per_part[p]);
+    }
+    sl_buf_free(&b);
+    free(cnt);
+    free(sum);
+    agg_plan_free(plan);
+    state_close(st);
+    schema_free(s3);
     env_free(&e);
 }
