@@ -44,6 +44,7 @@ static void usage(FILE *f)
         "  --from WHEN         'earliest' (default), epoch ms, or RFC 3339: replay from the\n"
         "                      first offset at or after that Kafka timestamp\n"
         "  --no-live           do not ingest the other views meanwhile\n"
+        "  --force             rebuild even if the view's definition did not change\n"
         "  --catchup-lag N     cut over once at most N offsets behind (default 0)\n"
         "  --commit-interval D commit the new version every D (default 10s: nobody reads\n"
         "                      it yet; a crash replays at most D of work)\n"
@@ -85,6 +86,7 @@ int cmd_backfill(int argc, char **argv)
             }
         }
         else if (!strcmp(a, "--no-live")) o.live = false;
+        else if (!strcmp(a, "--force")) o.force = true;
         else if (!strcmp(a, "--catchup-lag") && has) o.catchup_lag = strtoll(argv[++i], NULL, 10);
         else if (!strcmp(a, "--commit-interval") && has) {
             if (sl_duration_parse(argv[++i], 0, &o.commit_interval_ms)) {
@@ -144,6 +146,7 @@ int cmd_backfill(int argc, char **argv)
         status = 3;
         goto out;
     }
+    if (rc == SL_EEXISTS) { fprintf(stderr, "sluice backfill: %s\n", err); status = 0; goto out; }
     if (rc) { fprintf(stderr, "sluice backfill: %s\n", err); goto out; }
     fprintf(stderr,
             "sluice backfill: view '%s' now serves version %u (old version %u dropped)%s; "

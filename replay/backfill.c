@@ -470,6 +470,19 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
         if (meta.version != cur) state_view_version_drop(st, b.v->name, meta.version, NULL, 0);
         meta.present = false;
     }
+    if (!meta.present && !o->force) {
+        char name[600];
+        sl_buf_t cur_fp = SL_BUF_INIT;
+        snprintf(name, sizeof name, "view.%s.fingerprint", b.v->name);
+        bool same = state_meta_get(st, name, &cur_fp) == 0 && cur_fp.len == strlen(fp) &&
+                    memcmp(cur_fp.data, fp, cur_fp.len) == 0;
+        sl_buf_free(&cur_fp);
+        if (same) {
+            seterr(errstr, errsize, "view '%s' is up to date (its state was built with this definition); "
+                   "use --force to rebuild it anyway", b.v->name);
+            return SL_EEXISTS;
+        }
+    }
     if (meta.present && strcmp(meta.phase, "switch") == 0) {
         /* Crashed inside the cut-over after the final batch: finish it. */
         stats->resumed = true;

@@ -32,7 +32,8 @@ typedef struct backfill_options {
     bool live;                    /* run live ingest of the other views meanwhile */
     int64_t progress_ms;          /* 0 = quiet */
     int64_t commit_interval_ms;   /* state commits of the new version; 0 = 10 s */
-    int64_t catchup_lag;          /* cut over when the lag is at most this many offsets (default 0) */
+    int64_t catchup_lag;
+    bool force;                   /* rebuild even when the definition did not change */          /* cut over when the lag is at most this many offsets (default 0) */
 } backfill_options_t;
 
 typedef struct backfill_stats {
@@ -44,7 +45,9 @@ typedef struct backfill_stats {
 
 /* Runs (or resumes) the backfill of opts->view on the open, writable store
  * st (this process holds its lock), until the new version serves. Returns 0,
- * SL_EINVAL (unknown view, bad option), SL_EKAFKA, SL_ESTATE, SL_ENOMEM,
+ * SL_EINVAL (unknown view, bad option), SL_EEXISTS (up to date: the stored
+ * fingerprint is the view's and no backfill is pending; opts->force rebuilds
+ * anyway), SL_EKAFKA, SL_ESTATE, SL_ENOMEM,
  * SL_ESHUTDOWN (backfill_stop: progress is committed, a rerun resumes). */
 int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *st,
                  const backfill_options_t *opts, backfill_stats_t *stats,
