@@ -212,6 +212,32 @@ static void *live_main(void *arg)
     return NULL;
 }
 
+/* Does the store hold progress on a topic (has it been consumed)? */
+static bool topic_consumed(state_store_t *st, const char *topic)
+{
+    for (int32_t p = 0; p < 4096; p++) {
+        int64_t next;
+        if (state_offset_get(st, topic, p, &next, NULL) == 0 && next > 0) return true;
+    }
+    return false;
+}
+
+/* Would live ingest of this view be wrong without a backfill first: its
+ * definition changed (or its backfill is pending), or it is new on a topic
+ * already consumed (it would start mid-stream)? */
+static bool view_needs_backfill(state_store_t *st, const schema_t *schema, const schema_view_t *v)
+{
+    char name[600], fp[32];
+    sl_buf_t b = SL_BUF_INIT;
+    snprintf(name, sizeof name, "view.%s.fingerprint", v->name);
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)v->fingerprint);
+    int g = state_meta_get(st, name, &b);
+    bool needs = g == 0 ? (b.len != strlen(fp) || memcmp(b.data, fp, b.len) != 0)
+                        : g == SL_ENOTFOUND && topic_consumed(st, schema->sources[v->source].topic);
+    sl_buf_free(&b);
+    return needs;
+}
+
 static int live_start(live_t *l, const sl_config_t *cfg, const schema_t *schema, int view,
                       state_store_t *st, char *errstr, size_t errsize)
 {
@@ -221,8 +247,21 @@ static int live_start(live_t *l, const sl_config_t *cfg, const schema_t *schema,
     l->sub.views = calloc(schema->n_views - 1, sizeof *l->sub.views);
     if (!l->sub.views) return SL_ENOMEM;
     l->sub.n_views = 0;
-    for (size_t v = 0; v < schema->n_views; v++)
-        if ((int)v != view) l->sub.views[l->sub.n_views++] = schema->views[v];
+    for (size_t v = 0; v < schema->n_views; v++) {
+        if ((int)v == view) continue;
+        if (view_needs_backfill(st, schema, &schema->views[v])) {
+            /* Another changed (or new) view waits for its own backfill. */
+            sl_warn("backfill", "view '%s' needs a backfill too: not ingested until it has one",
+                    schema->views[v].name);
+            continue;
+        }
+        l->sub.views[l->sub.n_views++] = schema->views[v];
+    }
+    if (l->sub.n_views == 0) {
+        free(l->sub.views);
+        l->sub.views = NULL;
+        return 0;
+    }
     l->sub.services = NULL;                      /* refs index the full view list */
     l->sub.n_services = 0;
     ingest_options_t io = { .exit_at_eof = false, .progress_log_ms = 0 };
@@ -633,13 +672,7 @@ int backfill_check(const schema_t *schema, const char *state_dir, const char *co
         const char *status;
         bool needs = false;
         if (g == SL_ENOTFOUND) {
-            /* New: does the store already hold progress on its topic? */
-            const char *topic = schema->sources[view->source].topic;
-            bool consumed = false;
-            for (int32_t p = 0; p < 4096 && !consumed; p++) {
-                int64_t next;
-                if (state_offset_get(st, topic, p, &next, NULL) == 0 && next > 0) consumed = true;
-            }
+            bool consumed = topic_consumed(st, schema->sources[view->source].topic);
             status = consumed ? "NEEDS BACKFILL: new view on a topic already consumed (live ingest would start it mid-stream)"
                               : "new: ingest builds it from the start of its topic";
             needs = consumed;
