@@ -31,7 +31,7 @@ static void usage(FILE *f)
         "  --out FILE            output CSV: the label columns + one column per feature\n"
         "                        named VIEW.FEATURE ('-' = stdout)\n"
         "  --time-column NAME    timestamp column (default 'timestamp'): epoch ms or RFC 3339\n"
-        "  --buffer N            reorder buffer cap in events (default 1000000)\n"
+        "  --buffer N            reorder buffer cap in events (default 100000)\n"
         "  --quiet               no progress output\n"
         "  --set key=value       override a config option\n");
 }

@@ -364,7 +364,7 @@ static void emap_free(emap_t *m)
 typedef struct pev {
     int64_t time;
     int64_t accept_from;      /* the partition's accept_from when it arrived */
-    uint64_t seq;
+    uint64_t seq;             /* (partition << 48) | offset: ties in a fixed order */
     size_t n_fields;
     agg_input_t fields[];     /* strings copied after the array */
 } pev_t;
@@ -539,8 +539,8 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
     ingest_decoder_t *dec = NULL;
     ingest_wm_t *wm = NULL;
     heap_t heap = { 0 };
-    uint64_t seq = 0, n_events = 0, n_bad = 0, n_late = 0;
-    size_t cap = j->o->max_buffered_events ? j->o->max_buffered_events : 1000000;
+    uint64_t n_events = 0, n_bad = 0, n_late = 0;
+    size_t cap = j->o->max_buffered_events ? j->o->max_buffered_events : 100000;
     bool throttled = false;
 
     for (size_t r2 = 0; r2 < j->svc->n_refs; r2++) {
@@ -592,7 +592,11 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
             } else if (ingest_wm_observe_is_late(w, rec.time_ms)) {
                 n_late++;
             } else {
-                pev_t *e = pev_copy(&rec, ingest_wm_accept_from(w), seq++);
+                /* Ties in event time leave in (partition, offset) order, so
+                 * the output never depends on fetch timing or --buffer
+                 * (double sums and variances fold in one fixed order). */
+                uint64_t key = (uint64_t)m->partition << 48 | ((uint64_t)m->offset & 0xffffffffffffULL);
+                pev_t *e = pev_copy(&rec, ingest_wm_accept_from(w), key);
                 if (!e || heap_push(&heap, e)) { free(e); rc = SL_ENOMEM; goto out; }
                 if (heap.n > j->stats->buffered_max) j->stats->buffered_max = heap.n;
             }

@@ -26,7 +26,7 @@ typedef struct training_options {
     const char *labels_path;       /* "-" = stdin */
     const char *out_path;          /* "-" = stdout */
     const char *time_column;       /* default "timestamp" (epoch ms or RFC 3339) */
-    size_t max_buffered_events;    /* reorder buffer cap; default 1,000,000 */
+    size_t max_buffered_events;    /* reorder buffer cap; default 100,000 */
     int64_t progress_ms;           /* 0 = quiet */
 } training_options_t;
 
