@@ -70,8 +70,7 @@ typedef struct label {
     uint32_t row;
     size_t text_off;          /* CSV text of the row in labels arena */
     uint32_t text_len;
-    size_t key_off[MAX_ENTS]; /* encoded keys in key arena */
-    uint32_t key_len[MAX_ENTS];
+    size_t key_off;           /* keys arena: per entity of the service, [u32 len][key bytes] */
 } label_t;
 
 typedef struct answer {
@@ -263,7 +262,9 @@ static int labels_read(job_t *j, char *errstr, size_t errsize)
             const char *parts[KEY_PARTS_MAX];
             size_t lens[KEY_PARTS_MAX];
             for (size_t p = 0; p < ent->n_keys; p++) parts[p] = csv_field(r, (size_t)key_idx[k][p], &lens[p]);
-            lb->key_off[k] = j->keys.len;
+            if (k == 0) lb->key_off = j->keys.len;
+            size_t at = j->keys.len;
+            if (sl_buf_append(&j->keys, "\0\0\0\0", 4)) goto nomem;
             rc = ingest_key_from_text(&j->keys, ent, parts, lens, ent->n_keys);
             if (rc == SL_ENOMEM) goto nomem;
             if (rc) {
@@ -272,7 +273,8 @@ static int labels_read(job_t *j, char *errstr, size_t errsize)
                 rc = SL_EINVAL;
                 goto out;
             }
-            lb->key_len[k] = (uint32_t)(j->keys.len - lb->key_off[k]);
+            uint32_t kl = (uint32_t)(j->keys.len - at - 4);
+            memcpy(j->keys.data + at, &kl, 4);
         }
         j->n_labels++;
     }
@@ -463,9 +465,16 @@ static int answer_label(pass_t *ps, const label_t *lb)
     for (size_t v = 0; v < ps->n_views; v++) {
         int vi = ps->views[v];
         int k = ps->view_ent[v];
-        const void *key = j->keys.data + lb->key_off[k];
-        uint64_t h = XXH3_64bits(key, lb->key_len[k]);
-        enode_t *e = emap_find(&ps->maps[v], key, lb->key_len[k], h);
+        const unsigned char *kp = j->keys.data + lb->key_off;
+        uint32_t kl;
+        for (int skip = 0;; skip++) {
+            memcpy(&kl, kp, 4);
+            if (skip == k) break;
+            kp += 4 + kl;
+        }
+        const void *key = kp + 4;
+        uint64_t h = XXH3_64bits(key, kl);
+        enode_t *e = emap_find(&ps->maps[v], key, kl, h);
         bool present = e && !agg_entity_is_idle(ps->plans[v], e->ent, lb->ts);
         if (present) agg_entity_query(ps->plans[v], e->ent, lb->ts, ps->vals);
         for (size_t r = 0; r < nref; r++) {
