@@ -317,6 +317,7 @@ typedef struct bf {
     bool *touched;
     size_t np;
     bool shared;                  /* another view reads the topic: bound = stored progress */
+    bool store_may_hold;          /* V' may hold states not in the cache (resumed or evicted) */
     sl_buf_t key, enc, look;
     agg_input_t keyvals[16];
 } bf_t;
@@ -347,7 +348,7 @@ static int bf_commit(bf_t *b, bool with_topic_progress, char *errstr, size_t err
     }
     if ((rc = state_batch_commit(b->st, b->batch, errstr, errsize))) goto fail;
     ingest_cache_clear_dirty(b->cache);
-    ingest_cache_evict(b->cache);
+    if (ingest_cache_evict(b->cache) > 0) b->store_may_hold = true;
     memset(b->touched, 0, b->np * sizeof *b->touched);
     return 0;
 fail:
@@ -359,7 +360,10 @@ fail:
 static agg_entity_t *entity_load(bf_t *b, int32_t partition, int *rc)
 {
     agg_entity_t *ent = NULL;
-    *rc = state_lookup_version(b->st, b->v->name, b->version, partition, b->key.data, b->key.len, &b->look);
+    /* A fresh version holds nothing the cache does not: no store read. */
+    *rc = b->store_may_hold ? state_lookup_version(b->st, b->v->name, b->version, partition, b->key.data,
+                                                   b->key.len, &b->look)
+                            : SL_ENOTFOUND;
     if (*rc == SL_ENOTFOUND) {
         *rc = 0;
         if (!(ent = agg_entity_new(b->plan))) *rc = SL_ENOMEM;
@@ -539,6 +543,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     }
     if (meta.present) {
         stats->resumed = true;
+        b.store_may_hold = true;
         b.version = meta.version;
     } else {
         b.version = cur + 1;
