@@ -41,7 +41,19 @@ static const char *const SCHEMA_FMT =
     "    event_time: {field: ts, format: epoch_ms}\n"
     "    watermark_delay: 1s\n"
     "    allowed_lateness: 2s\n"
+    "  - name: events2\n"
+    "    topic: %s\n"
+    "    format: json\n"
+    "    fields: {user: string, amount: double, ts: int}\n"
+    "    event_time: {field: ts, format: epoch_ms}\n"
+    "    watermark_delay: 1s\n"
+    "    allowed_lateness: 2s\n"
     "feature_views:\n"
+    "  - name: user_copy\n"
+    "    entity: user\n"
+    "    source: events2\n"
+    "    features:\n"
+    "      - {name: n, aggregate: count, window: lifetime}\n"
     "  - name: user_stats\n"
     "    entity: user\n"
     "    source: events\n"
@@ -61,7 +73,7 @@ static const char *const SCHEMA_FMT =
     "feature_services:\n"
     "  - name: model\n"
     "    features: [user_stats:n, user_stats:total, user_stats:biggest, user_stats:smallest,\n"
-    "               user_stats:n10s, route_stats:n, route_stats:total]\n";
+    "               user_stats:n10s, route_stats:n, route_stats:total, user_copy:n]\n";
 
 static const char *const regions[3] = { "eu", "us", "ap" };
 
@@ -125,10 +137,13 @@ static void oracle_row(const stream_t *s, const bool *acc, const label_t *l, cha
     } else {
         snprintf(out + len, size - len, ",,");
     }
+    len = strlen(out);
+    if (n) snprintf(out + len, size - len, ",%lld", (long long)n);
+    else snprintf(out + len, size - len, ",");
 }
 
 typedef struct env {
-    char bootstrap[256], topic[128], dir[256];
+    char bootstrap[256], topic[128], topic2[128], dir[256];
     sl_config_t cfg;
     schema_t *schema;
     stream_t s;
@@ -142,6 +157,10 @@ static void env_init(env_t *e, int partitions, size_t users, size_t events)
     cr_assert_eq(sl_test_kafka_bootstrap(e->bootstrap, sizeof e->bootstrap, err, sizeof err), 0, "%s", err);
     sl_test_kafka_name(e->topic, sizeof e->topic, "training");
     cr_assert_eq(sl_test_kafka_topic_create(e->bootstrap, e->topic, partitions, 30000, err, sizeof err), 0, "%s", err);
+    /* A second topic with the same stream: a second replay pass whose
+     * answers land in the same rows (user_copy.n must equal user_stats.n). */
+    sl_test_kafka_name(e->topic2, sizeof e->topic2, "training2");
+    cr_assert_eq(sl_test_kafka_topic_create(e->bootstrap, e->topic2, partitions, 30000, err, sizeof err), 0, "%s", err);
     snprintf(e->dir, sizeof e->dir, "/tmp/sluice-training-XXXXXX");
     cr_assert_not_null(mkdtemp(e->dir));
     sl_config_defaults(&e->cfg);
@@ -151,11 +170,12 @@ static void env_init(env_t *e, int partitions, size_t users, size_t events)
     snprintf(set, sizeof set, "max_message_bytes=%d", STREAM_MAX_BYTES);
     cr_assert_eq(sl_config_set(&e->cfg, set, err, sizeof err), 0, "%s", err);
     char yaml[4096];
-    snprintf(yaml, sizeof yaml, SCHEMA_FMT, e->topic);
+    snprintf(yaml, sizeof yaml, SCHEMA_FMT, e->topic, e->topic2);
     cr_assert_eq(schema_load_string("t.yaml", yaml, strlen(yaml), &e->schema, err, sizeof err), 0, "%s", err);
     stream_init(&e->s, partitions, users, 777);
     stream_generate(&e->s, events, 10);
     cr_assert_eq(stream_produce(&e->s, 0, e->s.n, e->bootstrap, e->topic, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(stream_produce(&e->s, 0, e->s.n, e->bootstrap, e->topic2, err, sizeof err), 0, "%s", err);
 }
 
 static void env_free(env_t *e)
@@ -214,17 +234,17 @@ static void check_output(const env_t *e, const label_t *ls, size_t n, const char
     csv_reader_t *r;
     char err[256];
     cr_assert_eq(csv_reader_open(out, &r, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(csv_read_row(r, err, sizeof err), 12, "header");
+    cr_assert_eq(csv_read_row(r, err, sizeof err), 13, "header");
     size_t len;
     cr_assert_str_eq(csv_field(r, 5, &len), "user_stats.n");
     cr_assert_str_eq(csv_field(r, 11, &len), "route_stats.total");
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(csv_read_row(r, err, sizeof err), 12, "row %zu: %s", i, err);
+        cr_assert_eq(csv_read_row(r, err, sizeof err), 13, "row %zu: %s", i, err);
         char want[512], got[512] = "";
         oracle_row(&e->s, acc, &ls[i], want, sizeof want);
         size_t gl = 0;
-        for (size_t c = 5; c < 12; c++) {
+        for (size_t c = 5; c < 13; c++) {
             const char *f = csv_field(r, c, &len);
             gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%s", c > 5 ? "," : "", f);
         }
@@ -256,7 +276,7 @@ Test(training, matches_brute_force_oracle, .timeout = 120)
     char err[1024];
     cr_assert_eq(training_set_run(&e.cfg, e.schema, &o, &st, err, sizeof err), 0, "%s", err);
     cr_assert_eq(st.labels, n);
-    cr_assert_eq(st.messages, e.s.n, "every message read once");
+    cr_assert_eq(st.messages, 2 * e.s.n, "every message of both topics read once");
     check_output(&e, ls, n, out, false);
 
     /* A tiny reorder buffer forces the flow control: the same answers, byte
@@ -301,7 +321,7 @@ static int run_labels(const char *text, const char *time_col, char *err, size_t 
     write_file(path, text);
     schema_t *s;
     char yaml[4096];
-    snprintf(yaml, sizeof yaml, SCHEMA_FMT, "no-such-topic");
+    snprintf(yaml, sizeof yaml, SCHEMA_FMT, "no-such-topic", "no-such-topic-2");
     cr_assert_eq(schema_load_string("t.yaml", yaml, strlen(yaml), &s, err, errsize), 0, "%s", err);
     sl_config_t cfg;
     sl_config_defaults(&cfg);
