@@ -8,17 +8,19 @@
  * (the earliest, the first offset at or after a timestamp, or an explicit
  * offset for a resume) up to an END offset per partition. The ends are the
  * high watermarks snapshotted at replay_new (a bounded replay: history as it
- * was when we started), and the caller may move them later
- * (replay_set_end: a backfill chasing the live worker's committed offsets)
- * or follow the topic (replay_follow). A partition whose position reached
- * its end is paused, so no message past the end is ever returned.
+ * was when we started); the caller may raise them later (replay_set_end,
+ * replay_refresh_ends: following the topic or a live worker's committed
+ * offsets) or set them exactly before starting (replay_set_bound). Each
+ * partition is read from its own queue, so a partition at its end, or held
+ * by the caller, is simply not read: nothing past the end is ever returned.
  *
  * Partition life:
  *
- *     reading --position >= end--> at_end (paused) --end raised--> reading
- *        ^  |                                                        |
- *        |  +--replay_pause_partition--> held --replay_resume-------+
- *        +-------------------------------------------------------------+
+ *     reading --position >= end--> at_end --end raised--> reading
+ *        |  ^
+ *        |  +--replay_resume_partition--+
+ *        +--replay_pause_partition--> held (not read; librdkafka's prefetch
+ *                                      for it fills up and stops)
  *
  * Progress (per partition and overall: offsets done of total, events/s,
  * estimated time left) is drawn as one line redrawn in place when stderr is
