@@ -99,10 +99,12 @@ int cmd_training_set(int argc, char **argv)
     }
     fprintf(stderr,
             "sluice training-set: %llu rows, %llu messages (%llu events applied, %llu bad, %llu late) "
-            "in %.2fs: %.0f rows/s, %.0f events/s replayed; peak %llu entities, reorder buffer %llu\n",
+            "in %.2fs (labels %.2fs, replay %.2fs, output %.2fs): %.0f rows/s, %.0f events/s replayed; "
+            "peak %llu entities, reorder buffer %llu\n",
             (unsigned long long)st.labels, (unsigned long long)st.messages,
             (unsigned long long)st.events, (unsigned long long)st.bad, (unsigned long long)st.late,
-            st.total_s, st.total_s > 0 ? (double)st.labels / st.total_s : 0.0,
+            st.total_s, st.read_labels_s, st.replay_s, st.write_s,
+            st.total_s > 0 ? (double)st.labels / st.total_s : 0.0,
             st.replay_s > 0 ? (double)st.messages / st.replay_s : 0.0,
             (unsigned long long)st.entities, (unsigned long long)st.buffered_max);
     status = 0;

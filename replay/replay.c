@@ -352,7 +352,7 @@ rd_kafka_message_t *replay_poll(replay_t *r, int timeout_ms, int *fatal)
     for (;;) {
         if (r->batch_i >= r->batch_n) {
             int64_t left = (deadline - sl_mono_ns()) / 1000000LL;
-            refill(r, left > 10 ? 10 : (int)(left > 0 ? left : 0));
+            refill(r, left > 2 ? 2 : (int)(left > 0 ? left : 0));
             if (r->batch_n == 0) {
                 if (sl_mono_ns() >= deadline) return NULL;
                 continue;
