@@ -109,7 +109,12 @@ int cmd_ingest(int argc, char **argv)
         goto out_schema;
     }
     if (ingest_worker_new(&cfg, schema, st, &opts, &w, err, sizeof err)) {
-        fprintf(stderr, "sluice ingest: %s\n", err);
+        /* Make the backfill command exact: the worker does not know the path. */
+        const char *ph = strstr(err, "-c CONFIG ");
+        if (ph)
+            fprintf(stderr, "sluice ingest: %.*s-c %s %s\n", (int)(ph - err), err, config, ph + strlen("-c CONFIG "));
+        else
+            fprintf(stderr, "sluice ingest: %s\n", err);
         goto out_state;
     }
 

@@ -647,7 +647,13 @@ static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
 {
     sl_buf_t cur = SL_BUF_INIT, changed = SL_BUF_INIT;
     int rc = 0;
-    const char *first = NULL;
+    const char *first = NULL, *fresh = NULL;
+    /* Committed progress, to tell a new view on an already consumed topic
+     * (it would start mid-stream, without its history) from a new one. */
+    size_t n_prog = state_progress(w->st, NULL, 0);
+    state_partition_progress_t *prog = n_prog ? calloc(n_prog, sizeof *prog) : NULL;
+    if (prog) n_prog = state_progress(w->st, prog, n_prog);
+    else n_prog = 0;
     for (size_t v = 0; v < w->schema->n_views; v++) {
         const schema_view_t *view = &w->schema->views[v];
         char name[512], fp[32];
@@ -655,7 +661,12 @@ static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
         snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
         sl_buf_reset(&cur);
         int g = state_meta_get(w->st, name, &cur);
-        if (g == SL_ENOTFOUND) continue;
+        if (g == SL_ENOTFOUND) {
+            const char *topic = w->schema->sources[view->source].topic;
+            for (size_t i = 0; i < n_prog && !fresh; i++)
+                if (prog[i].next_offset > 0 && strcmp(prog[i].topic, topic) == 0) fresh = view->name;
+            continue;
+        }
         if (g != 0) { rc = SL_ESTATE; snprintf(errstr, errsize, "cannot read %s: %s", name, sl_strerror(g)); goto out; }
         if (cur.len != strlen(fp) || memcmp(cur.data, fp, cur.len) != 0) {
             if (!first) first = view->name;
@@ -670,6 +681,16 @@ static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
                  "refusing to mix old and new state. Rebuild it with "
                  "`sluice backfill -c CONFIG --view %s` (once per changed view) before starting ingest",
                  (int)changed.len, (const char *)changed.data, first);
+        goto out;
+    }
+    if (fresh) {
+        rc = SL_ESCHEMA;
+        snprintf(errstr, errsize,
+                 "feature view '%s' is new, but the store already consumed its topic '%s': starting it "
+                 "now would miss its history. Build it with `sluice backfill -c CONFIG --view %s` "
+                 "(add --from TIME to start its history at a time) before starting ingest",
+                 fresh, w->schema->sources[w->schema->views[schema_view_index(w->schema, fresh)].source].topic,
+                 fresh);
         goto out;
     }
     for (size_t v = 0; v < w->schema->n_views; v++) {
@@ -687,6 +708,7 @@ static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
         wlog(w, 1, "view '%s': new, fingerprint %s recorded", view->name, fp);
     }
 out:
+    free(prog);
     sl_buf_free(&cur);
     sl_buf_free(&changed);
     return rc;

@@ -190,6 +190,12 @@ Test(backfill, added_view_matches_oracle_and_switch_is_atomic, .timeout = 300)
 
     state_store_t *st;
     cr_assert_eq(state_open(e.state_dir, NULL, &st, err, sizeof err), 0, "%s", err);
+    /* The worker refuses the new view on a consumed topic (it would start
+     * mid-stream) and names the backfill command. */
+    ingest_worker_t *w = NULL;
+    cr_assert_eq(ingest_worker_new(&e.cfg, e.s2, st, NULL, &w, err, sizeof err), SL_ESCHEMA, "%s", err);
+    cr_assert_null(w);
+    cr_assert(strstr(err, "sluice backfill -c CONFIG --view route_stats"), "%s", err);
     /* A new view on a consumed topic needs a backfill, and check says so. */
     char *buf = NULL;
     size_t blen = 0;
