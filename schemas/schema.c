@@ -289,7 +289,7 @@ static int load_source(loader_t *L, size_t di, yaml_node_t *n)
         for (size_t i = 0; i < src->n_fields; i++)
             if (!strcmp(src->fields[i].name, fname))
                 return sy_error(d, k, "duplicate field '%s' in source '%s'", fname, name);
-        schema_type_t t;
+        schema_type_t t = SCHEMA_TYPE_STRING;
         char what[128];
         snprintf(what, sizeof what, "field '%s'", fname);
         if ((rc = parse_type(d, v, what, &t))) return rc;
