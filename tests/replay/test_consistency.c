@@ -83,6 +83,9 @@ static void produce_events(env_t *e, gen_t *g, int n, int64_t *last_ts)
         cr_assert_geq(kind, 0);
         if (kind == GEN_GOOD) {
             /* in-order events carry increasing times: remember the newest */
+            /* NUL-terminate past len (payload bytes unchanged) before strstr */
+            cr_assert_eq(sl_buf_reserve(&pl, 1), 0);
+            pl.data[pl.len] = '\0';
             const char *ts = strstr((const char *)pl.data, "\"ts\":");
             if (ts) *last_ts = strtoll(ts + 5, NULL, 10);
         }
