@@ -15,6 +15,7 @@
 #include "ingest.h"
 #include "metrics.h"
 #include "node_metrics.h"
+#include "cmd_common.h"
 #include "schema.h"
 #include "serve.h"
 #include "sl_config.h"
@@ -92,24 +93,9 @@ int cmd_run(int argc, char **argv)
         status = 2;
         goto out_config;
     }
-    if (sl_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "sluice run: %s\n", err);
-        goto out_config;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--set") || i + 1 >= argc) continue;
-        if (sl_config_set(&cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "sluice run: --set %s: %s\n", argv[i], err);
-            status = 2;
-            goto out_config;
-        }
-    }
-    if (cfg.n_schema_files == 0) {
-        fprintf(stderr, "sluice run: %s: no schema files (option `schemas`)\n", config);
-        goto out_config;
-    }
-    if (schema_load((const char *const *)cfg.schema_files, cfg.n_schema_files, &schema, err, sizeof err)) {
-        fprintf(stderr, "sluice run: %s\n", err);
+    int load_status = cmd_load_config_and_schema("sluice run", config, argc, argv, &cfg, &schema);
+    if (load_status) {
+        status = load_status;
         goto out_config;
     }
     state_options_t so = { .create_if_missing = true, .read_only = false };

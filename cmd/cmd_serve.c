@@ -12,6 +12,7 @@
  * sigwait() by the main thread, so no server thread is interrupted.
  * Exit status: 0 after a clean stop, 1 on a startup failure, 2 on usage.
  */
+#include "cmd_common.h"
 #include "schema.h"
 #include "serve.h"
 #include "sl_config.h"
@@ -77,24 +78,9 @@ int cmd_serve(int argc, char **argv)
         status = 2;
         goto out_config;
     }
-    if (sl_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "sluice serve: %s\n", err);
-        goto out_config;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--set") || i + 1 >= argc) continue;
-        if (sl_config_set(&cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "sluice serve: --set %s: %s\n", argv[i], err);
-            status = 2;
-            goto out_config;
-        }
-    }
-    if (cfg.n_schema_files == 0) {
-        fprintf(stderr, "sluice serve: %s: no schema files (option `schemas`)\n", config);
-        goto out_config;
-    }
-    if (schema_load((const char *const *)cfg.schema_files, cfg.n_schema_files, &schema, err, sizeof err)) {
-        fprintf(stderr, "sluice serve: %s\n", err);
+    int load_status = cmd_load_config_and_schema("sluice serve", config, argc, argv, &cfg, &schema);
+    if (load_status) {
+        status = load_status;
         goto out_config;
     }
     state_options_t so = { .create_if_missing = true, .read_only = read_only };
