@@ -2,7 +2,7 @@
  * sl_config.c — the option table and the loader for worker configuration.
  *
  * options[] is the single source of truth: the YAML loader, `--set`
- * overrides, `sluice help config` and docs/operations.md (generated from
+ * overrides, `sluice config --help` and docs/operations.md (generated from
  * sl_config_print_help(markdown)) all read it. Each row names a field of
  * sl_config_t by offset and gives its type, default, bounds and meaning.
  * The file is YAML (same syntax as schemas, parsed by libyaml through
@@ -285,7 +285,7 @@ int sl_config_load(sl_config_t *cfg, const char *path, char *errstr, size_t errs
         }
         const option_t *o = find_option(key);
         if (!o) {
-            rc = sy_error(&d, k, "unknown option '%s' (see `sluice help config`)", key);
+            rc = sy_error(&d, k, "unknown option '%s' (see `sluice config --help`)", key);
             goto done;
         }
         if (o->type == OPT_LIST) {
@@ -339,7 +339,7 @@ int sl_config_set(sl_config_t *cfg, const char *assignment, char *errstr, size_t
         return kafka_set(cfg, key + 6, eq + 1);
     const option_t *o = find_option(key);
     if (!o) {
-        snprintf(errstr, errsize, "unknown option '%s' (see `sluice help config`)", key);
+        snprintf(errstr, errsize, "unknown option '%s' (see `sluice config --help`)", key);
         return SL_EINVAL;
     }
     return set_value(cfg, o, eq + 1, ".", errstr, errsize);
