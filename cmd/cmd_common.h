@@ -9,6 +9,8 @@
 #include "sl_config.h"
 
 /* Loads `config` into cfg, applies every "--set key=value" of argv[1..argc)
+ * (and of "--log-format F" / "--log-level L", shorthands for --set
+ * log_format=F / log_level=L), configures the process logger (util/sl_log)
  * and loads the schema files it names into *schema. Errors are printed as
  * "PROG: message". Returns 0, or the exit status to use: 2 for a bad --set,
  * 1 otherwise (*schema is NULL then). */

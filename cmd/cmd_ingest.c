@@ -33,12 +33,14 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sluice ingest -c CONFIG [--set key=value ...] [--exit-at-eof] [--stats]\n\n"
+        "usage: sluice ingest -c CONFIG [--set key=value ...] [--log-format F] [--exit-at-eof] [--stats]\n\n"
         "Consumes the Kafka topics of the schema's sources into RocksDB state, exactly\n"
         "once: entity states and partition offsets are committed in one atomic batch\n"
         "every commit_interval, and a restart resumes from the stored offsets.\n\n"
         "  -c, --config FILE   worker configuration (see `sluice config --help`)\n"
         "  --set key=value     override a config option (kafka.X=Y for librdkafka)\n"
+        "  --log-format F      text (default) or json: one JSON object per log line\n"
+        "  --log-level L       debug, info (default), warn or error\n"
         "  --exit-at-eof       stop once every assigned partition is caught up\n"
         "  --stats             print the counters on exit\n"
         "SIGINT/SIGTERM commit, close the consumer and exit 0.\n");
@@ -66,6 +68,8 @@ int cmd_ingest(int argc, char **argv)
             goto out_config;
         } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
             config = argv[++i];
+        } else if ((!strcmp(argv[i], "--log-format") || !strcmp(argv[i], "--log-level")) && i + 1 < argc) {
+            i++;                           /* applied by cmd_load_config_and_schema */
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             i++;   /* applied after the file, below */
         } else if (!strcmp(argv[i], "--exit-at-eof")) {

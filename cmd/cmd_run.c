@@ -46,10 +46,12 @@ static void *run__ingest_main(void *arg)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sluice run -c CONFIG [--set key=value ...] [--stats]\n\n"
+        "usage: sluice run -c CONFIG [--set key=value ...] [--log-format F] [--stats]\n\n"
         "Ingest (Kafka -> state, exactly once) and serve (RESP + gRPC) in one process.\n\n"
         "  -c, --config FILE   worker configuration (see `sluice config --help`)\n"
         "  --set key=value     override a config option (kafka.X=Y for librdkafka)\n"
+        "  --log-format F      text (default) or json: one JSON object per log line\n"
+        "  --log-level L       debug, info (default), warn or error\n"
         "  --stats             print ingest and server counters on exit\n"
         "SIGINT/SIGTERM commit, stop and exit 0. See docs/serving.md.\n");
 }
@@ -77,6 +79,8 @@ int cmd_run(int argc, char **argv)
             goto out_config;
         } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
             config = argv[++i];
+        } else if ((!strcmp(argv[i], "--log-format") || !strcmp(argv[i], "--log-level")) && i + 1 < argc) {
+            i++;                           /* applied by cmd_load_config_and_schema */
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             i++;
         } else if (!strcmp(argv[i], "--stats")) {

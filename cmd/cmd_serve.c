@@ -30,11 +30,13 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sluice serve -c CONFIG [--set key=value ...] [--read-only] [--stats]\n\n"
+        "usage: sluice serve -c CONFIG [--set key=value ...] [--log-format F] [--read-only] [--stats]\n\n"
         "Serves feature vectors from the state directory over the Redis protocol\n"
         "(resp_bind:resp_port) and gRPC (grpc_bind:grpc_port, sluice.v1.FeatureService).\n\n"
         "  -c, --config FILE   worker configuration (see `sluice config --help`)\n"
         "  --set key=value     override a config option\n"
+        "  --log-format F      text (default) or json: one JSON object per log line\n"
+        "  --log-level L       debug, info (default), warn or error\n"
         "  --read-only         open the state read-only (a snapshot as of startup)\n"
         "  --stats             print the server counters on exit\n"
         "SIGINT/SIGTERM stop the servers and exit 0. See docs/serving.md.\n");
@@ -60,6 +62,8 @@ int cmd_serve(int argc, char **argv)
             goto out_config;
         } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
             config = argv[++i];
+        } else if ((!strcmp(argv[i], "--log-format") || !strcmp(argv[i], "--log-level")) && i + 1 < argc) {
+            i++;                           /* applied by cmd_load_config_and_schema */
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             i++;
         } else if (!strcmp(argv[i], "--read-only")) {

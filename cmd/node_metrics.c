@@ -66,6 +66,17 @@ static int collect_ingest(void *ctx, sl_buf_t *o)
     rc |= sl_prom_value(o, "sluice_cache_entities", NULL, LOAD(s->cache_entries));
     rc |= counter(o, "sluice_cache_evictions_total", "Clean entity states evicted.", LOAD(s->cache_evictions));
     rc |= counter(o, "sluice_rebalances_total", "Consumer group rebalances.", LOAD(s->rebalances));
+    rc |= counter(o, "sluice_snapshots_total", "Snapshots taken by this worker (periodic and requested).",
+                  LOAD(s->snapshots));
+    rc |= counter(o, "sluice_snapshot_errors_total", "Failed snapshots (ingest went on).",
+                  LOAD(s->snapshot_errors));
+    uint64_t last = LOAD(s->snapshot_last_ms);
+    if (last) {
+        rc |= sl_prom_header(o, "sluice_snapshot_age_seconds", "gauge",
+                             "Age of the newest snapshot this worker took.");
+        rc |= sl_prom_value(o, "sluice_snapshot_age_seconds", NULL,
+                            (double)(sl_now_ms() - (int64_t)last) / 1e3);
+    }
     return rc ? SL_ENOMEM : SL_OK;
 }
 

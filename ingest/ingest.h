@@ -63,6 +63,9 @@ typedef struct ingest_stats {
     _Atomic uint64_t cache_entries;
     _Atomic uint64_t cache_evictions;
     _Atomic uint64_t rebalances;
+    _Atomic uint64_t snapshots;         /* periodic + requested, taken by this worker */
+    _Atomic uint64_t snapshot_errors;
+    _Atomic uint64_t snapshot_last_ms;  /* wall clock of the newest one; 0 = none yet */
     size_t n_sources, n_views;
     _Atomic uint64_t *source_events;    /* [n_sources] good events decoded */
     _Atomic uint64_t *view_events;      /* [n_views] events applied to the view */

@@ -33,7 +33,9 @@
 #include "agg.h"
 #include "sl_buf.h"
 #include "sl_err.h"
+#include "sl_log.h"
 #include "sl_time.h"
+#include "snapshot.h"
 
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -101,6 +103,12 @@ struct ingest_worker {
     sl_buf_t key, enc, lookup;
     agg_input_t keyvals[16];
 
+    /* snapshots: periodic (snapshot_interval) and on request of
+     * `sluice snapshot create` on the locked state dir */
+    char *snap_dir;           /* NULL: no state_dir (tests) */
+    char schema_fp[24];
+    int64_t next_snapshot_ns, next_snap_request_ns;
+
     atomic_bool stop;
     int fatal;                /* first fatal error, stops the loop */
     char fatal_msg[512];
@@ -113,14 +121,16 @@ static void wlog(ingest_worker_t *w, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void wlog(ingest_worker_t *w, int level, const char *fmt, ...)
 {
-    static const char *const names[] = { "debug", "info", "warn", "error" };
-    if (level < w->log_level) return;
+    /* The process-wide logger (util/sl_log: text or JSON, configured by the
+     * command from log_level/log_format) decides the format; the worker's
+     * own level (its config's log_level) filters first. */
+    if (level < w->log_level || !sl_log_enabled((sl_log_level_t)level)) return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "sluice ingest [%s] %s\n", names[level], msg);
+    sl_log((sl_log_level_t)level, "ingest", "%s", msg);
 }
 
 static void set_fatal(ingest_worker_t *w, int rc, const char *fmt, ...)
@@ -783,6 +793,61 @@ static int kafka_setup(ingest_worker_t *w, char *errstr, size_t errsize)
     return 0;
 }
 
+/* ---- snapshots -------------------------------------------------------
+ *
+ * Taken on the ingest thread between two commits, with no batch in flight
+ * (commit_wait first), so a snapshot holds exactly the committed batches and
+ * their offsets: a RocksDB checkpoint is consistent by itself, waiting only
+ * keeps the snapshot's offsets as close to the live ones as possible.
+ * Periodic ones every snapshot_interval (0 = off), keeping snapshot_retain;
+ * requested ones (`sluice snapshot create` while this worker holds the state
+ * dir) are looked for once a second: a stat() when there is none. A failed
+ * snapshot is logged and counted; ingest goes on. */
+
+#define SNAP_REQUEST_CHECK_NS 1000000000LL
+
+static void worker_snapshots(ingest_worker_t *w, int64_t now)
+{
+    char err[512] = "", name[128] = "";
+    if (now >= w->next_snap_request_ns) {
+        w->next_snap_request_ns = now + SNAP_REQUEST_CHECK_NS;
+        commit_wait(w);
+        int rc = state_snapshot_serve_request(w->st, w->snap_dir, w->schema_fp, err, sizeof err);
+        if (rc || err[0]) {
+            STAT_ADD(w->stats.snapshot_errors, 1);
+            wlog(w, 2, "requested snapshot failed: %s", err);
+        }
+    }
+    int64_t interval = w->cfg->snapshot_interval_ms;
+    if (interval <= 0 || now < w->next_snapshot_ns) return;
+    w->next_snapshot_ns = now + interval * 1000000LL;
+    commit_wait(w);
+    int64_t t0 = sl_mono_ns();
+    int rc = state_snapshot_periodic(w->st, w->snap_dir, w->cfg->snapshot_retain > 0 ? (int)w->cfg->snapshot_retain : 1,
+                                     w->schema_fp, name, sizeof name, err, sizeof err);
+    if (rc) {
+        STAT_ADD(w->stats.snapshot_errors, 1);
+        wlog(w, 3, "periodic snapshot failed (%s): %s; ingest goes on", sl_strerror(rc), err);
+        return;
+    }
+    STAT_ADD(w->stats.snapshots, 1);
+    STAT_SET(w->stats.snapshot_last_ms, sl_now_ms());
+    wlog(w, 1, "snapshot %s taken in %.1f ms (in %s, keeping %lld)", name,
+         (double)(sl_mono_ns() - t0) / 1e6, w->snap_dir, (long long)w->cfg->snapshot_retain);
+}
+
+/* "<state_dir>.snapshots" unless snapshot_dir is set; NULL without a state dir. */
+static char *snapshot_dir_of(const sl_config_t *cfg)
+{
+    if (cfg->snapshot_dir && cfg->snapshot_dir[0]) return strdup(cfg->snapshot_dir);
+    if (!cfg->state_dir || !cfg->state_dir[0]) return NULL;
+    size_t n = strlen(cfg->state_dir);
+    while (n > 1 && cfg->state_dir[n - 1] == '/') n--;
+    char *d = malloc(n + sizeof ".snapshots");
+    if (d) snprintf(d, n + sizeof ".snapshots", "%.*s.snapshots", (int)n, cfg->state_dir);
+    return d;
+}
+
 static int level_of(const char *s)
 {
     if (!s) return 1;
@@ -808,6 +873,9 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
     if (opts) w->opts = *opts;
     w->log_level = level_of(cfg->log_level);
     atomic_init(&w->stop, false);
+    w->snap_dir = snapshot_dir_of(cfg);
+    snprintf(w->schema_fp, sizeof w->schema_fp, "%016llx", (unsigned long long)schema->fingerprint);
+    w->next_snapshot_ns = sl_mono_ns() + cfg->snapshot_interval_ms * 1000000LL;
 
     size_t nv = schema->n_views, ns = schema->n_sources;
     w->plans = calloc(nv ? nv : 1, sizeof *w->plans);
@@ -931,6 +999,7 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
             if (!w->fatal) worker_commit(w, false);
             next_commit = now + interval_ns;
         }
+        if (w->snap_dir && !w->fatal) worker_snapshots(w, now);
         if (log_every > 0 && now >= next_log) {
             wlog(w, 1, "progress: %llu messages, %llu commits, %llu late, cache %llu",
                  (unsigned long long)atomic_load(&w->stats.messages),
@@ -997,6 +1066,7 @@ void ingest_worker_free(ingest_worker_t *w)
     sl_buf_free(&w->key);
     sl_buf_free(&w->enc);
     sl_buf_free(&w->lookup);
+    free(w->snap_dir);
     free(w);
 }
 

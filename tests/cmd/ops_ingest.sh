@@ -1,0 +1,109 @@
+#!/bin/bash
+# ops_ingest.sh SLUICE SCHEMA — operations of a running `sluice ingest`
+# against the real test broker (SLUICE_TEST_BOOTSTRAP_FILE):
+#   - periodic snapshots every snapshot_interval, pruned to snapshot_retain;
+#   - `sluice snapshot create` on the locked state dir is taken by the worker;
+#   - a snapshot restores and verifies (its offsets are a prefix of the run's);
+#   - --log-format json: every log line is one JSON object with ts, level,
+#     component and msg; a bad --log-format is a usage error;
+#   - the metrics endpoint exports the snapshot counters and age;
+#   - SIGTERM commits and exits 0.
+# The oracle for counts is the number of files on disk and the manifests.
+set -u
+SLUICE=$1
+SCHEMA_SRC=$2
+BOOT=$(cat "${SLUICE_TEST_BOOTSTRAP_FILE:?needs the kafka_broker fixture}")
+T=$(mktemp -d /tmp/sluice-ops-XXXXXX)
+W=
+trap '[ -n "$W" ] && kill -9 "$W" 2>/dev/null; rm -rf "$T"' EXIT
+fails=0
+fail() { echo "FAIL $*"; fails=$((fails+1)); }
+ok() { echo "ok   $*"; }
+
+topic="ops_payments_$$_$RANDOM"
+sed "s/topic: payments/topic: $topic/" "$SCHEMA_SRC" > "$T/schema.yaml"
+grep -q "topic: $topic" "$T/schema.yaml" || { echo "FAIL schema has no 'topic: payments'"; exit 1; }
+mport=$((20000 + RANDOM % 20000))
+cat > "$T/sluice.yaml" <<EOF
+schemas: [schema.yaml]
+brokers: "$BOOT"
+group_id: ops-$$
+state_dir: $T/st
+commit_interval: 200ms
+snapshot_interval: 1s
+snapshot_retain: 2
+resp_port: 0
+grpc_port: 0
+metrics_port: $mport
+EOF
+
+"$SLUICE" generate --schema "$T/schema.yaml" --source payments --brokers "$BOOT" \
+    --events 20000 --partitions 3 --seed 7 --quiet || { echo "FAIL generate"; exit 1; }
+
+# A bad log format is refused before anything starts.
+out=$("$SLUICE" ingest -c "$T/sluice.yaml" --log-format yaml 2>&1); rc=$?
+if [ $rc = 2 ] && [[ "$out" == *"log_format"* ]]; then ok bad-log-format; else fail "bad-log-format: status $rc: $out"; fi
+
+"$SLUICE" ingest -c "$T/sluice.yaml" --log-format json 2> "$T/err" &
+W=$!
+# Wait for the whole topic to be consumed (the metrics' committed offsets).
+for i in $(seq 1 60); do
+    sleep 0.5
+    n=$(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^sluice_ingest_messages_total/ {print $2}')
+    [ "${n:-0}" = 20000 ] && break
+done
+[ "${n:-0}" = 20000 ] && ok "consumed 20000" || fail "consumed ${n:-none} of 20000"
+sleep 3.5   # at least three periodic snapshots
+
+out=$("$SLUICE" snapshot create -c "$T/sluice.yaml" manual1 --wait 30 2>&1); rc=$?
+if [ $rc = 0 ] && [[ "$out" == *"taken by the running worker"* ]]; then ok snapshot-request; else fail "snapshot-request: $rc: $out"; fi
+
+metrics=$(curl -s "http://127.0.0.1:$mport/metrics")
+taken=$(awk '/^sluice_snapshots_total/ {print $2}' <<< "$metrics")
+age=$(awk '/^sluice_snapshot_age_seconds/ {print $2}' <<< "$metrics")
+if [ "${taken:-0}" -ge 4 ] && awk -v a="${age:-99}" 'BEGIN { exit !(a >= 0 && a < 5) }'; then
+    ok "metrics snapshots_total=$taken age=${age}s"
+else
+    fail "metrics: snapshots_total=${taken:-none} (want >= 4: 3 periodic + 1 requested) age=${age:-none}"
+fi
+
+kill -TERM $W; wait $W; rc=$?; W=
+[ $rc = 0 ] && ok "SIGTERM exit 0" || fail "SIGTERM exit status $rc"
+
+# Retention: exactly 2 periodic snapshots on disk, the manual one untouched.
+autos=$(ls "$T/st.snapshots" | grep -c '^auto-')
+[ "$autos" = 2 ] && ok "retain 2 periodic" || fail "periodic snapshots on disk: $autos, want 2: $(ls "$T/st.snapshots")"
+[ -d "$T/st.snapshots/manual1" ] && ok "manual kept" || fail "manual1 missing"
+
+# The newest periodic snapshot verifies and restores; after the run consumed
+# every message, its next offsets (summed over the 3 partitions by `list`)
+# are 20000, like the live store's.
+newest=$(ls "$T/st.snapshots" | grep '^auto-' | sort | tail -1)
+out=$("$SLUICE" snapshot verify "$newest" --state-dir "$T/st" 2>&1); rc=$?
+[ $rc = 0 ] && ok "verify $newest" || fail "verify $newest: $out"
+out=$("$SLUICE" snapshot restore "$newest" --snapshot-dir "$T/st.snapshots" --state-dir "$T/r" 2>&1); rc=$?
+[ $rc = 0 ] && ok "restore $newest" || fail "restore: $out"
+sum=$("$SLUICE" snapshot list --snapshot-dir "$T/st.snapshots" --state-dir "$T/st" 2>&1 |
+      grep "^$newest " | grep -o "next=[0-9]*" | cut -d= -f2)
+[ "${sum:-0}" = 20000 ] && ok "snapshot offsets sum 20000" || { fail "snapshot offsets sum ${sum:-none}"; "$SLUICE" snapshot list --snapshot-dir "$T/st.snapshots" --state-dir "$T/st"; }
+
+# Every log line is a JSON object with the four fields.
+python3 - "$T/err" <<'EOF' || fails=$((fails+1))
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+bad = []
+for l in lines:
+    try:
+        o = json.loads(l)
+        assert set(("ts", "level", "component", "msg")) <= set(o), l
+    except Exception as e:
+        bad.append(l)
+snaps = [l for l in lines if '"snapshot ' in l and '"component":"ingest"' in l]
+if bad or not lines or not snaps:
+    print("FAIL json logs: %d lines, %d not JSON objects, %d snapshot lines; first bad: %r"
+          % (len(lines), len(bad), len(snaps), bad[:1]))
+    sys.exit(1)
+print("ok   json logs: %d lines, %d about snapshots" % (len(lines), len(snaps)))
+EOF
+
+[ $fails = 0 ] && echo "all ops checks passed" || { echo "$fails failed"; exit 1; }
