@@ -20,6 +20,11 @@
  *            versus a replay of the whole topic from offset 0.
  * "per core" = events / (user+sys CPU seconds of this process), so a
  * figure above the wall rate means work overlapped on the second core.
+ *
+ * For profiling and quick iterations (not for reported figures):
+ *   SLUICE_BENCH_TOPIC=NAME  reuse a topic produced by an earlier run (it must
+ *                            hold exactly EVENTS events) instead of producing
+ *   SLUICE_BENCH_PHASES=LIST comma list out of raw,100ms,10s (default: all)
  */
 #define _GNU_SOURCE
 #include <librdkafka/rdkafka.h>
@@ -346,29 +351,40 @@ int main(int argc, char **argv)
     int partitions = argc > 3 ? atoi(argv[3]) : 4;
     const char *bin = argc > 4 ? argv[4] : NULL;
     char topic[128], dir[256] = "/tmp/sluice-bench-ingest-XXXXXX";
+    const char *phases = getenv("SLUICE_BENCH_PHASES");
+    const char *reuse = getenv("SLUICE_BENCH_TOPIC");
     if (!mkdtemp(dir)) die("mkdtemp", dir);
-    uniq(topic, sizeof topic, "bench-ingest");
-    create_topic(bootstrap, topic, partitions);
-    double t0 = now_s();
-    produce(bootstrap, topic, events);
-    printf("produced %ld events to %s (%d partitions) in %.1f s\n", events, topic, partitions, now_s() - t0);
+    if (reuse && reuse[0]) {
+        snprintf(topic, sizeof topic, "%s", reuse);
+        printf("reusing topic %s (%ld events expected)\n", topic, events);
+    } else {
+        uniq(topic, sizeof topic, "bench-ingest");
+        create_topic(bootstrap, topic, partitions);
+        double t0 = now_s();
+        produce(bootstrap, topic, events);
+        printf("produced %ld events to %s (%d partitions) in %.1f s\n", events, topic, partitions, now_s() - t0);
+    }
 
-    double raw_rate, raw_cpu;
-    raw_consume(bootstrap, topic, events, &raw_rate, &raw_cpu);
-    printf("raw librdkafka consume (ceiling):   %9.0f events/s wall, %9.0f events/CPU-s\n", raw_rate, raw_cpu);
+    double raw_rate = 0, raw_cpu = 0;
+    if (!phases || strstr(phases, "raw")) {
+        raw_consume(bootstrap, topic, events, &raw_rate, &raw_cpu);
+        printf("raw librdkafka consume (ceiling):   %9.0f events/s wall, %9.0f events/CPU-s\n", raw_rate, raw_cpu);
+    }
 
     const char *intervals[] = { "100ms", "10s" };
-    double rates[2];
+    double rates[2] = { 0, 0 };
     for (int i = 0; i < 2; i++) {
+        if (phases && !strstr(phases, intervals[i])) continue;
         double rate, per_cpu, cmean, cmax;
         uint64_t commits;
         ingest_run(bootstrap, topic, dir, events, intervals[i], &rate, &per_cpu, &cmean, &cmax, &commits);
         rates[i] = rate;
         printf("ingest, commit every %-5s:        %9.0f events/s wall, %9.0f events/CPU-s, "
                "%.0f%% of raw; %llu commits, latency mean %.2f ms max %.2f ms\n",
-               intervals[i], rate, per_cpu, 100.0 * rate / raw_rate, (unsigned long long)commits, cmean, cmax);
+               intervals[i], rate, per_cpu, raw_rate > 0 ? 100.0 * rate / raw_rate : 0.0, (unsigned long long)commits, cmean, cmax);
     }
-    printf("throughput 100ms / 10s commit interval: %.2f (target >= 0.9)\n", rates[0] / rates[1]);
+    if (rates[0] > 0 && rates[1] > 0)
+        printf("throughput 100ms / 10s commit interval: %.2f (target >= 0.9)\n", rates[0] / rates[1]);
     if (bin) recovery(bin, bootstrap, topic, partitions, dir, events);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
