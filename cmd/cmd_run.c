@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 typedef struct run_ingest {
+    pthread_t main_thread;     /* woken with SIGUSR1 when ingest ends */
     ingest_worker_t *w;
     int rc;
     char err[2048];
@@ -39,7 +40,7 @@ static void *run__ingest_main(void *arg)
 {
     run_ingest_t *ri = arg;
     ri->rc = ingest_worker_run(ri->w, ri->err, sizeof ri->err);
-    kill(getpid(), SIGUSR1);               /* wake the main thread */
+    pthread_kill(ri->main_thread, SIGUSR1);   /* wake the main thread */
     return NULL;
 }
 
@@ -97,6 +98,18 @@ int cmd_run(int argc, char **argv)
         status = 2;
         goto out_config;
     }
+    /* Blocked before any thread exists (RocksDB's and librdkafka's included),
+     * so only sigwait below ever takes them: a stray SIGTERM or SIGUSR1 on
+     * another thread would kill the process without its final commit. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    ri.main_thread = pthread_self();
+
     int load_status = cmd_load_config_and_schema("sluice run", config, argc, argv, &cfg, &schema);
     if (load_status) {
         status = load_status;
@@ -116,14 +129,6 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "sluice run: %s\n", err);
         goto out_worker;
     }
-
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     if (serve_servers_start(&cfg, serve_state_backend(sb), &srv, err, sizeof err)) {
         fprintf(stderr, "sluice run: %s\n", err);

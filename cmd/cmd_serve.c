@@ -4,14 +4,20 @@
  *
  * The state directory is opened for writing when it is free (this process
  * then holds its lock: a serving replica of a copied snapshot, or a state
- * with its ingest stopped). When an ingest process holds it, serve falls
- * back to a read-only open, which sees the state as of that moment; live
- * serving next to ingest is `sluice run` (one process, one store).
+ * with its ingest stopped). When an ingest process holds it, serve FOLLOWS
+ * it: the directory is opened as a RocksDB secondary (state_open_follower)
+ * and a thread catches up with the owner's commits every follow interval
+ * (commit_interval / 2, between 10 ms and 1 s), so lookups see whole
+ * committed batches within about commit_interval * 1.5. Any number of such
+ * serving processes may follow one ingest worker. --read-only opens the
+ * directory as it is at startup and never refreshes.
  *
  * Threads: signals are blocked before any thread starts and taken with
  * sigwait() by the main thread, so no server thread is interrupted.
  * Exit status: 0 after a clean stop, 1 on a startup failure, 2 on usage.
  */
+#define _XOPEN_SOURCE 700   /* nftw */
+#define _DEFAULT_SOURCE
 #include "cmd_common.h"
 #include "schema.h"
 #include "serve.h"
@@ -20,12 +26,53 @@
 #include "state.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* ---- following a live owner ------------------------------------------ */
+
+typedef struct follow {
+    state_store_t *st;
+    int64_t interval_ms;
+    atomic_bool stop;
+    pthread_t thread;
+    bool started;
+    uint64_t refreshes, errors;
+} follow_t;
+
+static void *follow_main(void *arg)
+{
+    follow_t *f = arg;
+    char err[512];
+    bool failing = false;
+    while (!atomic_load(&f->stop)) {
+        struct timespec ts = { f->interval_ms / 1000, (long)(f->interval_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+        if (state_follow_refresh(f->st, err, sizeof err)) {
+            f->errors++;
+            if (!failing) fprintf(stderr, "sluice serve: following the state owner: %s (retrying)\n", err);
+            failing = true;
+        } else {
+            if (failing) fprintf(stderr, "sluice serve: following the state owner again\n");
+            failing = false;
+            f->refreshes++;
+        }
+    }
+    return NULL;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
 
 static void usage(FILE *f)
 {
@@ -37,8 +84,10 @@ static void usage(FILE *f)
         "  --set key=value     override a config option\n"
         "  --log-format F      text (default) or json: one JSON object per log line\n"
         "  --log-level L       debug, info (default), warn or error\n"
-        "  --read-only         open the state read-only (a snapshot as of startup)\n"
+        "  --read-only         open the state read-only as of startup (no refresh)\n"
         "  --stats             print the server counters on exit\n"
+        "When `sluice ingest` holds the state dir, serve follows its commits (a\n"
+        "RocksDB secondary refreshed every commit_interval/2).\n"
         "SIGINT/SIGTERM stop the servers and exit 0. See docs/serving.md.\n");
 }
 
@@ -53,6 +102,8 @@ int cmd_serve(int argc, char **argv)
     state_store_t *st = NULL;
     serve_state_backend_t *sb = NULL;
     serve_servers_t *srv = NULL;
+    follow_t fol = { 0 };
+    char scratch[64] = "";
 
     sl_config_defaults(&cfg);
     for (int i = 1; i < argc; i++) {
@@ -82,6 +133,15 @@ int cmd_serve(int argc, char **argv)
         status = 2;
         goto out_config;
     }
+    /* Blocked before any thread exists (RocksDB's included), so only the
+     * sigwait below takes them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     int load_status = cmd_load_config_and_schema("sluice serve", config, argc, argv, &cfg, &schema);
     if (load_status) {
         status = load_status;
@@ -90,11 +150,21 @@ int cmd_serve(int argc, char **argv)
     state_options_t so = { .create_if_missing = true, .read_only = read_only };
     int rc = state_open(cfg.state_dir, &so, &st, err, sizeof err);
     if (rc == SL_EBUSY && !read_only) {
-        fprintf(stderr, "sluice serve: %s\nsluice serve: opening read-only: serving the state as of "
-                        "now (use `sluice run` to serve live next to ingest)\n", err);
-        so.read_only = true;
-        so.create_if_missing = false;
-        rc = state_open(cfg.state_dir, &so, &st, err, sizeof err);
+        fprintf(stderr, "sluice serve: %s\nsluice serve: following it (RocksDB secondary)\n", err);
+        snprintf(scratch, sizeof scratch, "/tmp/sluice-serve-follower-XXXXXX");
+        if (!mkdtemp(scratch)) {
+            fprintf(stderr, "sluice serve: cannot create %s: %s\n", scratch, strerror(errno));
+            scratch[0] = '\0';
+            goto out_schema;
+        }
+        state_options_t fo = { .create_if_missing = false, .read_only = true };
+        rc = state_open_follower(cfg.state_dir, scratch, &fo, &st, err, sizeof err);
+        if (!rc) {
+            fol.st = st;
+            fol.interval_ms = cfg.commit_interval_ms / 2;
+            if (fol.interval_ms < 10) fol.interval_ms = 10;
+            if (fol.interval_ms > 1000) fol.interval_ms = 1000;
+        }
     }
     if (rc) {
         fprintf(stderr, "sluice serve: %s\n", err);
@@ -105,20 +175,25 @@ int cmd_serve(int argc, char **argv)
         goto out_state;
     }
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    if (fol.st) {
+        atomic_init(&fol.stop, false);
+        if (pthread_create(&fol.thread, NULL, follow_main, &fol) != 0) {
+            fprintf(stderr, "sluice serve: cannot start the follower thread\n");
+            goto out_backend;
+        }
+        fol.started = true;
+    }
     if (serve_servers_start(&cfg, serve_state_backend(sb), &srv, err, sizeof err)) {
         fprintf(stderr, "sluice serve: %s\n", err);
         goto out_backend;
     }
+    char mode[96] = "";
+    if (fol.st) snprintf(mode, sizeof mode, " (following its owner, refresh every %lld ms)",
+                         (long long)fol.interval_ms);
+    else if (so.read_only) snprintf(mode, sizeof mode, " (read-only)");
     fprintf(stderr, "sluice serve: RESP on %s:%d, gRPC on %s:%d, %lld threads each, state %s%s\n",
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
-            (long long)cfg.serve_threads, cfg.state_dir, so.read_only ? " (read-only)" : "");
+            (long long)cfg.serve_threads, cfg.state_dir, mode);
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {}
     fprintf(stderr, "sluice serve: signal %d, stopping\n", sig);
@@ -126,10 +201,15 @@ int cmd_serve(int argc, char **argv)
     serve_servers_stop(srv);
     status = 0;
 out_backend:
+    if (fol.started) {
+        atomic_store(&fol.stop, true);
+        pthread_join(fol.thread, NULL);
+    }
     serve_state_backend_free(sb);
 out_state:
     state_close(st);
 out_schema:
+    if (scratch[0]) nftw(scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     schema_free(schema);
 out_config:
     sl_config_free(&cfg);

@@ -1,0 +1,101 @@
+#!/bin/bash
+# serve_follow.sh SLUICE SCHEMA — a separate `sluice serve` process follows the
+# live owner of the state directory (`sluice run`, which ingests from the real
+# test broker and serves itself): the follower's HGETALL answers equal the
+# owner's for the hottest cards, before and after more events arrive, and it
+# catches up with new commits within a few commit intervals. The owner's own
+# answers are the second implementation (they are checked against an oracle
+# in tests/serving); values are compared as whole replies.
+set -u
+SLUICE=$1
+SCHEMA_SRC=$2
+BOOT=$(cat "${SLUICE_TEST_BOOTSTRAP_FILE:?needs the kafka_broker fixture}")
+T=$(mktemp -d /tmp/sluice-follow-XXXXXX)
+OWNER= FOLLOWER=
+trap '[ -n "$OWNER" ] && kill -9 $OWNER 2>/dev/null; [ -n "$FOLLOWER" ] && kill -9 $FOLLOWER 2>/dev/null; rm -rf "$T"' EXIT
+fails=0
+fail() { echo "FAIL $*"; fails=$((fails+1)); }
+ok() { echo "ok   $*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+topic="follow_payments_$$_$RANDOM"
+sed "s/topic: payments/topic: $topic/" "$SCHEMA_SRC" > "$T/schema.yaml"
+pa=$(free_port); pb=$(free_port); pm=$(free_port)
+cat > "$T/sluice.yaml" <<EOF
+schemas: [schema.yaml]
+brokers: "$BOOT"
+group_id: follow-$$
+state_dir: $T/st
+commit_interval: 200ms
+resp_port: $pa
+grpc_port: 0
+metrics_port: $pm
+EOF
+now_ms=$(( $(date +%s%N) / 1000000 ))
+gen() {  # gen SEED N START_MS
+    "$SLUICE" generate --schema "$T/schema.yaml" --source payments --brokers "$BOOT" --events "$2" \
+        --partitions 3 --seed "$1" --start-time "$3" --spacing-us 5000 --bad-share 0 --quiet &&
+    "$SLUICE" generate --schema "$T/schema.yaml" --source payments --out - --events "$2" \
+        --seed "$1" --start-time "$3" --spacing-us 5000 --bad-share 0 --quiet >> "$T/events.jsonl"
+}
+messages() { curl -s "http://127.0.0.1:$pm/metrics" | awk '/^sluice_ingest_messages_total/ {print $2}'; }
+wait_consumed() {
+    for _ in $(seq 1 80); do [ "$(messages)" = "$1" ] && return 0; sleep 0.25; done
+    return 1
+}
+
+gen 11 20000 $((now_ms - 200000)) || { echo "FAIL generate"; exit 1; }
+"$SLUICE" run -c "$T/sluice.yaml" 2> "$T/owner.err" &
+OWNER=$!
+wait_consumed 20000 && ok "owner consumed 20000" || fail "owner consumed $(messages) of 20000"
+
+"$SLUICE" serve -c "$T/sluice.yaml" --set resp_port=$pb --set metrics_port=0 2> "$T/follower.err" &
+FOLLOWER=$!
+for _ in $(seq 1 40); do grep -q "RESP on" "$T/follower.err" && break; sleep 0.25; done
+grep -q "following its owner" "$T/follower.err" && ok "follower started" ||
+    { fail "follower did not start in follow mode: $(cat "$T/follower.err")"; exit 1; }
+
+keys=$(python3 -c '
+import json, sys, collections
+c = collections.Counter(json.loads(l)["card_id"] for l in open(sys.argv[1]) if l.strip())
+print(" ".join(k for k, _ in c.most_common(5)))' "$T/events.jsonl")
+
+# Every feature but spend_decayed, a decayed sum that moves with the request
+# time itself (two requests a millisecond apart differ).
+F="txn_count_10m txn_count_1h amount_sum_1h amount_max_24h amount_mean_7d amount_std_7d merchants_24h countries_24h amount_p95_7d last_merchants first_seen_amount"
+same_answers() {  # every hot key: the follower's answer equals the owner's
+    for k in $keys; do
+        a=$(redis-cli -p $pa HMGET "card_activity:$k" $F); b=$(redis-cli -p $pb HMGET "card_activity:$k" $F)
+        [ -n "$a" ] && [ "$a" = "$b" ] || return 1
+    done
+}
+compare() {  # retried: a window hop may pass between the two requests
+    for _ in 1 2 3 4 5 6 7 8 9 10; do same_answers && return 0; sleep 0.2; done
+    return 1
+}
+show_diff() {
+    for k in $keys; do
+        diff <(redis-cli -p $pa HMGET "card_activity:$k" $F) <(redis-cli -p $pb HMGET "card_activity:$k" $F) |
+            sed "s/^/  $k: /"
+    done
+}
+compare && ok "follower == owner for 5 hot cards" || { fail "answers differ:"; show_diff; }
+
+# More events: the follower must see them once the owner committed them.
+k1=${keys%% *}
+before=$(redis-cli -p $pb HGET "card_activity:$k1" txn_count_1h)
+gen 12 5000 $((now_ms - 99000)) || fail "second generate"
+wait_consumed 25000 && ok "owner consumed 25000" || fail "owner consumed $(messages) of 25000"
+t0=$(date +%s%N)
+compare && ok "follower caught up in $(( ($(date +%s%N) - t0) / 1000000 )) ms after the owner's commit" ||
+    fail "follower did not catch up"
+after=$(redis-cli -p $pb HGET "card_activity:$k1" txn_count_1h)
+[ "$after" != "$before" ] && ok "txn_count_1h of $k1 moved $before -> $after" ||
+    fail "the follower's value did not move ($before)"
+
+kill -TERM $FOLLOWER; wait $FOLLOWER; rc=$?; FOLLOWER=
+[ $rc = 0 ] && ok "follower SIGTERM exit 0" || fail "follower exit $rc"
+kill -TERM $OWNER; wait $OWNER; rc=$?; OWNER=
+[ $rc = 0 ] && ok "owner SIGTERM exit 0" || fail "owner exit $rc"
+
+[ $fails = 0 ] && echo "all follow checks passed" || { echo "$fails failed"; exit 1; }
