@@ -13,6 +13,8 @@
 #                                    the bootstrap address and write it to WORKDIR/bootstrap
 #   kafka-broker.sh stop WORKDIR     SIGTERM, wait (bounded), then SIGKILL; logs are kept
 #   kafka-broker.sh status WORKDIR   exit 0 and print the address if the broker answers
+#   kafka-broker.sh crash WORKDIR    SIGKILL the broker (an outage); data and ports are kept
+#   kafka-broker.sh resume WORKDIR   start the crashed broker again on its data and ports
 #
 # Files in WORKDIR: server.properties, log4j2.properties, broker.log (JVM stdout/stderr,
 # the previous run's log is kept as broker.log.prev), broker.pid, bootstrap (host:port,
@@ -317,6 +319,43 @@ cmd_status() {
   return 1
 }
 
+cmd_crash() {
+  local wd pid
+  wd="$(cd "$1" && pwd)"
+  pid="$(read_pid "$wd")"
+  is_our_broker "$pid" "$wd" || die "no broker running for $wd"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  say "broker pid $pid killed (data and ports kept; 'resume' starts it again)"
+}
+
+cmd_resume() {
+  local wd pid addr deadline t0
+  t0=$(date +%s)
+  wd="$(cd "$1" && pwd)"
+  [ -f "$wd/server.properties" ] && [ -d "$wd/data" ] || die "nothing to resume in $wd"
+  is_our_broker "$(read_pid "$wd")" "$wd" && die "the broker of $wd is running"
+  addr="127.0.0.1:$(sed -n 's/^listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$wd/server.properties")"
+  java_opts "$wd"
+  [ -f "$wd/broker.log" ] && mv -f "$wd/broker.log" "$wd/broker.log.prev"
+  setsid "$JAVA" "${JOPTS[@]}" -cp "$CACHE/*" \
+    kafka.Kafka "$wd/server.properties" </dev/null >"$wd/broker.log" 2>&1 &
+  pid=$!
+  echo "$pid" > "$wd/broker.pid"
+  deadline=$(( $(date +%s) + START_TIMEOUT ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 40 "$wd/broker.log" >&2; die "broker exited during resume"; }
+    if answers_metadata "$addr"; then
+      echo "$addr" > "$wd/bootstrap"
+      say "broker pid $pid resumed at $addr in $(( $(date +%s) - t0 )) s"
+      return 0
+    fi
+    sleep 0.25
+  done
+  tail -n 40 "$wd/broker.log" >&2
+  die "broker did not answer within ${START_TIMEOUT}s after resume"
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
   exit 2
@@ -327,5 +366,7 @@ case "${1:-}" in
   start)  [ $# -eq 2 ] || usage; cmd_start "$2" ;;
   stop)   [ $# -eq 2 ] || usage; cmd_stop "$2" ;;
   status) [ $# -eq 2 ] || usage; cmd_status "$2" ;;
+  crash)  [ $# -eq 2 ] || usage; cmd_crash "$2" ;;
+  resume) [ $# -eq 2 ] || usage; cmd_resume "$2" ;;
   *) usage ;;
 esac
