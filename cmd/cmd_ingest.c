@@ -14,6 +14,7 @@
 #include "schema.h"
 #include "sl_config.h"
 #include "sl_err.h"
+#include "sl_log.h"
 #include "state.h"
 
 #include <signal.h>
@@ -115,8 +116,7 @@ int cmd_ingest(int argc, char **argv)
         if (!metrics || node_metrics_attach(metrics, schema, st, ingest_worker_stats(w), NULL, NULL,
                                             NULL, &node_metrics) ||
             sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err))
-            fprintf(stderr, "sluice ingest: warning: metrics endpoint not started: %s\n",
-                    metrics ? err : "out of memory");
+            sl_warn("ingest", "metrics endpoint not started: %s", metrics ? err : "out of memory");
     }
 
     struct sigaction sa;
@@ -130,7 +130,7 @@ int cmd_ingest(int argc, char **argv)
     int rc = ingest_worker_run(w, err, sizeof err);
     running = NULL;
     if (print_stats) ingest_stats_print(ingest_worker_stats(w), schema, stdout);
-    if (rc) fprintf(stderr, "sluice ingest: %s\n", err);
+    if (rc) sl_error("ingest", "%s", err);
     status = rc ? 1 : 0;
 
     if (metrics) sl_metrics_free(metrics);

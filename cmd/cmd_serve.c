@@ -23,6 +23,7 @@
 #include "serve.h"
 #include "sl_config.h"
 #include "sl_err.h"
+#include "sl_log.h"
 #include "state.h"
 
 #include <errno.h>
@@ -57,10 +58,10 @@ static void *follow_main(void *arg)
         nanosleep(&ts, NULL);
         if (state_follow_refresh(f->st, err, sizeof err)) {
             f->errors++;
-            if (!failing) fprintf(stderr, "sluice serve: following the state owner: %s (retrying)\n", err);
+            if (!failing) sl_warn("serve", "following the state owner: %s (retrying)", err);
             failing = true;
         } else {
-            if (failing) fprintf(stderr, "sluice serve: following the state owner again\n");
+            if (failing) sl_info("serve", "following the state owner again");
             failing = false;
             f->refreshes++;
         }
@@ -150,7 +151,7 @@ int cmd_serve(int argc, char **argv)
     state_options_t so = { .create_if_missing = true, .read_only = read_only };
     int rc = state_open(cfg.state_dir, &so, &st, err, sizeof err);
     if (rc == SL_EBUSY && !read_only) {
-        fprintf(stderr, "sluice serve: %s\nsluice serve: following it (RocksDB secondary)\n", err);
+        sl_info("serve", "%s; following it (RocksDB secondary)", err);
         snprintf(scratch, sizeof scratch, "/tmp/sluice-serve-follower-XXXXXX");
         if (!mkdtemp(scratch)) {
             fprintf(stderr, "sluice serve: cannot create %s: %s\n", scratch, strerror(errno));
@@ -191,12 +192,12 @@ int cmd_serve(int argc, char **argv)
     if (fol.st) snprintf(mode, sizeof mode, " (following its owner, refresh every %lld ms)",
                          (long long)fol.interval_ms);
     else if (so.read_only) snprintf(mode, sizeof mode, " (read-only)");
-    fprintf(stderr, "sluice serve: RESP on %s:%d, gRPC on %s:%d, %lld threads each, state %s%s\n",
+    sl_info("serve", "RESP on %s:%d, gRPC on %s:%d, %lld threads each, state %s%s",
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
             (long long)cfg.serve_threads, cfg.state_dir, mode);
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {}
-    fprintf(stderr, "sluice serve: signal %d, stopping\n", sig);
+    sl_info("serve", "signal %d, stopping", sig);
     if (print_stats) serve_servers_print_stats(srv, stdout);
     serve_servers_stop(srv);
     status = 0;
