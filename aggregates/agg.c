@@ -460,6 +460,18 @@ fail_ent:
     return rc == SL_ENOMEM ? rc : rc == SL_ESCHEMA ? rc : SL_ECORRUPT;
 }
 
+int agg_entity_merge(const agg_plan_t *plan, agg_entity_t *dst, const agg_entity_t *src)
+{
+    int rc, ret = 0;
+    for (size_t i = 0; i < plan->n_features; i++)
+        if ((rc = agg__win_merge(&plan->f[i], &dst->st[i], &src->st[i])))
+            ret = rc;
+    if (src->any && (!dst->any || src->last_event_ms > dst->last_event_ms))
+        dst->last_event_ms = src->last_event_ms;
+    dst->any = dst->any || src->any;
+    return ret;
+}
+
 size_t agg_entity_mem_size(const agg_entity_t *ent)
 {
     const agg_plan_t *plan = ent->plan;

@@ -153,6 +153,14 @@ int agg_entity_encode(const agg_plan_t *plan, const agg_entity_t *ent, sl_buf_t 
 int agg_entity_decode(const agg_plan_t *plan, const void *data, size_t len,
                       agg_entity_t **out);
 
+/* Merges src into dst: dst then holds the state of the union of both
+ * entities' events (the states of one entity in two partitions; see
+ * agg_merge.c). Exact, except that sums of doubles, variances and decayed
+ * sums may differ in the last bits from one state fed every event. src is
+ * unchanged. Returns 0 or SL_ENOMEM (dst then holds a partial merge of some
+ * features: discard it). */
+int agg_entity_merge(const agg_plan_t *plan, agg_entity_t *dst, const agg_entity_t *src);
+
 /* Approximate heap bytes held by the entity (for cache accounting). */
 size_t agg_entity_mem_size(const agg_entity_t *ent);
 

@@ -49,6 +49,8 @@ int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in
 void agg__win_query(const agg__feature_t *f, const agg__fstate_t *st, int64_t t,
                     agg__scratch_t *sc, agg_scalar_t *items, agg_part_t *keep, agg_value_t *out);
 void agg__win_expire(const agg__feature_t *f, agg__fstate_t *st, int64_t accept_from_ms);
+/* dst := dst merged with src (agg_merge.c). 0 or SL_ENOMEM. */
+int agg__win_merge(const agg__feature_t *f, agg__fstate_t *dst, const agg__fstate_t *src);
 int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *buf);
 int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r);
 size_t agg__win_mem(const agg__feature_t *f, const agg__fstate_t *st);
