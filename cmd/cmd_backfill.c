@@ -4,10 +4,17 @@
  * other views live meanwhile, cut over atomically, exit (replay/backfill.h,
  * docs/backfill.md). Rerunning the same command after a crash resumes.
  *
+ * When a `sluice run` node owns the state directory, the request is handed
+ * to it over its control socket (replay/backfill_ctl.h): the node hosts the
+ * backfill while it keeps serving, and this command shows the node's
+ * progress until the cut-over. Ctrl-C detaches; the node goes on.
+ *
  * Exit status: 0 cut over, 1 failure, 2 usage, 3 stopped by a signal
- * (progress committed; rerun to resume).
+ * (progress committed; rerun to resume), 4 nothing to do (hosted: the view
+ * is up to date), 130 detached from the node by Ctrl-C.
  */
 #include "backfill.h"
+#include "backfill_ctl.h"
 #include "replay.h"
 #include "schema.h"
 #include "sl_config.h"
@@ -21,10 +28,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+static volatile int detach;
+
 static void on_signal(int sig)
 {
     (void)sig;
     backfill_stop();
+    detach = 1;
+}
+
+/* The state dir is locked: hand the request to the node that owns it. */
+static int hand_to_node(const char *state_dir, const backfill_options_t *o, const char *lock_err)
+{
+    backfill_ctl_request_t req = { .from_ms = o->from_ms, .force = o->force,
+                                   .catchup_lag = o->catchup_lag,
+                                   .commit_interval_ms = o->commit_interval_ms };
+    snprintf(req.view, sizeof req.view, "%s", o->view);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    char err[2048];
+    int st = backfill_ctl_request(state_dir, &req, &detach, err, sizeof err);
+    if (st < 0) {
+        fprintf(stderr, "sluice backfill: %s, and that process does not host backfills (%s).\n"
+                "Stop it (SIGTERM) and run this command again (it keeps the other views live), "
+                "or run the node with `sluice run`, which hosts backfills while it serves.\n",
+                lock_err, err);
+        return 1;
+    }
+    fprintf(stderr, "sluice backfill: %s\n", err);
+    return st;
 }
 
 static void usage(FILE *f)
@@ -34,11 +70,13 @@ static void usage(FILE *f)
         "                       [--set key=value ...]\n\n"
         "Rebuilds feature view V (new, or whose definition changed) by replaying its\n"
         "source topic through the live ingest code into a NEW version of its state;\n"
-        "the current version keeps serving until the switch, which is atomic. Runs in\n"
-        "place of the ingest worker (the state dir is locked by one process): stop\n"
-        "`sluice ingest` first; the other views are ingested live meanwhile. When the\n"
-        "replay has caught up, it cuts over, drops the old version and exits: start\n"
-        "the worker again. Interrupted (kill -9 too)? Run the same command: it resumes.\n\n"
+        "the current version keeps serving until the switch, which is atomic.\n"
+        "If `sluice run` owns the state dir, the node runs the backfill itself while it\n"
+        "keeps serving (edit the schema files first: it re-reads them) and this command\n"
+        "follows its progress; Ctrl-C detaches, the node goes on. Otherwise it runs\n"
+        "here, in place of the worker (stop `sluice ingest` first); the other views are\n"
+        "ingested live meanwhile; start the worker again afterwards. Interrupted (kill\n"
+        "-9 too)? Run the same command (or restart the node): it resumes.\n\n"
         "  -c, --config FILE   worker configuration\n"
         "  --view V            the view to rebuild\n"
         "  --from WHEN         'earliest' (default), epoch ms, or RFC 3339: replay from the\n"
@@ -125,9 +163,7 @@ int cmd_backfill(int argc, char **argv)
     state_options_t so = { .create_if_missing = true };
     int rc = state_open(cfg.state_dir, &so, &st, err, sizeof err);
     if (rc == SL_EBUSY) {
-        fprintf(stderr, "sluice backfill: %s.\nThe backfill runs in place of the worker that owns the state dir: "
-                "stop it (SIGTERM), run this command (it keeps the other views live), then start the worker again.\n",
-                err);
+        status = hand_to_node(cfg.state_dir, &o, err);
         goto out;
     }
     if (rc) { fprintf(stderr, "sluice backfill: %s\n", err); goto out; }

@@ -4,51 +4,413 @@
  * worker are servable at once (freshness = commit_interval), and the
  * consistency tokens of gRPC responses follow ingest's commits.
  *
+ * Hosted backfills. The node owns the state directory (its lock), so a
+ * `sluice backfill` started beside it hands its request over the control
+ * socket (replay/backfill_ctl.h) and the node runs it while it keeps
+ * serving:
+ *
+ *   LIVE(schema A) --request V--> re-read the schema files (B), check them,
+ *     |                           build B's serving backend
+ *     |                                   |
+ *     |                           stop the live worker (final commit)
+ *     |                                   v
+ *     |   BACKFILL: backfill_run(B, live) in a thread — its own live worker
+ *     |   ingests B without V; serving answers V from its CURRENT version
+ *     |   with A's plan (A stays in memory), every other view live
+ *     |                                   |
+ *     |   switch_begin: hold new requests, drain the ones on A  (serve_swap)
+ *     |   version switch (one synced write) + V's coverage
+ *     |   switch_end: publish B's backend, release the requests
+ *     |                                   v
+ *     +<------------- LIVE(schema B): a normal worker on the full B
+ *
+ * A failed or stopped backfill before the switch leaves A serving and
+ * restarts live ingest of A without V (V's state is frozen at its current
+ * version; the store marks its backfill pending, so a full-A worker would
+ * refuse it); rerunning the command resumes. A node restarted (kill -9)
+ * with a backfill pending for a view of the schema files resumes it by
+ * itself; it has lost the old definition, so lookups of that view get a
+ * clear error until the cut-over, and every other view is served live.
+ *
+ * Schemas, serving backends and stopped workers the node used are kept until
+ * exit: older serving generations may still reference them, and metrics
+ * read the first worker's counters.
+ *
  * Threads: signals are blocked before any thread starts; the ingest worker
- * runs on its own thread, the servers on theirs, the main thread waits in
- * sigwait(). SIGINT/SIGTERM stop ingest (final commit), then the servers.
- * A fatal ingest error stops the process too (SIGUSR1 to the main thread).
+ * runs on its own thread, the servers on theirs, the control socket on one,
+ * a hosted backfill on one; the main thread waits in sigwait().
+ * SIGINT/SIGTERM stop a backfill (progress committed), then ingest (final
+ * commit), then the servers. A fatal ingest error stops the process too
+ * (SIGUSR1 to the main thread). Node state shared with the control thread
+ * and the backfill thread is under node.mu.
  *
  * Exit status: 0 after a clean stop, 1 on a startup or ingest failure, 2 on
  * usage errors.
  */
+#include "backfill.h"
+#include "backfill_ctl.h"
 #include "ingest.h"
 #include "metrics.h"
 #include "node_metrics.h"
 #include "cmd_common.h"
+#include "replay.h"
 #include "schema.h"
 #include "serve.h"
+#include "serve_swap.h"
 #include "sl_config.h"
 #include "sl_err.h"
+#include "sl_log.h"
+#include "sl_time.h"
 #include "state.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct run_ingest {
-    pthread_t main_thread;     /* woken with SIGUSR1 when ingest ends */
+#define RUN_MAX_KEEP 64           /* schemas / backends / workers kept until exit */
+
+typedef struct run_node {
+    sl_config_t *cfg;
+    state_store_t *st;
+    pthread_t main_thread;
+    pthread_mutex_t mu;
+    serve_swap_t *sw;
+    backfill_ctl_t *ctl;
+    const schema_t *schema;       /* what the node ingests and serves now */
+    /* kept until exit */
+    schema_t *schemas[RUN_MAX_KEEP];
+    size_t n_schemas;
+    serve_state_backend_t *backends[RUN_MAX_KEEP];
+    size_t n_backends;
+    ingest_worker_t *workers[RUN_MAX_KEEP];
+    size_t n_workers;
+    schema_view_t *subviews[RUN_MAX_KEEP];   /* view arrays of sub-schemas */
+    schema_t subs[RUN_MAX_KEEP];
+    size_t n_subs;
+    /* the live worker */
     ingest_worker_t *w;
-    int rc;
-    char err[2048];
-} run_ingest_t;
+    pthread_t w_thread;
+    bool w_running;
+    bool w_handoff;               /* stopped on purpose: not a fatal end */
+    int w_rc;
+    char w_err[2048];
+    /* a hosted backfill */
+    bool bf_running, bf_joinable, bf_switched;
+    pthread_t bf_thread;
+    char bf_view[256];
+    backfill_ctl_request_t bf_req;
+    const schema_t *bf_schema;
+    serve_state_backend_t *bf_backend;
+    double bf_pause_ms;
+    bool stopping;
+    bool fatal;
+    char fatal_err[2048];
+} run_node_t;
+
+static void run__fatal(run_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void run__fatal(run_node_t *n, const char *fmt, ...)
+{
+    pthread_mutex_lock(&n->mu);
+    if (!n->fatal) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(n->fatal_err, sizeof n->fatal_err, fmt, ap);
+        va_end(ap);
+        n->fatal = true;
+    }
+    pthread_mutex_unlock(&n->mu);
+    pthread_kill(n->main_thread, SIGUSR1);   /* wake the main thread */
+}
+
+/* ---- the live worker --------------------------------------------------------- */
 
 static void *run__ingest_main(void *arg)
 {
-    run_ingest_t *ri = arg;
-    ri->rc = ingest_worker_run(ri->w, ri->err, sizeof ri->err);
-    pthread_kill(ri->main_thread, SIGUSR1);   /* wake the main thread */
+    run_node_t *n = arg;
+    n->w_rc = ingest_worker_run(n->w, n->w_err, sizeof n->w_err);
+    pthread_mutex_lock(&n->mu);
+    bool handoff = n->w_handoff;
+    pthread_mutex_unlock(&n->mu);
+    if (!handoff) run__fatal(n, "ingest: %s", n->w_rc ? n->w_err : "the worker stopped");
     return NULL;
 }
+
+/* Starts a live worker on `schema`, without the view named `without` when
+ * given (a sub-schema kept until exit). Caller thread: main or backfill. */
+static int run__worker_start(run_node_t *n, const schema_t *schema, const char *without,
+                             char *errstr, size_t errsize)
+{
+    if (n->n_workers >= RUN_MAX_KEEP || n->n_subs >= RUN_MAX_KEEP) {
+        snprintf(errstr, errsize, "too many live worker restarts in one process; restart the node");
+        return SL_ENOMEM;
+    }
+    const schema_t *use = schema;
+    if (without) {
+        schema_t *sub = &n->subs[n->n_subs];
+        *sub = *schema;
+        sub->views = calloc(schema->n_views + 1, sizeof *sub->views);
+        if (!sub->views) return SL_ENOMEM;
+        sub->n_views = 0;
+        for (size_t v = 0; v < schema->n_views; v++)
+            if (strcmp(schema->views[v].name, without) != 0) sub->views[sub->n_views++] = schema->views[v];
+        sub->services = NULL;                   /* their refs index the full view list */
+        sub->n_services = 0;
+        n->subviews[n->n_subs++] = sub->views;
+        if (sub->n_views == 0) return 0;        /* nothing else to ingest */
+        use = sub;
+    }
+    ingest_options_t io = { .exit_at_eof = false, .progress_log_ms = 10000 };
+    ingest_worker_t *w = NULL;
+    int rc = ingest_worker_new(n->cfg, use, n->st, &io, &w, errstr, errsize);
+    if (rc) return rc;
+    n->workers[n->n_workers++] = w;
+    pthread_mutex_lock(&n->mu);
+    n->w = w;
+    n->w_handoff = false;
+    n->w_rc = 0;
+    pthread_mutex_unlock(&n->mu);
+    if (pthread_create(&n->w_thread, NULL, run__ingest_main, n)) {
+        n->w = NULL;
+        snprintf(errstr, errsize, "cannot start the ingest thread");
+        return SL_ENOMEM;
+    }
+    n->w_running = true;
+    return 0;
+}
+
+/* Stops the live worker; its final commit is done when this returns. The
+ * worker object stays (metrics may read its counters). */
+static void run__worker_stop(run_node_t *n)
+{
+    if (!n->w_running) return;
+    pthread_mutex_lock(&n->mu);
+    n->w_handoff = true;
+    pthread_mutex_unlock(&n->mu);
+    ingest_worker_stop(n->w);
+    pthread_join(n->w_thread, NULL);
+    n->w_running = false;
+}
+
+/* ---- hosted backfill ------------------------------------------------------------ */
+
+static void run__progress(void *arg, const char *line, bool final)
+{
+    run_node_t *n = arg;
+    sl_info("replay", "%s", line);
+    backfill_ctl_send(n->ctl, final ? "F" : "P", "%s", line);
+}
+
+static int run__switch_begin(void *arg)
+{
+    run_node_t *n = arg;
+    /* A request waiting for a consistency token may hold its pin up to the
+     * servers' max token wait (10 s). */
+    return serve_swap_begin(n->sw, 30000);
+}
+
+static void run__switch_end(void *arg, bool switched)
+{
+    run_node_t *n = arg;
+    if (!switched) {
+        serve_swap_abort(n->sw);
+        return;
+    }
+    if (serve_swap_commit(n->sw, serve_state_backend(n->bf_backend), &n->bf_pause_ms))
+        sl_error("run", "out of memory publishing the new serving backend: the old one still serves");
+    n->bf_switched = true;
+}
+
+static void *run__backfill_main(void *arg)
+{
+    run_node_t *n = arg;
+    char err[2048] = "", msg[1024];
+    const char *view = n->bf_view;
+    backfill_options_t o = {
+        .view = view, .from_ms = n->bf_req.from_ms, .live = true, .progress_ms = 2000,
+        .commit_interval_ms = n->bf_req.commit_interval_ms, .catchup_lag = n->bf_req.catchup_lag,
+        .force = n->bf_req.force, .progress_fn = run__progress, .switch_begin = run__switch_begin,
+        .switch_end = run__switch_end, .hook_arg = n,
+    };
+    const schema_t *old = n->schema;
+    if (n->w_running) {
+        backfill_ctl_send(n->ctl, "LOG", "stopping the node's live worker (final commit); view '%s' keeps "
+                          "serving its current version until the cut-over", view);
+        run__worker_stop(n);
+    }
+    backfill_ctl_send(n->ctl, "LOG", "replaying into a new version of '%s'; the other views are ingested "
+                      "live meanwhile and every view keeps serving", view);
+    backfill_stats_t bs;
+    int rc = backfill_run(n->cfg, n->bf_schema, n->st, &o, &bs, err, sizeof err);
+    int status = 0;
+    char werr[2048] = "";
+    if (n->bf_switched) {
+        /* The new version and definition serve: ingest the new schema. */
+        pthread_mutex_lock(&n->mu);
+        n->schema = n->bf_schema;
+        pthread_mutex_unlock(&n->mu);
+        if (rc != SL_ESHUTDOWN && run__worker_start(n, n->bf_schema, NULL, werr, sizeof werr)) {
+            run__fatal(n, "after the cut-over of '%s': cannot start live ingest: %s", view, werr);
+        }
+    } else if (rc != SL_ESHUTDOWN && !n->stopping) {
+        /* Nothing switched: A serves; ingest A without the frozen view. */
+        if (run__worker_start(n, old, view, werr, sizeof werr))
+            run__fatal(n, "after the failed backfill of '%s': cannot restart live ingest: %s", view, werr);
+    }
+    if (rc == 0) {
+        snprintf(msg, sizeof msg,
+                 "view '%s' now serves version %u (old version %u dropped)%s; %llu messages replayed "
+                 "(%llu events applied, %llu bad, %llu late) in %.2fs = %.0f msg/s; serving held %.2f ms "
+                 "at the switch; live ingest goes on with the new schema",
+                 view, bs.new_version, bs.old_version, bs.resumed ? ", resumed" : "",
+                 (unsigned long long)bs.messages, (unsigned long long)bs.events,
+                 (unsigned long long)bs.bad, (unsigned long long)bs.late, bs.replay_s,
+                 bs.replay_s > 0 ? (double)bs.messages / bs.replay_s : 0.0, n->bf_pause_ms);
+        sl_info("run", "%s", msg);
+    } else if (rc == SL_ESHUTDOWN) {
+        status = 3;
+        snprintf(msg, sizeof msg, "the node is stopping: the backfill of '%s' stopped with its progress "
+                 "committed; it resumes when the node runs again", view);
+    } else {
+        status = rc == SL_EEXISTS ? 4 : 1;
+        snprintf(msg, sizeof msg, "%s%s", err,
+                 n->bf_switched ? "" : "; the view keeps serving its current version and the other views "
+                 "are live: fix the cause and run the same command to resume");
+        sl_error("run", "backfill of '%s': %s", view, msg);
+    }
+    pthread_mutex_lock(&n->mu);
+    n->bf_running = false;
+    pthread_mutex_unlock(&n->mu);
+    backfill_ctl_finish(n->ctl, status, msg);
+    return NULL;
+}
+
+/* Starts the backfill thread for view `vi` of `schema` (kept by the node).
+ * With n->mu held. */
+static int run__backfill_start(run_node_t *n, const schema_t *schema, int vi,
+                               const backfill_ctl_request_t *req, char *msg, size_t msgsize)
+{
+    if (n->n_backends >= RUN_MAX_KEEP) {
+        snprintf(msg, msgsize, "too many backfills in one process: restart the node first");
+        return 1;
+    }
+    serve_state_backend_t *sb = NULL;
+    char err[1024];
+    if (serve_state_backend_new(schema, n->st, &sb, err, sizeof err)) {
+        snprintf(msg, msgsize, "cannot build the serving backend of the new schema: %s", err);
+        return 1;
+    }
+    n->backends[n->n_backends++] = sb;
+    if (n->bf_joinable) {
+        pthread_join(n->bf_thread, NULL);        /* the previous one ended */
+        n->bf_joinable = false;
+    }
+    n->bf_backend = sb;
+    n->bf_schema = schema;
+    n->bf_req = *req;
+    n->bf_switched = false;
+    n->bf_pause_ms = 0;
+    snprintf(n->bf_view, sizeof n->bf_view, "%s", schema->views[vi].name);
+    if (pthread_create(&n->bf_thread, NULL, run__backfill_main, n)) {
+        snprintf(msg, msgsize, "cannot start the backfill thread");
+        return 1;
+    }
+    n->bf_running = n->bf_joinable = true;
+    return 0;
+}
+
+/* Control socket handler (listener thread): checks the request against the
+ * schema files as they are now and starts the backfill. */
+static int run__on_request(void *arg, const backfill_ctl_request_t *req, char *msg, size_t msgsize)
+{
+    run_node_t *n = arg;
+    int status = 1;
+    schema_t *schema = NULL;
+    char err[2048];
+    pthread_mutex_lock(&n->mu);
+    if (n->stopping) {
+        snprintf(msg, msgsize, "the node is stopping");
+        goto out;
+    }
+    if (n->bf_running) {
+        if (strcmp(n->bf_view, req->view) == 0) {
+            snprintf(msg, msgsize, "node pid %ld is already backfilling view '%s': following it", (long)getpid(),
+                     req->view);
+            status = 0;
+        } else {
+            snprintf(msg, msgsize, "a backfill of view '%s' is already running on this node (one at a time): "
+                     "wait for it to finish (`sluice backfill -c CONFIG --view %s` follows it)", n->bf_view,
+                     n->bf_view);
+        }
+        goto out;
+    }
+    if (n->n_schemas >= RUN_MAX_KEEP) {
+        snprintf(msg, msgsize, "too many backfills in one process: restart the node first");
+        goto out;
+    }
+    if (schema_load((const char *const *)n->cfg->schema_files, n->cfg->n_schema_files, &schema, err,
+                    sizeof err)) {
+        snprintf(msg, msgsize, "the schema files do not load: %s", err);
+        goto out;
+    }
+    int vi = schema_view_index(schema, req->view);
+    if (vi < 0) {
+        snprintf(msg, msgsize, "no feature view '%s' in the schema files (edit them first: the node re-reads "
+                 "them for the backfill)", req->view);
+        goto out;
+    }
+    for (size_t v = 0; v < schema->n_views; v++) {
+        if ((int)v == vi || !backfill_view_needs(n->st, schema, (int)v)) continue;
+        snprintf(msg, msgsize, "view '%s' of the schema files needs a backfill too (changed, or new on a "
+                 "consumed topic); a node rebuilds one view at a time and ingests every other view live "
+                 "meanwhile: revert '%s' for now, backfill '%s', then change '%s' and backfill it",
+                 schema->views[v].name, schema->views[v].name, req->view, schema->views[v].name);
+        goto out;
+    }
+    if (!req->force && backfill_view_up_to_date(n->st, &schema->views[vi])) {
+        status = 4;
+        snprintf(msg, msgsize, "view '%s' is up to date (its state was built with this definition); "
+                 "use --force to rebuild it anyway", req->view);
+        goto out;
+    }
+    if ((status = run__backfill_start(n, schema, vi, req, msg, msgsize))) goto out;
+    n->schemas[n->n_schemas++] = schema;
+    schema = NULL;
+    snprintf(msg, msgsize, "node pid %ld hosts the backfill of view '%s'; serving goes on", (long)getpid(),
+             req->view);
+    sl_info("run", "control socket: backfill of view '%s' requested", req->view);
+out:
+    pthread_mutex_unlock(&n->mu);
+    schema_free(schema);
+    return status;
+}
+
+/* A backfill of a view of `schema` left pending in the store (the node was
+ * killed while hosting it): the view's index, or -1. */
+static int run__pending_view(state_store_t *st, const schema_t *schema)
+{
+    int pending = -1;
+    for (size_t v = 0; v < schema->n_views; v++) {
+        if (backfill_view_pending(st, &schema->views[v])) {
+            pending = (int)v;
+            continue;
+        }
+        if (backfill_view_needs(st, schema, (int)v)) return -1;   /* the worker's refusal explains */
+    }
+    return pending;
+}
+
+/* ---- the command ----------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: sluice run -c CONFIG [--set key=value ...] [--log-format F] [--stats]\n\n"
-        "Ingest (Kafka -> state, exactly once) and serve (RESP + gRPC) in one process.\n\n"
+        "Ingest (Kafka -> state, exactly once) and serve (RESP + gRPC) in one process.\n"
+        "Hosts `sluice backfill` requests while serving (docs/backfill.md).\n\n"
         "  -c, --config FILE   worker configuration (see `sluice config --help`)\n"
         "  --set key=value     override a config option (kafka.X=Y for librdkafka)\n"
         "  --log-format F      text (default) or json: one JSON object per log line\n"
@@ -65,12 +427,13 @@ int cmd_run(int argc, char **argv)
     char err[2048] = "";
     int status = 1;
     schema_t *schema = NULL;
-    state_store_t *st = NULL;
-    serve_state_backend_t *sb = NULL;
     serve_servers_t *srv = NULL;
     sl_metrics_t *metrics = NULL;
     node_metrics_t *nm = NULL;
-    run_ingest_t ri = { 0 };
+    run_node_t *n = calloc(1, sizeof *n);
+    if (!n) return 1;
+    pthread_mutex_init(&n->mu, NULL);
+    n->cfg = &cfg;
 
     sl_config_defaults(&cfg);
     for (int i = 1; i < argc; i++) {
@@ -108,73 +471,127 @@ int cmd_run(int argc, char **argv)
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    ri.main_thread = pthread_self();
+    n->main_thread = pthread_self();
 
     int load_status = cmd_load_config_and_schema("sluice run", config, argc, argv, &cfg, &schema);
     if (load_status) {
         status = load_status;
         goto out_config;
     }
+    n->schemas[n->n_schemas++] = schema;
+    n->schema = schema;
     state_options_t so = { .create_if_missing = true, .read_only = false };
-    if (state_open(cfg.state_dir, &so, &st, err, sizeof err)) {
+    if (state_open(cfg.state_dir, &so, &n->st, err, sizeof err)) {
         fprintf(stderr, "sluice run: %s\n", err);
-        goto out_schema;
+        goto out_config;
     }
-    ingest_options_t io = { .exit_at_eof = false, .progress_log_ms = 10000 };
-    if (ingest_worker_new(&cfg, schema, st, &io, &ri.w, err, sizeof err)) {
+    /* Killed while hosting a backfill? Resume it (below) instead of the
+     * normal worker, which would refuse the half-built view. */
+    int pending = run__pending_view(n->st, schema);
+    if (pending < 0 && run__worker_start(n, schema, NULL, err, sizeof err)) {
         fprintf(stderr, "sluice run: %s\n", err);
         goto out_state;
     }
-    if (serve_state_backend_new(schema, st, &sb, err, sizeof err)) {
+    serve_state_backend_t *sb = NULL;
+    if (serve_state_backend_new(schema, n->st, &sb, err, sizeof err) || serve_swap_new(serve_state_backend(sb), &n->sw)) {
+        fprintf(stderr, "sluice run: %s\n", err[0] ? err : "out of memory");
+        serve_state_backend_free(sb);
+        goto out_worker;
+    }
+    n->backends[n->n_backends++] = sb;
+    if (pending >= 0) {
+        char why[700];
+        snprintf(why, sizeof why, "view '%s' is being rebuilt by a backfill resumed after a restart (the old "
+                 "definition is gone); it serves again after the cut-over", schema->views[pending].name);
+        serve_swap_refuse_view(n->sw, pending, why);
+    }
+    if (serve_servers_start(&cfg, serve_swap_backend(n->sw), &srv, err, sizeof err)) {
         fprintf(stderr, "sluice run: %s\n", err);
         goto out_worker;
     }
-
-    if (serve_servers_start(&cfg, serve_state_backend(sb), &srv, err, sizeof err)) {
-        fprintf(stderr, "sluice run: %s\n", err);
-        goto out_backend;
-    }
     if (cfg.metrics_port > 0) {
         metrics = sl_metrics_new();
-        if (!metrics || node_metrics_attach(metrics, schema, st, ingest_worker_stats(ri.w), srv, NULL,
-                                            NULL, &nm) ||
+        if (!metrics ||
+            node_metrics_attach(metrics, schema, n->st, n->n_workers ? ingest_worker_stats(n->workers[0]) : NULL,
+                                srv, NULL, NULL, &nm) ||
             sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err)) {
             fprintf(stderr, "sluice run: metrics: %s\n", err[0] ? err : "out of memory");
             goto out_metrics;
         }
     }
-    pthread_t thr;
-    if (pthread_create(&thr, NULL, run__ingest_main, &ri)) {
-        fprintf(stderr, "sluice run: cannot start the ingest thread\n");
-        goto out_metrics;
-    }
+    if (backfill_ctl_listen(cfg.state_dir, run__on_request, n, &n->ctl, err, sizeof err))
+        fprintf(stderr, "sluice run: %s: `sluice backfill` cannot reach this node\n", err);
     fprintf(stderr, "sluice run: ingest from %s; RESP on %s:%d, gRPC on %s:%d; state %s\n", cfg.brokers,
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
             cfg.state_dir);
+    if (pending >= 0) {
+        fprintf(stderr, "sluice run: resuming the interrupted backfill of view '%s'\n",
+                schema->views[pending].name);
+        backfill_ctl_request_t req = { .from_ms = REPLAY_FROM_EARLIEST };  /* the stored start wins */
+        snprintf(req.view, sizeof req.view, "%s", schema->views[pending].name);
+        char msg[1024];
+        pthread_mutex_lock(&n->mu);
+        int bst = run__backfill_start(n, schema, pending, &req, msg, sizeof msg);
+        pthread_mutex_unlock(&n->mu);
+        if (bst) {
+            fprintf(stderr, "sluice run: %s\n", msg);
+            goto out_ctl;
+        }
+    }
     int sig = 0;
-    while (sigwait(&set, &sig) != 0) {}
+    for (;;) {
+        while (sigwait(&set, &sig) != 0) {}
+        if (sig != SIGUSR1) break;
+        pthread_mutex_lock(&n->mu);
+        bool fatal = n->fatal;
+        pthread_mutex_unlock(&n->mu);
+        if (fatal) break;
+    }
     if (sig != SIGUSR1) fprintf(stderr, "sluice run: signal %d, stopping\n", sig);
-    ingest_worker_stop(ri.w);
-    pthread_join(thr, NULL);
-    if (ri.rc) fprintf(stderr, "sluice run: ingest: %s\n", ri.err);
+    pthread_mutex_lock(&n->mu);
+    n->stopping = true;
+    pthread_mutex_unlock(&n->mu);
+    backfill_ctl_close(n->ctl);                 /* no new requests */
+    n->ctl = NULL;
+    if (n->bf_joinable) {
+        backfill_stop();
+        pthread_join(n->bf_thread, NULL);
+        n->bf_joinable = false;
+    }
+    run__worker_stop(n);
+    status = 0;
+    if (n->fatal) {
+        fprintf(stderr, "sluice run: %s\n", n->fatal_err);
+        status = 1;
+    }
     if (print_stats) {
-        ingest_stats_print(ingest_worker_stats(ri.w), schema, stdout);
+        if (n->w) ingest_stats_print(ingest_worker_stats(n->w), n->schema, stdout);
         serve_servers_print_stats(srv, stdout);
     }
-    status = ri.rc ? 1 : 0;
+out_ctl:
+    backfill_ctl_close(n->ctl);
+    if (n->bf_joinable) {
+        backfill_stop();
+        pthread_join(n->bf_thread, NULL);
+    }
+    run__worker_stop(n);
 out_metrics:
     sl_metrics_free(metrics);          /* stops the HTTP server before its collectors go */
     node_metrics_free(nm);
     serve_servers_stop(srv);
-out_backend:
-    serve_state_backend_free(sb);
 out_worker:
-    ingest_worker_free(ri.w);
+    run__worker_stop(n);
+    serve_swap_free(n->sw);
+    for (size_t i = 0; i < n->n_backends; i++) serve_state_backend_free(n->backends[i]);
+    for (size_t i = 0; i < n->n_workers; i++) ingest_worker_free(n->workers[i]);
 out_state:
-    state_close(st);
-out_schema:
-    schema_free(schema);
+    state_close(n->st);
 out_config:
+    for (size_t i = 0; i < n->n_subs; i++) free(n->subviews[i]);
+    for (size_t i = 0; i < n->n_schemas; i++) schema_free(n->schemas[i]);
+    if (!n->n_schemas) schema_free(schema);
     sl_config_free(&cfg);
+    pthread_mutex_destroy(&n->mu);
+    free(n);
     return status;
 }

@@ -224,6 +224,15 @@ int gen_new(const schema_t *schema, int source, const gen_options_t *opts, gen_t
     if (!(g->fields = calloc(g->src->n_fields, sizeof *g->fields))) goto nomem;
     g->fields[g->src->time_field].role = ROLE_TIME;
 
+    /* The message key: the source's declared message_key (through a view
+     * keyed by it), else the entity of its first view. */
+    for (size_t v = 0; v < schema->n_views && g->key_entity < 0; v++) {
+        const schema_view_t *view = &schema->views[v];
+        if (view->source == source && g->src->n_msg_key_fields && !view->spans_partitions) {
+            g->key_entity = view->entity;
+            g->key_fields = view->key_fields;
+        }
+    }
     /* Key fields: one population per entity used by a view of the source. */
     for (size_t v = 0; v < schema->n_views; v++) {
         const schema_view_t *view = &schema->views[v];

@@ -102,6 +102,14 @@ static void seterr(char *errstr, size_t errsize, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Test hook: SLUICE_TEST_BACKFILL_DELAY_US=N sleeps N us per replayed
+ * message, so that tests can act while a small backfill is still running. */
+static int64_t test_delay_us(void)
+{
+    const char *s = getenv("SLUICE_TEST_BACKFILL_DELAY_US");
+    return s ? strtoll(s, NULL, 10) : 0;
+}
+
 /* Test hook: SLUICE_TEST_CRASH=<point> makes the process kill itself with
  * SIGKILL at that point of the cut-over (C1, C2, C3), as a crash would. */
 static void crash_point(const char *name)
@@ -152,6 +160,17 @@ static int meta_write(state_store_t *st, const char *view, const bf_meta_t *m)
     int n = m->present ? snprintf(text, sizeof text, "version=%u fingerprint=%s phase=%s from=%lld",
                                   m->version, m->fingerprint, m->phase, (long long)m->from_ms)
                        : 0;
+    return state_meta_put(st, name, text, (size_t)n);
+}
+
+/* Coverage of the view's state: complete (from earliest: "0", which the
+ * readers take as complete; an empty value would do too, but "0" reads the
+ * same everywhere) or from from_ms. */
+static int since_put(state_store_t *st, const char *view, int64_t from_ms)
+{
+    char name[600], text[32];
+    snprintf(name, sizeof name, "view.%s.since_ms", view);
+    int n = snprintf(text, sizeof text, "%lld", from_ms == REPLAY_FROM_EARLIEST ? 0LL : (long long)from_ms);
     return state_meta_put(st, name, text, (size_t)n);
 }
 
@@ -236,6 +255,30 @@ static bool view_needs_backfill(state_store_t *st, const schema_t *schema, const
                         : g == SL_ENOTFOUND && topic_consumed(st, schema->sources[v->source].topic);
     sl_buf_free(&b);
     return needs;
+}
+
+bool backfill_view_needs(state_store_t *st, const schema_t *schema, int view)
+{
+    return view_needs_backfill(st, schema, &schema->views[view]);
+}
+
+bool backfill_view_up_to_date(state_store_t *st, const schema_view_t *v)
+{
+    char name[600], fp[32];
+    sl_buf_t b = SL_BUF_INIT;
+    snprintf(name, sizeof name, "view.%s.fingerprint", v->name);
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)v->fingerprint);
+    bool same = state_meta_get(st, name, &b) == 0 && b.len == strlen(fp) && memcmp(b.data, fp, b.len) == 0;
+    sl_buf_free(&b);
+    return same;
+}
+
+bool backfill_view_pending(state_store_t *st, const schema_view_t *v)
+{
+    bf_meta_t m;
+    char fp[32];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)v->fingerprint);
+    return meta_read(st, v->name, &m) == 0 && m.present && strcmp(m.fingerprint, fp) == 0;
 }
 
 static int live_start(live_t *l, const sl_config_t *cfg, const schema_t *schema, int view,
@@ -430,6 +473,7 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
      * rarely (every commit re-encodes the hot entities). */
     int64_t interval = (b->o->commit_interval_ms > 0 ? b->o->commit_interval_ms : 10000) * 1000000LL;
     int64_t next_commit = sl_mono_ns() + interval, next_refresh = 0;
+    int64_t delay_us = test_delay_us();
     int fatal = 0, rc = 0;
     for (;;) {
         if (atomic_load(&stop_flag)) return SL_ESHUTDOWN;
@@ -445,6 +489,7 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
         if (m) {
             rc = bf_apply(b, m);
             rd_kafka_message_destroy(m);
+            if (delay_us > 0) usleep((useconds_t)delay_us);
             if (rc) { seterr(errstr, errsize, "applying an event: %s", sl_strerror(rc)); return rc; }
         }
         if (sl_mono_ns() >= next_commit) {
@@ -455,12 +500,23 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
     }
 }
 
-/* Steps after C2: switch, record the definition, drop the old version,
- * clear the backfill's records. Idempotent. */
+/* Steps after C2: switch (with the coverage of the new version, inside the
+ * hosting node's hold), record the definition, drop the old version, clear
+ * the backfill's records. Idempotent. */
 static int bf_finish(state_store_t *st, const schema_view_t *v, uint32_t version, size_t np,
-                     const char *fp, char *errstr, size_t errsize)
+                     const char *fp, int64_t from_ms, const backfill_options_t *o,
+                     backfill_stats_t *stats, char *errstr, size_t errsize)
 {
-    int rc = state_view_version_set(st, v->name, version, errstr, errsize);
+    int64_t th = sl_mono_ns();
+    int rc = o->switch_begin ? o->switch_begin(o->hook_arg) : 0;
+    if (rc) {
+        seterr(errstr, errsize, "the serving side could not hold its requests for the switch: %s", sl_strerror(rc));
+        return rc;
+    }
+    if ((rc = since_put(st, v->name, from_ms))) seterr(errstr, errsize, "cannot record view.%s.since_ms", v->name);
+    else rc = state_view_version_set(st, v->name, version, errstr, errsize);
+    if (o->switch_end) o->switch_end(o->hook_arg, rc == 0);
+    stats->switch_ms = (double)(sl_mono_ns() - th) / 1e6;
     if (rc) return rc;
     sl_info("backfill", "view '%s': version %u now serves", v->name, version);
     crash_point("C3");
@@ -537,7 +593,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
         if (replay_new(cfg, &ro, &r, NULL, 0) == 0) np = replay_partition_count(r);
         replay_free(r);
         sl_info("backfill", "view '%s': resuming an interrupted cut-over to version %u", b.v->name, meta.version);
-        rc = bf_finish(st, b.v, meta.version, np, fp, errstr, errsize);
+        rc = bf_finish(st, b.v, meta.version, np, fp, meta.from_ms, o, stats, errstr, errsize);
         stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
         return rc;
     }
@@ -574,7 +630,8 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     char what[600];
     snprintf(what, sizeof what, "backfill %s", b.v->name);
     replay_options_t ro = { .topic = b.src->topic, .from_ms = meta.from_ms, .what = what,
-                            .progress_ms = o->progress_ms };
+                            .progress_ms = o->progress_ms, .progress_fn = o->progress_fn,
+                            .progress_arg = o->hook_arg };
     if ((rc = replay_new(cfg, &ro, &b.r, errstr, errsize))) goto out;
     b.np = replay_partition_count(b.r);
     b.wm = calloc(b.np, sizeof *b.wm);
@@ -631,7 +688,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     snprintf(meta.phase, sizeof meta.phase, "switch");
     if ((rc = meta_write(st, b.v->name, &meta))) { seterr(errstr, errsize, "cannot record the cut-over"); goto out; }
     crash_point("C2");
-    if ((rc = bf_finish(st, b.v, b.version, b.np, fp, errstr, errsize))) goto out;
+    if ((rc = bf_finish(st, b.v, b.version, b.np, fp, meta.from_ms, o, stats, errstr, errsize))) goto out;
     stats->cutover_ms = (double)(sl_mono_ns() - tc) / 1e6;
 out:
     live_stop(&live);

@@ -60,6 +60,8 @@ struct replay {
     uint64_t messages, events;
     uint64_t last_messages, last_events;
     bool tty;
+    void (*progress_fn)(void *arg, const char *line, bool final);
+    void *progress_arg;
     size_t drawn_len;
 };
 
@@ -102,6 +104,9 @@ int replay_new(const sl_config_t *cfg, const replay_options_t *opts, replay_t **
     r->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
     r->progress_ns = opts->progress_ms * 1000000LL;
     r->tty = isatty(2);
+    r->progress_fn = opts->progress_fn;
+    r->progress_arg = opts->progress_arg;
+    if (r->progress_fn) r->tty = false;   /* lines go to the sink, on its period */
     if (!(r->topic = strdup(opts->topic)) ||
         !(r->what = strdup(opts->what ? opts->what : opts->topic)))
         goto fail;
@@ -446,7 +451,7 @@ void replay_progress(replay_t *r, bool force, bool final)
     int64_t period = r->tty ? (r->progress_ns < 250000000LL ? r->progress_ns : 250000000LL)
                             : r->progress_ns;
     if (!force && !final && now - r->last_drawn_ns < period) return;
-    if (r->progress_ns <= 0 && final && !r->tty) return;
+    if (r->progress_ns <= 0 && final && !r->tty && !r->progress_fn) return;
 
     int64_t done = 0, total = 0;
     char parts[512];
@@ -479,7 +484,9 @@ void replay_progress(replay_t *r, bool force, bool final)
              replay_human((double)done, a, sizeof a), replay_human((double)total, b, sizeof b),
              replay_human(final ? mrate_all : rate, c, sizeof c),
              replay_human(erate_all, d, sizeof d), final ? "0:00" : eta, parts);
-    if (r->tty) {
+    if (r->progress_fn) {
+        r->progress_fn(r->progress_arg, line, final);
+    } else if (r->tty) {
         /* One line redrawn in place; cut to the terminal-friendly width. */
         fprintf(stderr, "\r\033[K%.*s%s", 160, line, final ? "\n" : "");
         fflush(stderr);

@@ -24,7 +24,7 @@
  *
  * Progress (per partition and overall: offsets done of total, events/s,
  * estimated time left) is drawn as one line redrawn in place when stderr is
- * a terminal, and as plain sl_log lines otherwise.
+ * a terminal, and as plain sl_log lines otherwise (or handed to a sink).
  *
  * Threads: a replay_t belongs to the thread that calls replay_poll.
  */
@@ -52,6 +52,11 @@ typedef struct replay_options {
     const char *what;             /* label of the progress line ("training-set orders") */
     int64_t progress_ms;          /* progress period; 0 = no progress output */
     int timeout_ms;               /* metadata / offsets requests, default 10000 */
+    /* Where progress lines go instead of stderr / the log (a backfill hosted
+     * by `sluice run` relays them to its client); called from the replaying
+     * thread every progress_ms and once with final = true. */
+    void (*progress_fn)(void *arg, const char *line, bool final);
+    void *progress_arg;
 } replay_options_t;
 
 /* Per-partition figures (replay_partition). */

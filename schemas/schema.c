@@ -240,7 +240,7 @@ static int load_entity(loader_t *L, sy_doc_t *d, yaml_node_t *n)
 static int load_source(loader_t *L, size_t di, yaml_node_t *n)
 {
     static const char *const keys[] = { "name", "topic", "format", "fields", "event_time",
-        "entity_keys", "watermark_delay", "allowed_lateness", "description", NULL };
+        "entity_keys", "message_key", "watermark_delay", "allowed_lateness", "description", NULL };
     sy_doc_t *d = &L->docs[di];
     const char *name, *topic, *format = "json";
     yaml_node_t *name_node, *topic_node, *fmt_node;
@@ -327,6 +327,29 @@ static int load_source(loader_t *L, size_t di, yaml_node_t *n)
                               &src->watermark_delay_ms))) return rc;
     if ((rc = sy_get_duration(d, n, "allowed_lateness", "source", false, true,
                               &src->allowed_lateness_ms))) return rc;
+
+    /* message_key: one field name or a list of them */
+    yaml_node_t *mk = sy_get(d, n, "message_key");
+    if (mk) {
+        size_t cnt = sy_is_seq(mk) ? (size_t)(mk->data.sequence.items.top - mk->data.sequence.items.start)
+                                   : sy_is_scalar(mk) ? 1 : 0;
+        if (!cnt)
+            return sy_error(d, mk, "'message_key' of source '%s' must be a field name or a "
+                            "non-empty list of field names", name);
+        src->msg_key_fields = calloc(cnt, sizeof *src->msg_key_fields);
+        if (!src->msg_key_fields) return oom(L);
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *item = sy_is_seq(mk) ? sy_node(d, mk->data.sequence.items.start[i]) : mk;
+            const char *fname = sy_scalar(item);
+            int fi = -1;
+            for (size_t f = 0; fname && f < src->n_fields; f++)
+                if (!strcmp(src->fields[f].name, fname)) fi = (int)f;
+            if (fi < 0)
+                return sy_error(d, item, "unknown field '%s' in message_key of source '%s'",
+                                fname ? fname : "?", name);
+            src->msg_key_fields[src->n_msg_key_fields++] = fi;
+        }
+    }
     return SL_OK;
 }
 
@@ -632,6 +655,9 @@ static int load_view(loader_t *L, sy_doc_t *d, yaml_node_t *n)
     v->source = si;
     const schema_source_t *src = &L->s->sources[si];
     if ((rc = resolve_key_fields(L, d, s_node, si, ei, &v->key_fields))) return rc;
+    v->spans_partitions = src->n_msg_key_fields != L->s->entities[ei].n_keys;
+    for (size_t k = 0; !v->spans_partitions && k < src->n_msg_key_fields; k++)
+        v->spans_partitions = v->key_fields[k] != src->msg_key_fields[k];
     yaml_node_t *flt = sy_get(d, n, "filter");
     if (flt && (rc = parse_filter(d, flt, src, &v->filter))) return rc == SL_ENOMEM ? oom(L) : rc;
     if ((rc = sy_get_duration(d, n, "ttl", "feature view", false, true, &v->ttl_ms))) return rc;
@@ -961,6 +987,7 @@ void schema_free(schema_t *s)
         schema_source_t *src = &s->sources[i];
         for (size_t f = 0; f < src->n_fields; f++) free(src->fields[f].name);
         free(src->fields);
+        free(src->msg_key_fields);
         free(src->name);
         free(src->topic);
     }

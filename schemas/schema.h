@@ -116,6 +116,11 @@ typedef struct schema_source {
     schema_time_format_t time_format;
     int64_t watermark_delay_ms;   /* maximum out-of-orderness */
     int64_t allowed_lateness_ms;  /* accepted behind the watermark */
+    /* message_key: the payload fields producers key Kafka messages by, so
+     * every event of one key value is in one partition (indexes into
+     * fields); n_msg_key_fields 0 = not declared. */
+    int *msg_key_fields;
+    size_t n_msg_key_fields;
     schema_loc_t loc;
 } schema_source_t;
 
@@ -154,6 +159,11 @@ typedef struct schema_view {
     int entity;              /* index into schema_t.entities */
     int source;              /* index into schema_t.sources */
     int *key_fields;         /* per entity key: index into the source's fields */
+    /* One entity's events may be in several partitions of the topic: its
+     * entity keys are not the source's declared message_key (or none is
+     * declared). Ingest keeps a state per (entity, partition); readers merge
+     * them (agg_entity_merge). */
+    bool spans_partitions;
     schema_filter_t filter;
     int64_t ttl_ms;          /* 0 = never expires */
     schema_feature_t *features;

@@ -64,6 +64,12 @@ void schema_print_summary(const schema_t *s, FILE *f)
                 src->fields[src->time_field].name, time_format_name(src->time_format),
                 sl_duration_format(src->watermark_delay_ms, d1, sizeof d1),
                 sl_duration_format(src->allowed_lateness_ms, d2, sizeof d2));
+        if (src->n_msg_key_fields) {
+            fprintf(f, "  %-22s message key", "");
+            for (size_t k = 0; k < src->n_msg_key_fields; k++)
+                fprintf(f, "%s %s", k ? "," : "", src->fields[src->msg_key_fields[k]].name);
+            fputc('\n', f);
+        }
     }
     fprintf(f, "\nfeature views\n");
     for (size_t i = 0; i < s->n_views; i++) {
@@ -74,6 +80,10 @@ void schema_print_summary(const schema_t *s, FILE *f)
                 v->ttl_ms ? sl_duration_format(v->ttl_ms, d1, sizeof d1) : "none",
                 v->filter.op != SCHEMA_FILTER_NONE ? ", filtered" : "", v->n_features,
                 (unsigned long long)v->fingerprint);
+        if (v->spans_partitions)
+            fprintf(f, "    (%s: one %s's events may be in several partitions; lookups merge them)\n",
+                    src->n_msg_key_fields ? "not keyed by the message key" : "source has no message_key",
+                    s->entities[v->entity].name);
         for (size_t k = 0; k < v->n_features; k++) {
             const schema_feature_t *ft = &v->features[k];
             char agg[96];

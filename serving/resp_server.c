@@ -18,7 +18,10 @@
  *       \--EOF / I/O error / idle timeout / output over limit--> closed
  *
  * Lookups go to the serve_backend_t with a scratch owned by the loop, so
- * serving never takes a lock; state reads are RocksDB gets, which never
+ * serving never takes a lock; each command pins the backend (serve_lookup.h:
+ * a swappable one may carry a newer schema) and reads schema and values
+ * through the pinned one only, refitting the loop's per-schema arrays when
+ * the schema changed; state reads are RocksDB gets, which never
  * block the ingest writer. Counters are per loop (relaxed atomics, summed by
  * resp_server_stats), so threads do not share cache lines on the hot path.
  */
@@ -86,6 +89,10 @@ struct resp_loop {
     bool started;
     resp_conn_t *conns;       /* every open connection (idle scan) */
     serve_scratch_t *scratch;
+    const serve_backend_t *be;  /* pinned for the running command */
+    const schema_t *fit;      /* the schema vals, arena_* and svc_views fit */
+    int **svc_views;          /* per service: its distinct views, -1 terminated */
+    size_t n_svc;
     serve_value_t *vals;      /* room for the widest view */
     sl_buf_t arena;           /* FEATURES: values of one entity, pre-encoded */
     size_t *arena_off, *arena_len;
@@ -104,9 +111,6 @@ struct resp_server {
     _Atomic uint64_t n_clients;
     _Atomic uint64_t next_id;
     int64_t started_ms;
-    size_t max_features;      /* widest view */
-    size_t max_refs;          /* largest service */
-    int **svc_views;          /* per service: its distinct views, -1 terminated */
 };
 
 #define CTR_ADD(loop, field, n) atomic_fetch_add_explicit(&(loop)->ctr.field, (n), memory_order_relaxed)
@@ -280,7 +284,7 @@ static int resp__key(resp_conn_t *c, const char *spec, size_t n, serve_key_t *ke
 static int resp__lookup_arg(resp_conn_t *c, const char *arg, size_t n)
 {
     resp_loop_t *loop = c->loop;
-    const serve_backend_t *be = loop->srv->be;
+    const serve_backend_t *be = loop->be;
     const char *spec;
     size_t speclen;
     int view = serve_key_view(be->schema, arg, n, &spec, &speclen);
@@ -505,7 +509,7 @@ static void resp__cmd_hgetall(resp_conn_t *c, const resp_cmd_t *cmd)
 {
     int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
     if (view < 0) return;
-    const schema_view_t *v = &c->loop->srv->be->schema->views[view];
+    const schema_view_t *v = &c->loop->be->schema->views[view];
     const serve_value_t *vals = c->loop->vals;
     if (!resp__entity_present(vals, v->n_features)) {
         resp_reply_array(&c->out, 0);
@@ -536,7 +540,7 @@ static void resp__cmd_hmget(resp_conn_t *c, const resp_cmd_t *cmd)
     }
     int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
     if (view < 0) return;
-    const schema_view_t *v = &c->loop->srv->be->schema->views[view];
+    const schema_view_t *v = &c->loop->be->schema->views[view];
     if (!single) resp_reply_array(&c->out, cmd->argc - 2);
     for (size_t i = 2; i < cmd->argc; i++) {
         int f = resp__feature(v, cmd->argv[i], cmd->argvlen[i]);
@@ -557,7 +561,7 @@ static void resp__cmd_hmeta(resp_conn_t *c, const resp_cmd_t *cmd)
     }
     int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
     if (view < 0) return;
-    const schema_view_t *v = &c->loop->srv->be->schema->views[view];
+    const schema_view_t *v = &c->loop->be->schema->views[view];
     bool present = resp__entity_present(c->loop->vals, v->n_features);
     size_t n = present ? v->n_features : 0;
     if (resp__eq(name, nl, "HLEN")) resp_reply_int(&c->out, (int64_t)n);
@@ -582,7 +586,7 @@ static void resp__cmd_features(resp_conn_t *c, const resp_cmd_t *cmd)
 {
     resp_loop_t *loop = c->loop;
     resp_server_t *srv = loop->srv;
-    const serve_backend_t *be = srv->be;
+    const serve_backend_t *be = loop->be;
     const schema_t *s = be->schema;
     int svc = -1;
     for (size_t i = 0; i < s->n_services; i++)
@@ -601,7 +605,7 @@ static void resp__cmd_features(resp_conn_t *c, const resp_cmd_t *cmd)
         return;
     }
     const schema_service_t *sv = &s->services[svc];
-    const int *views = srv->svc_views[svc];
+    const int *views = loop->svc_views[svc];
     int entity = views[0] >= 0 ? s->views[views[0]].entity : -1;
     for (size_t k = 0; views[k] >= 0; k++)
         if (s->views[views[k]].entity != entity) {
@@ -656,7 +660,7 @@ static void resp__cmd_features_meta(resp_conn_t *c, const resp_cmd_t *cmd)
 {
     int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
     if (view < 0) return;
-    const schema_view_t *v = &c->loop->srv->be->schema->views[view];
+    const schema_view_t *v = &c->loop->be->schema->views[view];
     const serve_value_t *vals = c->loop->vals;
     resp_reply_array(&c->out, v->n_features);
     for (size_t i = 0; i < v->n_features; i++) {
@@ -767,6 +771,63 @@ static void resp__cmd_command(resp_conn_t *c, const resp_cmd_t *cmd)
     }
 }
 
+static void resp__loop_unfit(resp_loop_t *loop)
+{
+    for (size_t i = 0; i < loop->n_svc; i++) free(loop->svc_views[i]);
+    free(loop->svc_views);
+    free(loop->vals);
+    free(loop->arena_off);
+    free(loop->arena_len);
+    loop->svc_views = NULL;
+    loop->vals = NULL;
+    loop->arena_off = loop->arena_len = NULL;
+    loop->n_svc = 0;
+    loop->fit = NULL;
+}
+
+/* Sizes the loop's value array and FEATURES' arrays for schema s and lists
+ * each service's distinct views. Returns 0 or SL_ENOMEM (loop unchanged). */
+static int resp__loop_fit(resp_loop_t *loop, const schema_t *s)
+{
+    size_t max_features = 0, max_refs = 0;
+    for (size_t i = 0; i < s->n_views; i++)
+        if (s->views[i].n_features > max_features) max_features = s->views[i].n_features;
+    for (size_t i = 0; i < s->n_services; i++)
+        if (s->services[i].n_refs > max_refs) max_refs = s->services[i].n_refs;
+    resp_loop_t f = { .n_svc = s->n_services, .fit = s };
+    f.svc_views = calloc(s->n_services + 1, sizeof *f.svc_views);
+    f.vals = calloc(max_features + 1, sizeof *f.vals);
+    f.arena_off = calloc(max_refs + 1, sizeof *f.arena_off);
+    f.arena_len = calloc(max_refs + 1, sizeof *f.arena_len);
+    bool ok = f.svc_views && f.vals && f.arena_off && f.arena_len;
+    for (size_t i = 0; ok && i < s->n_services; i++) {
+        const schema_service_t *sv = &s->services[i];
+        int *v = malloc((sv->n_refs + 1) * sizeof *v);
+        if (!(ok = v != NULL)) break;
+        size_t n = 0;
+        for (size_t r = 0; r < sv->n_refs; r++) {
+            bool seen = false;
+            for (size_t k = 0; k < n; k++) seen |= v[k] == sv->refs[r].view;
+            if (!seen) v[n++] = sv->refs[r].view;
+        }
+        v[n] = -1;
+        f.svc_views[i] = v;
+    }
+    if (!ok) {
+        if (!f.svc_views) f.n_svc = 0;
+        resp__loop_unfit(&f);
+        return SL_ENOMEM;
+    }
+    resp__loop_unfit(loop);
+    loop->fit = f.fit;
+    loop->svc_views = f.svc_views;
+    loop->n_svc = f.n_svc;
+    loop->vals = f.vals;
+    loop->arena_off = f.arena_off;
+    loop->arena_len = f.arena_len;
+    return 0;
+}
+
 static void resp__dispatch(resp_conn_t *c, const resp_cmd_t *cmd)
 {
     const char *name = cmd->argv[0];
@@ -801,7 +862,14 @@ static void resp__dispatch(resp_conn_t *c, const resp_cmd_t *cmd)
         resp_reply_errorf(&c->out, "ERR wrong number of arguments for '%s' command", lower);
         return;
     }
-    k->fn(c, cmd);
+    resp_loop_t *loop = c->loop;
+    loop->be = serve_backend_pin(loop->srv->be);
+    if (loop->be->schema != loop->fit && resp__loop_fit(loop, loop->be->schema))
+        resp_reply_error(&c->out, "ERR out of memory");
+    else
+        k->fn(c, cmd);
+    serve_backend_unpin(loop->srv->be, loop->be);
+    loop->be = NULL;
 }
 
 /* ---- INFO -------------------------------------------------------------- */
@@ -828,15 +896,16 @@ static void resp__info(resp_conn_t *c, sl_buf_t *b)
                   (unsigned long long)st.protocol_errors, (unsigned long long)st.idle_closed,
                   (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
     sl_buf_printf(b, "# Ingest\r\n");
-    if (srv->be->progress) {
+    const serve_backend_t *be = c->loop->be;
+    if (be->progress) {
         state_partition_progress_t pp[64];
-        size_t n = srv->be->progress(srv->be, pp, 64);
+        size_t n = be->progress(be, pp, 64);
         sl_buf_printf(b, "partitions:%zu\r\n", n);
         for (size_t i = 0; i < n && i < 64; i++)
             sl_buf_printf(b, "partition_%s_%d:next_offset=%lld,watermark_ms=%lld\r\n", pp[i].topic,
                           pp[i].partition, (long long)pp[i].next_offset, (long long)pp[i].watermark_ms);
     }
-    const schema_t *s = srv->be->schema;
+    const schema_t *s = be->schema;
     sl_buf_printf(b, "\r\n# Keyspace\r\nviews:%zu\r\nservices:%zu\r\n", s->n_views, s->n_services);
 }
 
@@ -1032,9 +1101,7 @@ static void resp__loop_free(resp_loop_t *loop)
     if (loop->lfd >= 0) close(loop->lfd);
     if (loop->evfd >= 0) close(loop->evfd);
     if (loop->scratch) loop->srv->be->scratch_free(loop->scratch);
-    free(loop->vals);
-    free(loop->arena_off);
-    free(loop->arena_len);
+    resp__loop_unfit(loop);
     free(loop->keybuf);
     sl_buf_free(&loop->arena);
 }
@@ -1048,11 +1115,7 @@ static int resp__loop_init(resp_loop_t *loop, resp_server_t *srv, int port, char
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop->scratch = srv->be->scratch_new(srv->be);
-    loop->vals = calloc(srv->max_features + 1, sizeof *loop->vals);
-    loop->arena_off = calloc(srv->max_refs + 1, sizeof *loop->arena_off);
-    loop->arena_len = calloc(srv->max_refs + 1, sizeof *loop->arena_len);
-    if (loop->epfd < 0 || loop->evfd < 0 || !loop->scratch || !loop->vals || !loop->arena_off ||
-        !loop->arena_len) {
+    if (loop->epfd < 0 || loop->evfd < 0 || !loop->scratch || resp__loop_fit(loop, srv->be->schema)) {
         snprintf(errstr, errsize, "resp: out of memory or descriptors");
         return SL_ENOMEM;
     }
@@ -1067,10 +1130,6 @@ static void resp__free(resp_server_t *srv)
 {
     if (!srv) return;
     for (int i = 0; i < srv->n_loops; i++) resp__loop_free(&srv->loops[i]);
-    if (srv->svc_views) {
-        for (size_t i = 0; i < srv->be->schema->n_services; i++) free(srv->svc_views[i]);
-        free(srv->svc_views);
-    }
     free(srv->loops);
     free(srv->password);
     free(srv);
@@ -1089,25 +1148,6 @@ int resp_server_start(const resp_server_opts_t *opts, const serve_backend_t *be,
     if (opts->password && *opts->password && !(srv->password = strdup(opts->password))) goto nomem;
     srv->opts.password = NULL;
     srv->started_ms = sl_now_ms();
-    const schema_t *s = be->schema;
-    for (size_t i = 0; i < s->n_views; i++)
-        if (s->views[i].n_features > srv->max_features) srv->max_features = s->views[i].n_features;
-    srv->svc_views = calloc(s->n_services + 1, sizeof *srv->svc_views);
-    if (!srv->svc_views) goto nomem;
-    for (size_t i = 0; i < s->n_services; i++) {
-        const schema_service_t *sv = &s->services[i];
-        if (sv->n_refs > srv->max_refs) srv->max_refs = sv->n_refs;
-        int *v = malloc((sv->n_refs + 1) * sizeof *v);
-        if (!v) goto nomem;
-        size_t n = 0;
-        for (size_t r = 0; r < sv->n_refs; r++) {
-            bool seen = false;
-            for (size_t k = 0; k < n; k++) seen |= v[k] == sv->refs[r].view;
-            if (!seen) v[n++] = sv->refs[r].view;
-        }
-        v[n] = -1;
-        srv->svc_views[i] = v;
-    }
     srv->loops = calloc((size_t)srv->opts.threads, sizeof *srv->loops);
     if (!srv->loops) goto nomem;
     int port = opts->port;

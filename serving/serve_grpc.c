@@ -18,7 +18,9 @@
  *   bearer token missing or wrong (rpc_server.c)             UNAUTHENTICATED
  *
  * Response messages are built in a per-call arena (one free at the end).
- * Each worker thread owns a backend scratch and a value array.
+ * Each worker thread owns a backend scratch and a value array. Each call
+ * pins the backend (serve_lookup.h: a swappable one may carry a newer
+ * schema) and reads schema and values through the pinned one only.
  */
 #include "serve_grpc.h"
 #include "rpc_server.h"
@@ -42,6 +44,7 @@ struct serve_grpc {
 typedef struct serve_grpc_thread {
     serve_scratch_t *sc;
     serve_value_t *vals;
+    size_t vals_cap;                  /* features vals has room for */
     state_partition_progress_t *pp;   /* committed progress, grown as needed */
     size_t pp_cap;
 } serve_grpc_thread_t;
@@ -311,14 +314,24 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
 {
     serve_grpc_t *g = ctx;
     serve_grpc_thread_t *t = tctx;
-    const serve_backend_t *be = g->be;
+    const serve_backend_t *be = serve_backend_pin(g->be);
     const schema_t *s = be->schema;
     arena_t a = { 0 };
     Sluice__V1__GetOnlineFeaturesRequest *req =
         sluice__v1__get_online_features_request__unpack(NULL, len, data);
     if (!req) {
         rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "malformed GetOnlineFeaturesRequest");
+        serve_backend_unpin(g->be, be);
         return;
+    }
+    size_t need = 0;
+    for (size_t i = 0; i < s->n_views; i++)
+        if (s->views[i].n_features > need) need = s->views[i].n_features;
+    if (need > t->vals_cap) {
+        serve_value_t *nv = realloc(t->vals, (need + 1) * sizeof *nv);
+        if (!nv) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+        t->vals = nv;
+        t->vals_cap = need;
     }
     if (req->n_entities > g->opts.max_entities) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "too many entity rows: %zu > max_entities %zu",
@@ -404,6 +417,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
 out:
     arena_free(&a);
     sluice__v1__get_online_features_request__free_unpacked(req, NULL);
+    serve_backend_unpin(g->be, be);
 }
 
 /* ---- ListFeatures ------------------------------------------------------ */
@@ -430,10 +444,12 @@ static void serve_grpc__list(void *ctx, void *tctx, const void *data, size_t len
 {
     serve_grpc_t *g = ctx;
     (void)tctx;
-    const schema_t *s = g->be->schema;
+    const serve_backend_t *be = serve_backend_pin(g->be);
+    const schema_t *s = be->schema;
     Sluice__V1__ListFeaturesRequest *req = sluice__v1__list_features_request__unpack(NULL, len, data);
     if (!req) {
         rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "malformed ListFeaturesRequest");
+        serve_backend_unpin(g->be, be);
         return;
     }
     sluice__v1__list_features_request__free_unpacked(req, NULL);
@@ -489,6 +505,7 @@ static void serve_grpc__list(void *ctx, void *tctx, const void *data, size_t len
     }
     arena_pack(&a, &resp.base, reply);
     arena_free(&a);
+    serve_backend_unpin(g->be, be);
 }
 
 /* ---- Health ------------------------------------------------------------ */
@@ -528,6 +545,7 @@ static void *serve_grpc__thread_new(void *ctx)
     if (!t) return NULL;
     t->sc = g->be->scratch_new(g->be);
     t->vals = calloc(g->max_features + 1, sizeof *t->vals);
+    t->vals_cap = g->max_features;
     if (!t->sc || !t->vals) {
         if (t->sc) g->be->scratch_free(t->sc);
         free(t->vals);

@@ -74,7 +74,25 @@ struct serve_backend {
     /* Committed per-partition progress (consistency tokens); returns how
      * many exist, fills up to max. */
     size_t (*progress)(const serve_backend_t *be, state_partition_progress_t *out, size_t max);
+    /* Optional, NULL for a backend that never changes. A backend that can be
+     * replaced while serving (serve_swap.h) returns from pin the backend one
+     * request must use from start to end — its schema, its lookup — and is
+     * told by unpin that the request is over. Scratches made by the outer
+     * backend serve every backend its pin returns. */
+    const serve_backend_t *(*pin)(const serve_backend_t *be);
+    void (*unpin)(const serve_backend_t *be, const serve_backend_t *pinned);
 };
+
+/* Front ends: once per request (every read of be->schema and every lookup
+ * of the request go through the returned backend), then unpin. */
+static inline const serve_backend_t *serve_backend_pin(const serve_backend_t *be)
+{
+    return be->pin ? be->pin(be) : be;
+}
+static inline void serve_backend_unpin(const serve_backend_t *be, const serve_backend_t *pinned)
+{
+    if (be->unpin) be->unpin(be, pinned);
+}
 
 /* ---- the RESP key syntax: "view:{k1|k2}" or "view:k" ------------------- */
 

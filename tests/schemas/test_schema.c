@@ -294,6 +294,40 @@ Test(errors, bad_topic)
     expect_error(with_line(7, "    topic: pay ments"), "invalid Kafka topic name 'pay ments'");
 }
 
+Test(errors, message_key_unknown_field)
+{
+    expect_error(with_line(10, "    watermark_delay: 5s\n    message_key: [card_id, nope]"),
+                 "t.yaml:11:28: unknown field 'nope' in message_key of source 'payments'");
+}
+
+Test(errors, message_key_shape)
+{
+    expect_error(with_line(10, "    watermark_delay: 5s\n    message_key: {a: b}"),
+                 "t.yaml:11:18: 'message_key' of source 'payments' must be a field name");
+}
+
+/* A view spans partitions unless its entity keys are exactly the declared
+ * message key, in order. */
+Test(schema, message_key_decides_spans_partitions)
+{
+    static const struct { const char *mk; bool spans; } cases[] = {
+        { "", true },                                   /* not declared */
+        { "    message_key: card_id", false },
+        { "    message_key: [card_id]", false },
+        { "    message_key: merchant", true },
+        { "    message_key: [card_id, merchant]", true },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "    watermark_delay: 5s%s%s", cases[i].mk[0] ? "\n" : "", cases[i].mk);
+        schema_t *s;
+        char err[1024];
+        cr_assert_eq(load(with_line(10, line), &s, err, sizeof err), 0, "%s: %s", cases[i].mk, err);
+        cr_assert_eq(s->views[0].spans_partitions, cases[i].spans, "case '%s'", cases[i].mk);
+        schema_free(s);
+    }
+}
+
 Test(errors, missing_file)
 {
     schema_t *s;
