@@ -33,6 +33,7 @@
  * buffers, the entity cache, the raw query results).
  */
 #include "serve_lookup.h"
+#include "serve_merge.h"
 #include "entity_key.h"
 #include "sl_err.h"
 #include "sl_time.h"
@@ -174,6 +175,14 @@ static int serve_state__entity(serve_state_backend_t *sb, serve_scratch_t *sc, i
         slot->used = false;
     }
     agg_entity_t *ent = NULL;
+    if (v->spans_partitions) {
+        /* one state per partition holding the entity: read them all, merge */
+        int mrc = serve_merge_read(sb->st, sb->plans[view], v->name,
+                                   sb->schema->sources[v->source].topic, sc->key.data,
+                                   sc->key.len, &sc->val, &ent, errstr, errsize);
+        if (mrc) return mrc;
+        goto decoded;
+    }
     int rc = state_lookup(sb->st, v->name, -1, sc->key.data, sc->key.len, &sc->val);
     if (rc && rc != SL_ENOTFOUND) {
         snprintf(errstr, errsize, "state read failed for view '%s': %s", v->name, sl_strerror(rc));
@@ -187,6 +196,7 @@ static int serve_state__entity(serve_state_backend_t *sb, serve_scratch_t *sc, i
             return rc;
         }
     }
+decoded:;
     size_t mem = (ent ? agg_entity_mem_size(ent) : 0) + sc->key.len + sizeof *slot;
     if (sc->cache_bytes + mem <= SERVE_CACHE_BYTES) {
         sl_buf_reset(&slot->key);
