@@ -182,7 +182,9 @@ class Node:
         with open(self.config, "w") as f:
             f.write("brokers: %s\ngroup_id: g-%s\nstate_dir: %s/state\nschemas: [%s]\n"
                     "resp_port: %d\ngrpc_port: %d\ncommit_interval: 100ms\nserve_threads: 2\n"
-                    "log_level: info\n" % (boot, self.topic, self.dir, self.schema, self.resp_port,
+                    "log_level: info\n"
+                    # a killed node must not hold the consumer group for 45 s
+                    "kafka:\n  session.timeout.ms: 6000\n  heartbeat.interval.ms: 1000\n" % (boot, self.topic, self.dir, self.schema, self.resp_port,
                                            self.grpc_port))
         self.set_schema(BIG_A)
         self.proc = None
