@@ -8,36 +8,19 @@
 # topic's committed offsets = the messages produced: nothing lost, nothing
 # counted twice. Lifetime count/sum/min/max keep the oracle exact; the stream
 # has no late, out-of-order or bad events (those have their own tests).
-set -u
 SLUICE=$1
 BROKER=$2
-T=$(mktemp -d /tmp/sluice-outage-XXXXXX)
+. "$(dirname "$0")/testlib.sh"
 W=
-cleanup() {
+on_exit() {
     [ -n "$W" ] && kill -9 $W 2>/dev/null
     bash "$BROKER" stop "$T/kafka" >/dev/null 2>&1
-    rm -rf "$T"
 }
-trap cleanup EXIT
-fails=0
-fail() { echo "FAIL $*"; fails=$((fails+1)); }
-ok() { echo "ok   $*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 BOOT=$(bash "$BROKER" start "$T/kafka" 2>/dev/null) || { echo "FAIL private broker did not start"; exit 1; }
-cat > "$T/schema.yaml" <<'EOF'
-version: 1
-entities:
-  - {name: card, keys: [card_id], key_type: string}
-sources:
-  - name: payments
-    topic: outage_payments
-    format: json
-    fields: {card_id: string, merchant_id: string, amount: double, currency: string,
-             country: string, status: string, ts: int}
-    event_time: {field: ts, format: epoch_ms}
-    watermark_delay: 5s
-    allowed_lateness: 1m
+{ printf 'version: 1\nentities:\n  - {name: card, keys: [card_id], key_type: string}\n'
+  payments_source outage_payments card_id
+  cat <<'EOF'
 feature_views:
   - name: card_totals
     entity: card
@@ -48,6 +31,7 @@ feature_views:
       - {name: min, aggregate: min, field: amount, window: lifetime}
       - {name: max, aggregate: max, field: amount, window: lifetime}
 EOF
+} > "$T/schema.yaml"
 pr=$(free_port); pm=$(free_port)
 cat > "$T/sluice.yaml" <<EOF
 schemas: [schema.yaml]
@@ -65,7 +49,6 @@ gen() {  # gen SEED N START_MS [--rate R]: to the topic and, identically, to eve
     "$SLUICE" generate "${a[@]}" --brokers "$BOOT" --partitions 3 "${@:4}" &&
     "$SLUICE" generate "${a[@]}" --out - >> "$T/events.jsonl"
 }
-metric() { curl -s "http://127.0.0.1:$pm/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 now_ms=$(( $(date +%s%N) / 1000000 ))
 gen 1 30000 $((now_ms - 600000)) || { echo "FAIL generate"; exit 1; }
@@ -76,19 +59,15 @@ W=$!
 gen 2 20000 $((now_ms - 300000)) --rate 4000 &
 G=$!
 sleep 2
-bash "$BROKER" crash "$T/kafka" 2>/dev/null && ok "broker killed at $(metric sluice_ingest_messages_total) messages consumed" ||
+bash "$BROKER" crash "$T/kafka" 2>/dev/null && ok "broker killed at $(metric $pm sluice_ingest_messages_total) messages consumed" ||
     fail "crash"
 sleep 8
 kill -0 $W 2>/dev/null && ok "worker alive during the outage" || fail "worker died during the outage: $(tail -5 "$T/run.err")"
 bash "$BROKER" resume "$T/kafka" 2>/dev/null && ok "broker resumed" || { fail "resume"; exit 1; }
 wait $G && ok "producer finished after the outage" || fail "generate across the outage"
 
-for _ in $(seq 1 240); do
-    sum=$(curl -s "http://127.0.0.1:$pm/metrics" | awk '/^sluice_partition_committed_offset/ {s += $2} END {print s+0}')
-    [ "$sum" = 50000 ] && break
-    sleep 0.25
-done
-[ "$sum" = 50000 ] && ok "committed offsets reach 50000" || fail "committed offsets $sum of 50000"
+wait_committed $pm 50000 && ok "committed offsets reach 50000" ||
+    fail "committed offsets $(committed_sum $pm) of 50000"
 
 # The oracle, and the served values of every card (one pipelined redis-cli).
 python3 - "$T/events.jsonl" "$T/oracle" "$T/cmds" <<'EOF'
@@ -128,4 +107,5 @@ print("ok   all %d cards equal the oracle (%d events)" % (len(oracle), sum(int(o
 EOF
 kill -TERM $W; wait $W; rc=$?; W=
 [ $rc = 0 ] && ok "SIGTERM exit 0" || fail "exit status $rc: $(tail -5 "$T/run.err")"
-[ $fails = 0 ] && echo "all outage checks passed" || { echo "$fails failed"; tail -20 "$T/run.err"; exit 1; }
+[ $fails = 0 ] || tail -20 "$T/run.err"
+finish outage

@@ -9,21 +9,17 @@
 #   - the metrics endpoint exports the snapshot counters and age;
 #   - SIGTERM commits and exits 0.
 # The oracle for counts is the number of files on disk and the manifests.
-set -u
 SLUICE=$1
 SCHEMA_SRC=$2
 BOOT=$(cat "${SLUICE_TEST_BOOTSTRAP_FILE:?needs the kafka_broker fixture}")
-T=$(mktemp -d /tmp/sluice-ops-XXXXXX)
+. "$(dirname "$0")/testlib.sh"
 W=
-trap '[ -n "$W" ] && kill -9 "$W" 2>/dev/null; rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL $*"; fails=$((fails+1)); }
-ok() { echo "ok   $*"; }
+on_exit() { [ -n "$W" ] && kill -9 "$W" 2>/dev/null; }
 
 topic="ops_payments_$$_$RANDOM"
 sed "s/topic: payments/topic: $topic/" "$SCHEMA_SRC" > "$T/schema.yaml"
 grep -q "topic: $topic" "$T/schema.yaml" || { echo "FAIL schema has no 'topic: payments'"; exit 1; }
-mport=$((20000 + RANDOM % 20000))
+mport=$(free_port)
 cat > "$T/sluice.yaml" <<EOF
 schemas: [schema.yaml]
 brokers: "$BOOT"
@@ -49,7 +45,7 @@ W=$!
 # Wait for the whole topic to be consumed (the metrics' committed offsets).
 for i in $(seq 1 60); do
     sleep 0.5
-    n=$(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^sluice_ingest_messages_total/ {print $2}')
+    n=$(metric $mport sluice_ingest_messages_total)
     [ "${n:-0}" = 20000 ] && break
 done
 [ "${n:-0}" = 20000 ] && ok "consumed 20000" || fail "consumed ${n:-none} of 20000"
@@ -106,4 +102,4 @@ if bad or not lines or not snaps:
 print("ok   json logs: %d lines, %d about snapshots" % (len(lines), len(snaps)))
 EOF
 
-[ $fails = 0 ] && echo "all ops checks passed" || { echo "$fails failed"; exit 1; }
+finish ops

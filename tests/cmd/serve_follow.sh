@@ -6,17 +6,12 @@
 # catches up with new commits within a few commit intervals. The owner's own
 # answers are the second implementation (they are checked against an oracle
 # in tests/serving); values are compared as whole replies.
-set -u
 SLUICE=$1
 SCHEMA_SRC=$2
 BOOT=$(cat "${SLUICE_TEST_BOOTSTRAP_FILE:?needs the kafka_broker fixture}")
-T=$(mktemp -d /tmp/sluice-follow-XXXXXX)
+. "$(dirname "$0")/testlib.sh"
 OWNER= FOLLOWER=
-trap '[ -n "$OWNER" ] && kill -9 $OWNER 2>/dev/null; [ -n "$FOLLOWER" ] && kill -9 $FOLLOWER 2>/dev/null; rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL $*"; fails=$((fails+1)); }
-ok() { echo "ok   $*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+on_exit() { [ -n "$OWNER" ] && kill -9 $OWNER 2>/dev/null; [ -n "$FOLLOWER" ] && kill -9 $FOLLOWER 2>/dev/null; }
 
 topic="follow_payments_$$_$RANDOM"
 sed "s/topic: payments/topic: $topic/" "$SCHEMA_SRC" > "$T/schema.yaml"
@@ -38,7 +33,7 @@ gen() {  # gen SEED N START_MS
     "$SLUICE" generate --schema "$T/schema.yaml" --source payments --out - --events "$2" \
         --seed "$1" --start-time "$3" --spacing-us 5000 --bad-share 0 --quiet >> "$T/events.jsonl"
 }
-messages() { curl -s "http://127.0.0.1:$pm/metrics" | awk '/^sluice_ingest_messages_total/ {print $2}'; }
+messages() { metric $pm sluice_ingest_messages_total; }
 wait_consumed() {
     for _ in $(seq 1 80); do [ "$(messages)" = "$1" ] && return 0; sleep 0.25; done
     return 1
@@ -98,4 +93,4 @@ kill -TERM $FOLLOWER; wait $FOLLOWER; rc=$?; FOLLOWER=
 kill -TERM $OWNER; wait $OWNER; rc=$?; OWNER=
 [ $rc = 0 ] && ok "owner SIGTERM exit 0" || fail "owner exit $rc"
 
-[ $fails = 0 ] && echo "all follow checks passed" || { echo "$fails failed"; exit 1; }
+finish follow

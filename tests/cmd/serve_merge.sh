@@ -7,33 +7,17 @@
 # copy of the stream (lifetime count/sum/min/max, a 1 h sliding count, an
 # exact-range approx_distinct). Before lookups merged the partition states,
 # a merchant showed one partition's share.
-set -u
 SLUICE=$1
 BOOT=$(cat "${SLUICE_TEST_BOOTSTRAP_FILE:?needs the kafka_broker fixture}")
-T=$(mktemp -d /tmp/sluice-merge-XXXXXX)
+. "$(dirname "$0")/testlib.sh"
 W=
-trap '[ -n "$W" ] && kill -9 $W 2>/dev/null; rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL $*"; fails=$((fails+1)); }
-ok() { echo "ok   $*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+on_exit() { [ -n "$W" ] && kill -9 $W 2>/dev/null; }
 
 topic="merge_payments_$$_$RANDOM"
-cat > "$T/schema.yaml" <<EOF
-version: 1
-entities:
-  - {name: card, keys: [card_id], key_type: string}
-  - {name: merchant, keys: [merchant_id], key_type: string}
-sources:
-  - name: payments
-    topic: $topic
-    format: json
-    fields: {card_id: string, merchant_id: string, amount: double, currency: string,
-             country: string, status: string, ts: int}
-    event_time: {field: ts, format: epoch_ms}
-    watermark_delay: 5s
-    allowed_lateness: 1m
-    message_key: card_id
+{ printf 'version: 1\nentities:\n  - {name: card, keys: [card_id], key_type: string}\n'
+  printf '  - {name: merchant, keys: [merchant_id], key_type: string}\n'
+  payments_source "$topic" card_id
+  cat <<'EOF'
 feature_views:
   - name: by_card
     entity: card
@@ -52,6 +36,7 @@ feature_views:
       - {name: n_1h,  aggregate: count, window: {sliding: 1h, hop: 1m}}
       - {name: cards, aggregate: approx_distinct, field: card_id, window: lifetime}
 EOF
+} > "$T/schema.yaml"
 "$SLUICE" check "$T/schema.yaml" | grep -q "by_merchant.*" && "$SLUICE" check "$T/schema.yaml" |
     grep -q "not keyed by the message key: one merchant's events may be in several partitions" &&
     ok "check marks by_merchant" || fail "sluice check does not mark by_merchant"
@@ -75,12 +60,8 @@ a=(--schema "$T/schema.yaml" --source payments --events 20000 --seed 5 --start-t
 
 "$SLUICE" run -c "$T/sluice.yaml" 2> "$T/run.err" &
 W=$!
-for _ in $(seq 1 120); do
-    sum=$(curl -s "http://127.0.0.1:$pm/metrics" | awk '/^sluice_partition_committed_offset/ {s += $2} END {print s+0}')
-    [ "$sum" = 20000 ] && break
-    sleep 0.25
-done
-[ "$sum" = 20000 ] && ok "committed 20000 over 4 partitions" || fail "committed $sum of 20000"
+wait_committed $pm 20000 && ok "committed 20000 over 4 partitions" ||
+    fail "committed $(committed_sum $pm) of 20000"
 
 python3 - "$T/events.jsonl" "$T/oracle" "$T/cmds" "$now_ms" <<'EOF'
 import json, sys, collections
@@ -144,4 +125,5 @@ print("ok   %d merchants (each spread over the 4 partitions) and %d cards equal 
 EOF
 kill -TERM $W; wait $W; rc=$?; W=
 [ $rc = 0 ] && ok "SIGTERM exit 0" || fail "exit $rc"
-[ $fails = 0 ] && echo "all merge checks passed" || { echo "$fails failed"; tail -5 "$T/run.err"; exit 1; }
+[ $fails = 0 ] || tail -5 "$T/run.err"
+finish merge
