@@ -29,6 +29,7 @@
 #include "resp_server.h"
 #include "resp_parse.h"
 #include "resp_reply.h"
+#include "serve_cache.h"
 #include "sl_err.h"
 #include "sl_time.h"
 
@@ -54,6 +55,7 @@
 #define RESP_MAX_EVENTS 128
 #define RESP_DRAIN_MS 2000            /* half-closed connections after an error */
 #define RESP_DRAIN_MAX (8u << 20)
+#define RESP_CACHE_BYTES ((size_t)32 << 20)   /* encoded answers, per loop */
 
 typedef struct resp_loop resp_loop_t;
 
@@ -77,7 +79,7 @@ typedef struct resp_conn {
 
 typedef struct resp_counters {
     _Atomic uint64_t connections, rejected, clients, commands, lookups, hits, misses,
-        protocol_errors, idle_closed, bytes_in, bytes_out;
+        protocol_errors, idle_closed, bytes_in, bytes_out, cache_hits;
 } resp_counters_t;
 
 struct resp_loop {
@@ -98,6 +100,10 @@ struct resp_loop {
     size_t *arena_off, *arena_len;
     char *keybuf;             /* unescaped key parts */
     size_t keybuf_cap;
+    serve_cache_t *cache;     /* encoded answers (NULL: backend cannot tell validity) */
+    sl_buf_t vbuf;            /* the answer being encoded */
+    uint32_t *slices;         /* its slices: (off, len) pairs */
+    size_t slices_cap;        /* pairs */
     resp_counters_t ctr;
 };
 
@@ -129,6 +135,7 @@ void resp_server_opts_default(resp_server_opts_t *o)
     o->max_entities = 1000;
     o->idle_timeout_ms = 300000;
     o->max_output_bytes = 64u << 20;
+    o->cache_bytes = RESP_CACHE_BYTES;
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -319,6 +326,151 @@ static int resp__lookup_arg(resp_conn_t *c, const char *arg, size_t n)
     return view;
 }
 
+/* Parses "view:spec"; returns the view index, or -1 after replying an error. */
+static int resp__view_arg(resp_conn_t *c, const char *arg, size_t n, const char **spec,
+                          size_t *speclen)
+{
+    int view = serve_key_view(c->loop->be->schema, arg, n, spec, speclen);
+    if (view < 0) {
+        if (!memchr(arg, ':', n))
+            resp_reply_error(&c->out, "ERR key must be VIEW:ENTITY_KEY (e.g. user_stats:u42 "
+                                      "or trips:{eu|42} for composite keys)");
+        else
+            resp_reply_errorf(&c->out, "ERR unknown view '%.*s'",
+                              (int)((const char *)memchr(arg, ':', n) - arg), arg);
+    }
+    return view;
+}
+
+/* One entity's answer, encoded: slice 0 is the whole HGETALL reply ("*0"
+ * when absent), slice 1 + i feature i's value as HMGET sends it. Points
+ * into the loop's cache or vbuf: valid until the loop's next vector. */
+typedef struct resp_vec {
+    const unsigned char *data;
+    const uint32_t *slices;
+    bool present;
+} resp_vec_t;
+
+#define RESP_VEC_PRESENT 1
+#define RESP_VEC_BADSPEC 1    /* resp__vector: the key spec does not parse */
+
+static int resp__vec_encode(resp_loop_t *loop, const schema_view_t *v, bool present)
+{
+    sl_buf_t *b = &loop->vbuf;
+    size_t n = v->n_features;
+    if (n + 1 > loop->slices_cap) {
+        uint32_t *ns = realloc(loop->slices, (n + 1) * 2 * sizeof *ns);
+        if (!ns) return SL_ENOMEM;
+        loop->slices = ns;
+        loop->slices_cap = n + 1;
+    }
+    sl_buf_reset(b);
+    int rc = resp_reply_array(b, present ? 2 * n : 0);
+    size_t head = b->len;                /* absent: "*0" is the whole HGETALL reply */
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (present) rc = resp_reply_bulk_str(b, v->features[i].name);
+        size_t off = b->len;
+        if (!rc) rc = resp__reply_value(b, &loop->vals[i]);
+        loop->slices[2 * (i + 1)] = (uint32_t)off;
+        loop->slices[2 * (i + 1) + 1] = (uint32_t)(b->len - off);
+    }
+    loop->slices[0] = 0;
+    loop->slices[1] = (uint32_t)(present ? b->len : head);
+    if (!rc && b->len > UINT32_MAX) rc = SL_ETOOBIG;
+    return rc;
+}
+
+/* The answer for entity `spec` of `view` through the pinned backend: from
+ * the loop's cache while the backend says it still holds (generation read
+ * before the lookup, request time before valid_until), else one lookup at
+ * the request time, encoded and cached. Returns 0, RESP_VEC_BADSPEC, or a
+ * lookup error (SL_EINVAL / SL_ETYPE for a key that does not fit, others
+ * server-side) with err set. Nothing replied. */
+static int resp__vector(resp_loop_t *loop, int view, const char *spec, size_t speclen,
+                        resp_vec_t *out, char *err, size_t errsize)
+{
+    const serve_backend_t *be = loop->be;
+    const schema_view_t *v = &be->schema->views[view];
+    bool cacheable = loop->cache && be->generation && be->valid_until;
+    uint64_t gen = 0, h = 0;
+    int64_t now = sl_now_ms();
+    CTR_ADD(loop, lookups, 1);
+    if (cacheable) {
+        gen = be->generation(be);
+        h = serve_cache_hash(view, spec, speclen);
+        const serve_cache_entry_t *e =
+            serve_cache_get(loop->cache, h, be, view, spec, speclen, gen, now);
+        if (e) {
+            CTR_ADD(loop, cache_hits, 1);
+            out->data = e->data;
+            out->slices = e->slices;
+            out->present = e->flags & RESP_VEC_PRESENT;
+            if (out->present) CTR_ADD(loop, hits, 1);
+            else CTR_ADD(loop, misses, 1);
+            return 0;
+        }
+    }
+    serve_key_t key;
+    if (speclen + 1 > loop->keybuf_cap) {
+        char *kb = realloc(loop->keybuf, speclen + 1);
+        if (!kb) {
+            snprintf(err, errsize, "out of memory");
+            return SL_ENOMEM;
+        }
+        loop->keybuf = kb;
+        loop->keybuf_cap = speclen + 1;
+    }
+    if (serve_key_parse(spec, speclen, loop->keybuf, &key)) return RESP_VEC_BADSPEC;
+    int rc = be->lookup(be, loop->scratch, view, &key, now, loop->vals, err, errsize);
+    if (rc) return rc;
+    bool present = resp__entity_present(loop->vals, v->n_features);
+    if (present) CTR_ADD(loop, hits, 1);
+    else CTR_ADD(loop, misses, 1);
+    if ((rc = resp__vec_encode(loop, v, present))) {
+        snprintf(err, errsize, "%s", sl_strerror(rc));
+        return rc;
+    }
+    if (cacheable)
+        serve_cache_put(loop->cache, h, be, view, spec, speclen, gen,
+                        be->valid_until(be, loop->scratch), present ? RESP_VEC_PRESENT : 0,
+                        loop->vbuf.data, loop->vbuf.len, loop->slices, v->n_features + 1);
+    out->data = loop->vbuf.data;
+    out->slices = loop->slices;
+    out->present = present;
+    return 0;
+}
+
+/* resp__vector for a "view:key" argument. Returns the view, or -1 after
+ * replying an error. */
+static int resp__vector_arg(resp_conn_t *c, const char *arg, size_t n, resp_vec_t *out)
+{
+    const char *spec;
+    size_t speclen;
+    int view = resp__view_arg(c, arg, n, &spec, &speclen);
+    if (view < 0) return -1;
+    char err[200] = "";
+    int rc = resp__vector(c->loop, view, spec, speclen, out, err, sizeof err);
+    if (rc == RESP_VEC_BADSPEC) {
+        resp_reply_error(&c->out, RESP_BAD_KEY);
+        return -1;
+    }
+    if (rc == SL_EINVAL || rc == SL_ETYPE) {
+        resp_reply_errorf(&c->out, "ERR bad entity key for view '%s': %s",
+                          c->loop->be->schema->views[view].name, err[0] ? err : sl_strerror(rc));
+        return -1;
+    }
+    if (rc) {
+        resp_reply_errorf(&c->out, "ERR lookup failed: %s", err[0] ? err : sl_strerror(rc));
+        return -1;
+    }
+    return view;
+}
+
+static inline void resp__vec_put(sl_buf_t *b, const resp_vec_t *vec, size_t slice)
+{
+    sl_buf_append(b, vec->data + vec->slices[2 * slice], vec->slices[2 * slice + 1]);
+}
+
 /* ---- commands ---------------------------------------------------------- */
 
 typedef void (*resp_cmd_fn)(resp_conn_t *c, const resp_cmd_t *cmd);
@@ -507,19 +659,9 @@ static void resp__cmd_info(resp_conn_t *c, const resp_cmd_t *cmd)
 
 static void resp__cmd_hgetall(resp_conn_t *c, const resp_cmd_t *cmd)
 {
-    int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
-    if (view < 0) return;
-    const schema_view_t *v = &c->loop->be->schema->views[view];
-    const serve_value_t *vals = c->loop->vals;
-    if (!resp__entity_present(vals, v->n_features)) {
-        resp_reply_array(&c->out, 0);
-        return;
-    }
-    resp_reply_array(&c->out, 2 * v->n_features);
-    for (size_t i = 0; i < v->n_features; i++) {
-        resp_reply_bulk_str(&c->out, v->features[i].name);
-        resp__reply_value(&c->out, &vals[i]);
-    }
+    resp_vec_t vec;
+    if (resp__vector_arg(c, cmd->argv[1], cmd->argvlen[1], &vec) < 0) return;
+    resp__vec_put(&c->out, &vec, 0);
 }
 
 static int resp__feature(const schema_view_t *v, const char *name, size_t n)
@@ -538,14 +680,15 @@ static void resp__cmd_hmget(resp_conn_t *c, const resp_cmd_t *cmd)
         resp_reply_error(&c->out, "ERR wrong number of arguments for 'hget' command");
         return;
     }
-    int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
+    resp_vec_t vec;
+    int view = resp__vector_arg(c, cmd->argv[1], cmd->argvlen[1], &vec);
     if (view < 0) return;
     const schema_view_t *v = &c->loop->be->schema->views[view];
     if (!single) resp_reply_array(&c->out, cmd->argc - 2);
     for (size_t i = 2; i < cmd->argc; i++) {
         int f = resp__feature(v, cmd->argv[i], cmd->argvlen[i]);
         if (f < 0) resp_reply_nil(&c->out);
-        else resp__reply_value(&c->out, &c->loop->vals[f]);
+        else resp__vec_put(&c->out, &vec, (size_t)f + 1);
     }
 }
 
@@ -559,10 +702,11 @@ static void resp__cmd_hmeta(resp_conn_t *c, const resp_cmd_t *cmd)
         resp_reply_errorf(&c->out, "ERR wrong number of arguments for '%.*s' command", (int)nl, name);
         return;
     }
-    int view = resp__lookup_arg(c, cmd->argv[1], cmd->argvlen[1]);
+    resp_vec_t vec;
+    int view = resp__vector_arg(c, cmd->argv[1], cmd->argvlen[1], &vec);
     if (view < 0) return;
     const schema_view_t *v = &c->loop->be->schema->views[view];
-    bool present = resp__entity_present(c->loop->vals, v->n_features);
+    bool present = vec.present;
     size_t n = present ? v->n_features : 0;
     if (resp__eq(name, nl, "HLEN")) resp_reply_int(&c->out, (int64_t)n);
     else if (resp__eq(name, nl, "EXISTS")) resp_reply_int(&c->out, present);
@@ -574,7 +718,7 @@ static void resp__cmd_hmeta(resp_conn_t *c, const resp_cmd_t *cmd)
         resp_reply_array(&c->out, n);
         for (size_t i = 0; i < n; i++) {
             if (keys) resp_reply_bulk_str(&c->out, v->features[i].name);
-            else resp__reply_value(&c->out, &c->loop->vals[i]);
+            else resp__vec_put(&c->out, &vec, i + 1);
         }
     }
 }
@@ -617,34 +761,28 @@ static void resp__cmd_features(resp_conn_t *c, const resp_cmd_t *cmd)
     size_t mark = c->out.len;
     resp_reply_array(&c->out, n_keys);
     for (size_t e = 0; e < n_keys; e++) {
-        serve_key_t key;
-        if (resp__key(c, cmd->argv[2 + e], cmd->argvlen[2 + e], &key)) {
-            c->out.len = mark;
-            resp_reply_error(&c->out, RESP_BAD_KEY);
-            return;
-        }
         sl_buf_reset(&loop->arena);
         for (size_t k = 0; views[k] >= 0; k++) {
             char err[200] = "";
-            CTR_ADD(loop, lookups, 1);
-            int rc = be->lookup(be, loop->scratch, views[k], &key, sl_now_ms(), loop->vals,
-                                err, sizeof err);
+            resp_vec_t vec;
+            int rc = resp__vector(loop, views[k], cmd->argv[2 + e], cmd->argvlen[2 + e], &vec,
+                                  err, sizeof err);
             if (rc) {
                 c->out.len = mark;
-                if (rc == SL_EINVAL || rc == SL_ETYPE)
+                if (rc == RESP_VEC_BADSPEC)
+                    resp_reply_error(&c->out, RESP_BAD_KEY);
+                else if (rc == SL_EINVAL || rc == SL_ETYPE)
                     resp_reply_errorf(&c->out, "ERR bad entity key #%zu: %s", e + 1,
                                       err[0] ? err : sl_strerror(rc));
                 else
                     resp_reply_errorf(&c->out, "ERR lookup failed: %s", err[0] ? err : sl_strerror(rc));
                 return;
             }
-            const schema_view_t *v = &s->views[views[k]];
-            if (resp__entity_present(loop->vals, v->n_features)) CTR_ADD(loop, hits, 1);
-            else CTR_ADD(loop, misses, 1);
+            /* copied out: the next vector may reuse what vec points at */
             for (size_t r = 0; r < sv->n_refs; r++) {
                 if (sv->refs[r].view != views[k]) continue;
                 loop->arena_off[r] = loop->arena.len;
-                resp__reply_value(&loop->arena, &loop->vals[sv->refs[r].feature]);
+                resp__vec_put(&loop->arena, &vec, (size_t)sv->refs[r].feature + 1);
                 loop->arena_len[r] = loop->arena.len - loop->arena_off[r];
             }
         }
@@ -886,14 +1024,14 @@ static void resp__info(resp_conn_t *c, sl_buf_t *b)
                   "# Clients\r\nconnected_clients:%llu\r\nmaxclients:%zu\r\n\r\n"
                   "# Stats\r\ntotal_connections_received:%llu\r\nrejected_connections:%llu\r\n"
                   "total_commands_processed:%llu\r\nlookups:%llu\r\nkeyspace_hits:%llu\r\n"
-                  "keyspace_misses:%llu\r\nprotocol_errors:%llu\r\nidle_closed:%llu\r\n"
+                  "keyspace_misses:%llu\r\nreply_cache_hits:%llu\r\nprotocol_errors:%llu\r\nidle_closed:%llu\r\n"
                   "total_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n\r\n",
                   (long)getpid(), srv->port, (long long)up, srv->n_loops,
                   (unsigned long long)st.clients, srv->opts.max_clients,
                   (unsigned long long)st.connections, (unsigned long long)st.rejected,
                   (unsigned long long)st.commands, (unsigned long long)st.lookups,
                   (unsigned long long)st.hits, (unsigned long long)st.misses,
-                  (unsigned long long)st.protocol_errors, (unsigned long long)st.idle_closed,
+                  (unsigned long long)st.cache_hits, (unsigned long long)st.protocol_errors, (unsigned long long)st.idle_closed,
                   (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
     sl_buf_printf(b, "# Ingest\r\n");
     const serve_backend_t *be = c->loop->be;
@@ -1101,6 +1239,9 @@ static void resp__loop_free(resp_loop_t *loop)
     if (loop->lfd >= 0) close(loop->lfd);
     if (loop->evfd >= 0) close(loop->evfd);
     if (loop->scratch) loop->srv->be->scratch_free(loop->scratch);
+    serve_cache_free(loop->cache);
+    sl_buf_free(&loop->vbuf);
+    free(loop->slices);
     resp__loop_unfit(loop);
     free(loop->keybuf);
     sl_buf_free(&loop->arena);
@@ -1115,6 +1256,13 @@ static int resp__loop_init(resp_loop_t *loop, resp_server_t *srv, int port, char
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop->scratch = srv->be->scratch_new(srv->be);
+    if (srv->opts.cache_bytes > 0) {
+        loop->cache = serve_cache_new(srv->opts.cache_bytes);
+        if (!loop->cache) {
+            snprintf(errstr, errsize, "resp: out of memory");
+            return SL_ENOMEM;
+        }
+    }
     if (loop->epfd < 0 || loop->evfd < 0 || !loop->scratch || resp__loop_fit(loop, srv->be->schema)) {
         snprintf(errstr, errsize, "resp: out of memory or descriptors");
         return SL_ENOMEM;
@@ -1198,7 +1346,7 @@ void resp_server_stats(const resp_server_t *srv, resp_server_stats_t *out)
 #define RESP__SUM(f) out->f += atomic_load_explicit(&k->f, memory_order_relaxed);
         RESP__SUM(connections) RESP__SUM(rejected) RESP__SUM(clients) RESP__SUM(commands)
         RESP__SUM(lookups) RESP__SUM(hits) RESP__SUM(misses) RESP__SUM(protocol_errors)
-        RESP__SUM(idle_closed) RESP__SUM(bytes_in) RESP__SUM(bytes_out)
+        RESP__SUM(idle_closed) RESP__SUM(bytes_in) RESP__SUM(bytes_out) RESP__SUM(cache_hits)
 #undef RESP__SUM
     }
 }

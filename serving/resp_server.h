@@ -26,6 +26,7 @@ typedef struct resp_server_opts {
     size_t max_entities;         /* keys of one FEATURES command */
     int64_t idle_timeout_ms;     /* 0 = never */
     size_t max_output_bytes;     /* unsent replies before a client is closed */
+    size_t cache_bytes;          /* per loop, encoded answers (serve_cache.h); 0 = off */
 } resp_server_opts_t;
 
 /* Fills the defaults of sl_config.h (port 6380, 2 threads, ...). */
@@ -50,6 +51,7 @@ typedef struct resp_server_stats {
     uint64_t protocol_errors;     /* connections closed for a bad frame or a limit */
     uint64_t idle_closed;
     uint64_t bytes_in, bytes_out;
+    uint64_t cache_hits;          /* lookups answered from a loop's reply cache */
 } resp_server_stats_t;
 
 void resp_server_stats(const resp_server_t *srv, resp_server_stats_t *out);

@@ -17,13 +17,18 @@
  *   state read / decode failure                              INTERNAL
  *   bearer token missing or wrong (rpc_server.c)             UNAUTHENTICATED
  *
- * Response messages are built in a per-call arena (one free at the end).
- * Each worker thread owns a backend scratch and a value array. Each call
+ * Requests are unpacked into, and responses built in, the worker's arena
+ * (emptied after each call, its block kept: no malloc per call). Each
+ * worker thread owns a backend scratch, a value array and a cache of packed
+ * FeatureValue messages per (view, entity) (serve_cache.h), so a repeated
+ * lookup is a hash probe and a copy; the FeatureVectors are assembled from
+ * those bytes (see serve_grpc__get). Each call
  * pins the backend (serve_lookup.h: a swappable one may carry a newer
  * schema) and reads schema and values through the pinned one only.
  */
 #include "serve_grpc.h"
 #include "rpc_server.h"
+#include "serve_cache.h"
 #include "sl_err.h"
 #include "sl_time.h"
 
@@ -41,28 +46,9 @@ struct serve_grpc {
     rpc_server_t *rpc;
 };
 
-typedef struct serve_grpc_thread {
-    serve_scratch_t *sc;
-    serve_value_t *vals;
-    size_t vals_cap;                  /* features vals has room for */
-    state_partition_progress_t *pp;   /* committed progress, grown as needed */
-    size_t pp_cap;
-} serve_grpc_thread_t;
 
-/* Reads the committed progress of every partition into t->pp; returns how
- * many (0 on allocation failure: the token is then empty, never wrong). */
-static size_t serve_grpc__progress(const serve_backend_t *be, serve_grpc_thread_t *t)
-{
-    if (!be->progress) return 0;
-    for (;;) {
-        size_t n = be->progress(be, t->pp, t->pp_cap);
-        if (n <= t->pp_cap) return n;
-        state_partition_progress_t *pp = realloc(t->pp, n * 2 * sizeof *pp);
-        if (!pp) return 0;
-        t->pp = pp;
-        t->pp_cap = n * 2;
-    }
-}
+
+typedef struct serve_grpc_thread serve_grpc_thread_t;
 
 /* ---- arena ------------------------------------------------------------- */
 
@@ -103,6 +89,32 @@ static void arena_free(arena_t *a)
         free(a->head);
         a->head = n;
     }
+    a->failed = false;
+}
+
+/* Empties the arena but keeps its newest block for the next call. */
+static void arena_reset(arena_t *a)
+{
+    if (!a->head) return;
+    arena_block_t *keep = a->head;
+    a->head = keep->next;
+    arena_free(a);
+    keep->next = NULL;
+    keep->used = 0;
+    a->head = keep;
+}
+
+/* protobuf-c allocations from the arena (request unpacking): freed with it. */
+static void *arena_pb_alloc(void *ad, size_t n) { return arena_alloc(ad, n); }
+static void arena_pb_free(void *ad, void *p) { (void)ad; (void)p; }
+
+/* Appends the packed message to buf. */
+static int serve_grpc__append_packed(sl_buf_t *buf, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (sl_buf_reserve(buf, n)) return SL_ENOMEM;
+    buf->len += protobuf_c_message_pack(m, buf->data + buf->len);
+    return 0;
 }
 
 static bool arena_pack(arena_t *a, const ProtobufCMessage *m, rpc_reply_t *reply)
@@ -118,6 +130,36 @@ static bool arena_pack(arena_t *a, const ProtobufCMessage *m, rpc_reply_t *reply
     }
     reply->body.len = protobuf_c_message_pack(m, reply->body.data);
     return true;
+}
+
+struct serve_grpc_thread {
+    serve_scratch_t *sc;
+    serve_value_t *vals;
+    size_t vals_cap;                  /* features vals has room for */
+    state_partition_progress_t *pp;   /* committed progress, grown as needed */
+    size_t pp_cap;
+    arena_t a;                        /* one call's messages, reset after each call */
+    serve_cache_t *cache;             /* packed values per (view, entity); NULL: off */
+    sl_buf_t key;                     /* cache key of one entity */
+    sl_buf_t vbuf;                    /* packed values of one lookup */
+    uint32_t *slices;                 /* their (offset, length) per feature */
+    size_t slices_cap;
+    sl_buf_t row;                     /* one entity row's column values */
+};
+
+/* Reads the committed progress of every partition into t->pp; returns how
+ * many (0 on allocation failure: the token is then empty, never wrong). */
+static size_t serve_grpc__progress(const serve_backend_t *be, serve_grpc_thread_t *t)
+{
+    if (!be->progress) return 0;
+    for (;;) {
+        size_t n = be->progress(be, t->pp, t->pp_cap);
+        if (n <= t->pp_cap) return n;
+        state_partition_progress_t *pp = realloc(t->pp, n * 2 * sizeof *pp);
+        if (!pp) return 0;
+        t->pp = pp;
+        t->pp_cap = n * 2;
+    }
 }
 
 /* ---- values ------------------------------------------------------------ */
@@ -310,19 +352,104 @@ static int serve_grpc__row_key(const schema_t *s, int view, const Sluice__V1__En
     return RPC_OK;
 }
 
+/* The cache key of one entity: each key part as a 4-byte length and its
+ * bytes (the text the client sent; a part may hold any byte). */
+static int serve_grpc__cache_key(sl_buf_t *b, const serve_key_t *key)
+{
+    sl_buf_reset(b);
+    for (size_t i = 0; i < key->n; i++) {
+        uint32_t n = (uint32_t)key->len[i];
+        if (sl_buf_append(b, &n, sizeof n) || sl_buf_append(b, key->part[i], key->len[i]))
+            return SL_ENOMEM;
+    }
+    return 0;
+}
+
+/* One entity's values of `view` as packed FeatureValue messages, slice f =
+ * feature f: from the thread's cache while the backend says they hold
+ * (generation `gen` read before, request time before valid_until), else
+ * one lookup at `now`, packed and cached. *data / *slices stay valid until
+ * the thread's next vector. Returns RPC_OK or the reply's failure. */
+static int serve_grpc__vector(serve_grpc_thread_t *t, const serve_backend_t *be, int view,
+                              const serve_key_t *key, size_t row, int64_t now, uint64_t gen,
+                              const unsigned char **data, const uint32_t **slices,
+                              rpc_reply_t *reply)
+{
+    const schema_view_t *v = &be->schema->views[view];
+    bool cacheable = t->cache && be->generation && be->valid_until;
+    uint64_t h = 0;
+    if (cacheable) {
+        if (serve_grpc__cache_key(&t->key, key))
+            return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        h = serve_cache_hash(view, t->key.data, t->key.len);
+        const serve_cache_entry_t *e =
+            serve_cache_get(t->cache, h, be, view, t->key.data, t->key.len, gen, now);
+        if (e) {
+            *data = e->data;
+            *slices = e->slices;
+            return RPC_OK;
+        }
+    }
+    char err[200] = "";
+    int rc = be->lookup(be, t->sc, view, key, now, t->vals, err, sizeof err);
+    if (rc == SL_EINVAL || rc == SL_ETYPE)
+        return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entity row %zu, view '%s': bad key: %s",
+                              row, v->name, err[0] ? err : sl_strerror(rc));
+    if (rc) return rpc_reply_fail(reply, RPC_INTERNAL, "lookup failed: %s", err[0] ? err : sl_strerror(rc));
+    if (v->n_features > t->slices_cap) {
+        uint32_t *ns = realloc(t->slices, v->n_features * 2 * sizeof *ns);
+        if (!ns) return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        t->slices = ns;
+        t->slices_cap = v->n_features;
+    }
+    sl_buf_reset(&t->vbuf);
+    for (size_t f = 0; f < v->n_features; f++) {
+        Sluice__V1__FeatureValue *fv = serve_grpc__value(&t->a, &t->vals[f]);
+        size_t off = t->vbuf.len;
+        if (!fv || t->a.failed || serve_grpc__append_packed(&t->vbuf, &fv->base) ||
+            t->vbuf.len > UINT32_MAX)
+            return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        t->slices[2 * f] = (uint32_t)off;
+        t->slices[2 * f + 1] = (uint32_t)(t->vbuf.len - off);
+    }
+    if (cacheable)
+        serve_cache_put(t->cache, h, be, view, t->key.data, t->key.len, gen,
+                        be->valid_until(be, t->sc), 0, t->vbuf.data, t->vbuf.len, t->slices,
+                        v->n_features);
+    *data = t->vbuf.data;
+    *slices = t->slices;
+    return RPC_OK;
+}
+
+static size_t serve_grpc__varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+
+/* GetOnlineFeatures. The response is written in three parts, in field
+ * order: feature_names packed by protobuf-c; then the results (field 2),
+ * each FeatureVector assembled from the packed FeatureValue bytes of its
+ * columns (cached per view and entity); then token and served_at_ms packed
+ * by protobuf-c. Concatenated protobuf messages are one message, so a
+ * client parses exactly what a single pack would have produced. */
 static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len, rpc_reply_t *reply)
 {
     serve_grpc_t *g = ctx;
     serve_grpc_thread_t *t = tctx;
     const serve_backend_t *be = serve_backend_pin(g->be);
     const schema_t *s = be->schema;
-    arena_t a = { 0 };
+    arena_t *a = &t->a;
+    ProtobufCAllocator alloc = { arena_pb_alloc, arena_pb_free, a };
     Sluice__V1__GetOnlineFeaturesRequest *req =
-        sluice__v1__get_online_features_request__unpack(NULL, len, data);
+        sluice__v1__get_online_features_request__unpack(&alloc, len, data);
+    column_t *cols = NULL;
+    size_t n_cols = 0;
     if (!req) {
-        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "malformed GetOnlineFeaturesRequest");
-        serve_backend_unpin(g->be, be);
-        return;
+        rpc_reply_fail(reply, a->failed ? RPC_RESOURCE_EXHAUSTED : RPC_INVALID_ARGUMENT,
+                       a->failed ? "out of memory reading the request" : "malformed GetOnlineFeaturesRequest");
+        goto out;
     }
     size_t need = 0;
     for (size_t i = 0; i < s->n_views; i++)
@@ -338,9 +465,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
                        req->n_entities, g->opts.max_entities);
         goto out;
     }
-    column_t *cols = NULL;
-    size_t n_cols = 0;
-    if (serve_grpc__columns(s, req, &a, &cols, &n_cols, reply) != RPC_OK) goto out;
+    if (serve_grpc__columns(s, req, a, &cols, &n_cols, reply) != RPC_OK) goto out;
 
     /* progress first: the token must not claim more than what we read */
     size_t n_pp = serve_grpc__progress(be, t);
@@ -360,63 +485,78 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
             n_pp = serve_grpc__progress(be, t);
         }
     }
+    /* then the generation: a cached answer serves only while no commit
+     * was counted since it was read (it is as new as a fresh read would be
+     * for every commit whose count bump precedes this read) */
+    uint64_t gen = be->generation ? be->generation(be) : 0;
 
-    Sluice__V1__GetOnlineFeaturesResponse resp = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
+    Sluice__V1__GetOnlineFeaturesResponse head = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
     int64_t now = sl_now_ms();
-    resp.served_at_ms = now;
-    resp.n_feature_names = n_cols;
-    resp.feature_names = arena_alloc(&a, (n_cols + 1) * sizeof(char *));
-    int *views = arena_alloc(&a, (n_cols + 1) * sizeof *views);   /* distinct views */
-    if (!resp.feature_names || !views) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+    head.n_feature_names = n_cols;
+    head.feature_names = arena_alloc(a, (n_cols + 1) * sizeof(char *));
+    int *views = arena_alloc(a, (n_cols + 1) * sizeof *views);   /* distinct views */
+    size_t *col_off = arena_alloc(a, (n_cols + 1) * sizeof *col_off);
+    size_t *col_len = arena_alloc(a, (n_cols + 1) * sizeof *col_len);
+    if (!head.feature_names || !views || !col_off || !col_len) {
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
     size_t n_views = 0;
     for (size_t c = 0; c < n_cols; c++) {
         const schema_view_t *v = &s->views[cols[c].view];
         const char *fname = v->features[cols[c].feature].name;
         size_t nl = strlen(v->name) + strlen(fname) + 2;
-        char *nm = arena_alloc(&a, nl);
+        char *nm = arena_alloc(a, nl);
         if (nm) snprintf(nm, nl, "%s:%s", v->name, fname);
-        resp.feature_names[c] = nm ? nm : (char *)"";
+        head.feature_names[c] = nm ? nm : (char *)"";
         bool seen = false;
         for (size_t k = 0; k < n_views; k++) seen |= views[k] == cols[c].view;
         if (!seen) views[n_views++] = cols[c].view;
     }
-    resp.n_results = req->n_entities;
-    resp.results = arena_alloc(&a, (req->n_entities + 1) * sizeof *resp.results);
-    if (!resp.results) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+    if (serve_grpc__append_packed(&reply->body, &head.base)) {
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
     for (size_t e = 0; e < req->n_entities; e++) {
-        Sluice__V1__FeatureVector *fv = arena_alloc(&a, sizeof *fv);
-        Sluice__V1__FeatureValue **vals = arena_alloc(&a, (n_cols + 1) * sizeof *vals);
-        if (!fv || !vals) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
-        sluice__v1__feature_vector__init(fv);
-        fv->n_values = n_cols;
-        fv->values = vals;
-        resp.results[e] = fv;
+        /* the row's column values, copied out of each view's vector */
+        sl_buf_reset(&t->row);
         for (size_t k = 0; k < n_views; k++) {
             serve_key_t key;
-            if (serve_grpc__row_key(s, views[k], req->entities[e], e, &key, reply) != RPC_OK) goto out;
-            char err[200] = "";
-            int rc = be->lookup(be, t->sc, views[k], &key, now, t->vals, err, sizeof err);
-            if (rc == SL_EINVAL || rc == SL_ETYPE) {
-                rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entity row %zu, view '%s': bad key: %s", e,
-                               s->views[views[k]].name, err[0] ? err : sl_strerror(rc));
+            const unsigned char *vd = NULL;
+            const uint32_t *vs = NULL;
+            if (serve_grpc__row_key(s, views[k], req->entities[e], e, &key, reply) != RPC_OK ||
+                serve_grpc__vector(t, be, views[k], &key, e, now, gen, &vd, &vs, reply) != RPC_OK)
                 goto out;
-            }
-            if (rc) {
-                rpc_reply_fail(reply, RPC_INTERNAL, "lookup failed: %s", err[0] ? err : sl_strerror(rc));
-                goto out;
-            }
             for (size_t c = 0; c < n_cols; c++) {
                 if (cols[c].view != views[k]) continue;
-                vals[c] = serve_grpc__value(&a, &t->vals[cols[c].feature]);
-                if (!vals[c]) { rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory"); goto out; }
+                col_off[c] = t->row.len;
+                col_len[c] = vs[2 * cols[c].feature + 1];
+                if (sl_buf_append(&t->row, vd + vs[2 * cols[c].feature], col_len[c])) {
+                    rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+                    goto out;
+                }
             }
         }
+        /* results (field 2): FeatureVector { repeated FeatureValue values = 1 } */
+        size_t vec_len = 0;
+        for (size_t c = 0; c < n_cols; c++) vec_len += 1 + serve_grpc__varint_size(col_len[c]) + col_len[c];
+        int rc = sl_buf_put_u8(&reply->body, 0x12) || sl_buf_put_varint(&reply->body, vec_len) ||
+                 sl_buf_reserve(&reply->body, vec_len);
+        for (size_t c = 0; !rc && c < n_cols; c++)
+            rc = sl_buf_put_u8(&reply->body, 0x0a) || sl_buf_put_varint(&reply->body, col_len[c]) ||
+                 sl_buf_append(&reply->body, t->row.data + col_off[c], col_len[c]);
+        if (rc) {
+            rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
     }
-    resp.token = serve_grpc__token(&a, t->pp, n_pp);
-    arena_pack(&a, &resp.base, reply);
+    Sluice__V1__GetOnlineFeaturesResponse tail = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
+    tail.served_at_ms = now;
+    tail.token = serve_grpc__token(a, t->pp, n_pp);
+    if (a->failed || serve_grpc__append_packed(&reply->body, &tail.base))
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
 out:
-    arena_free(&a);
-    sluice__v1__get_online_features_request__free_unpacked(req, NULL);
+    arena_reset(a);                      /* req lives in the arena too */
     serve_backend_unpin(g->be, be);
 }
 
@@ -546,8 +686,10 @@ static void *serve_grpc__thread_new(void *ctx)
     t->sc = g->be->scratch_new(g->be);
     t->vals = calloc(g->max_features + 1, sizeof *t->vals);
     t->vals_cap = g->max_features;
-    if (!t->sc || !t->vals) {
+    if (g->opts.cache_bytes) t->cache = serve_cache_new(g->opts.cache_bytes);
+    if (!t->sc || !t->vals || (g->opts.cache_bytes && !t->cache)) {
         if (t->sc) g->be->scratch_free(t->sc);
+        serve_cache_free(t->cache);
         free(t->vals);
         free(t);
         return NULL;
@@ -561,6 +703,12 @@ static void serve_grpc__thread_free(void *ctx, void *tctx)
     serve_grpc_thread_t *t = tctx;
     if (!t) return;
     if (t->sc) g->be->scratch_free(t->sc);
+    serve_cache_free(t->cache);
+    arena_free(&t->a);
+    sl_buf_free(&t->key);
+    sl_buf_free(&t->vbuf);
+    sl_buf_free(&t->row);
+    free(t->slices);
     free(t->pp);
     free(t->vals);
     free(t);
@@ -575,6 +723,7 @@ void serve_grpc_opts_default(serve_grpc_opts_t *o)
     o->max_request_bytes = 1 << 20;
     o->max_entities = 1000;
     o->max_token_wait_ms = 10000;
+    o->cache_bytes = (size_t)32 << 20;
 }
 
 int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
@@ -590,6 +739,7 @@ int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
         if (be->schema->views[i].n_features > g->max_features) g->max_features = be->schema->views[i].n_features;
     rpc_server_opts_t ro = {
         .bind = opts->bind, .port = opts->port, .threads = opts->threads, .token = opts->token,
+        .tls_cert_pem = opts->tls_cert_pem, .tls_key_pem = opts->tls_key_pem,
         .max_message_bytes = opts->max_request_bytes, .ctx = g,
         .thread_ctx_new = serve_grpc__thread_new, .thread_ctx_free = serve_grpc__thread_free,
     };

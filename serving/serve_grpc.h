@@ -18,9 +18,12 @@ typedef struct serve_grpc_opts {
     int port;                     /* 0 = pick one */
     int threads;
     const char *token;            /* bearer token, NULL/"" = none */
+    const char *tls_cert_pem;     /* PEM contents; NULL/"" = plaintext */
+    const char *tls_key_pem;
     size_t max_request_bytes;
     size_t max_entities;          /* entity rows per request */
     int64_t max_token_wait_ms;    /* cap on min_token_wait_ms (default 10000) */
+    size_t cache_bytes;           /* per thread, packed values (serve_cache.h); 0 = off */
 } serve_grpc_opts_t;
 
 void serve_grpc_opts_default(serve_grpc_opts_t *o);

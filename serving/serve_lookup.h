@@ -81,6 +81,19 @@ struct serve_backend {
      * backend serve every backend its pin returns. */
     const serve_backend_t *(*pin)(const serve_backend_t *be);
     void (*unpin)(const serve_backend_t *be, const serve_backend_t *pinned);
+    /* Optional pair, for the front ends' reply caches (serve_cache.h); a
+     * backend that leaves them NULL gets no caching, so a wrapper that does
+     * not forward them stays correct.
+     * generation: changes whenever the same lookup at the same request time
+     * could answer differently (store commits, the backend's reloads of
+     * coverage); never decreases. Read it BEFORE the lookup whose result is
+     * tagged with it. Any thread.
+     * valid_until: right after a successful lookup on `sc`, the first
+     * request time at which that lookup's values or statuses may differ
+     * while the generation holds (> its now_ms; INT64_MAX: never). The
+     * thread's own scratch only. */
+    uint64_t (*generation)(const serve_backend_t *be);
+    int64_t (*valid_until)(const serve_backend_t *be, serve_scratch_t *sc);
 };
 
 /* Front ends: once per request (every read of be->schema and every lookup

@@ -28,6 +28,20 @@
  * on a read-only or idle store they keep hot entities decoded. The query
  * itself always runs at the request time.
  *
+ * Reply caches (serve_cache.h): generation() is the commit counter plus
+ * the number of coverage reloads that changed an entry (both only grow, so
+ * their sum changes when either does); it also triggers the once-a-second
+ * coverage reload, so a front end that answers from its cache still sees a
+ * new since_ms. Each lookup leaves in its scratch the first request time at
+ * which the answer may change with the state unchanged (valid_until):
+ *
+ *   sliding           next hop boundary; while partial, since + size too
+ *   tumbling          next bucket boundary
+ *   lifetime          never (decayed_* aggregates: the next ms)
+ *   session           the next ms (open/closed depends on t continuously)
+ *   TTL, not expired  last event + ttl + 1 (then outside_ttl for good)
+ *   not found, outside TTL: never
+ *
  * Threads: the backend is shared and read-only except for the coverage
  * cache (relaxed atomics); each thread has its own scratch (key and value
  * buffers, the entity cache, the raw query results).
@@ -63,6 +77,7 @@ struct serve_state_backend {
     agg_plan_t **plans;
     _Atomic int64_t *since_ms;        /* per view, 0 = complete */
     _Atomic int64_t since_read_ms;    /* when since_ms was last refreshed */
+    _Atomic uint64_t since_changes;   /* reloads that changed some since_ms */
     size_t max_features;
 };
 
@@ -75,6 +90,7 @@ struct serve_scratch {
     serve_cache_slot_t *cache;
     size_t cache_bytes;
     agg_entity_t *spare;      /* a decoded entity too big for the cache */
+    int64_t until;            /* valid_until of the last lookup */
 };
 
 static serve_scratch_t *serve_state__scratch_new(const serve_backend_t *be)
@@ -110,24 +126,91 @@ static void serve_state__scratch_free(serve_scratch_t *sc)
     free(sc);
 }
 
-static void serve_state__refresh_since(serve_state_backend_t *sb, serve_scratch_t *sc, int64_t now)
+static void serve_state__refresh_since(serve_state_backend_t *sb, sl_buf_t *meta, int64_t now)
 {
     int64_t last = atomic_load_explicit(&sb->since_read_ms, memory_order_relaxed);
     if (now - last < SERVE_SINCE_REFRESH_MS && last != 0) return;
     if (!atomic_compare_exchange_strong(&sb->since_read_ms, &last, now)) return;
+    bool changed = false;
     for (size_t v = 0; v < sb->schema->n_views; v++) {
         char name[600];
         snprintf(name, sizeof name, "view.%s.since_ms", sb->schema->views[v].name);
-        sl_buf_reset(&sc->meta);
+        sl_buf_reset(meta);
         int64_t since = 0;
-        if (state_meta_get(sb->st, name, &sc->meta) == 0 && sc->meta.len < 32) {
+        if (state_meta_get(sb->st, name, meta) == 0 && meta->len < 32) {
             char tmp[32];
-            memcpy(tmp, sc->meta.data, sc->meta.len);
-            tmp[sc->meta.len] = 0;
+            memcpy(tmp, meta->data, meta->len);
+            tmp[meta->len] = 0;
             since = strtoll(tmp, NULL, 10);
         }
-        atomic_store_explicit(&sb->since_ms[v], since, memory_order_relaxed);
+        if (atomic_exchange_explicit(&sb->since_ms[v], since, memory_order_relaxed) != since)
+            changed = true;
     }
+    /* release: a reader that sees the new count sees the new values */
+    if (changed) atomic_fetch_add_explicit(&sb->since_changes, 1, memory_order_release);
+}
+
+static uint64_t serve_state__generation(const serve_backend_t *be)
+{
+    serve_state_backend_t *sb = be->ctx;
+    int64_t now = sl_now_ms();
+    int64_t last = atomic_load_explicit(&sb->since_read_ms, memory_order_relaxed);
+    if (now - last >= SERVE_SINCE_REFRESH_MS || last == 0) {
+        sl_buf_t meta = SL_BUF_INIT;
+        serve_state__refresh_since(sb, &meta, now);
+        sl_buf_free(&meta);
+    }
+    return atomic_load_explicit(&sb->since_changes, memory_order_acquire) +
+           state_commit_count(sb->st);
+}
+
+static int64_t serve_state__valid_until(const serve_backend_t *be, serve_scratch_t *sc)
+{
+    (void)be;
+    return sc->until;
+}
+
+/* floor(t / d) * d + d: the next multiple of d after t (d > 0). */
+static int64_t serve_state__next_boundary(int64_t t, int64_t d)
+{
+    int64_t q = t / d;
+    if (t % d != 0 && t < 0) q--;
+    return q * d + d;
+}
+
+/* The first request time after now at which a query of a live (not
+ * expired) entity of view v may answer differently, state unchanged. */
+static int64_t serve_state__until(const schema_view_t *v, const agg_entity_t *ent, int64_t since,
+                                  int64_t now)
+{
+    int64_t until = INT64_MAX;
+    for (size_t f = 0; f < v->n_features; f++) {
+        const schema_feature_t *ft = &v->features[f];
+        int64_t u = INT64_MAX;
+        switch (ft->window.kind) {
+        case SCHEMA_WINDOW_SLIDING:
+            u = serve_state__next_boundary(now, ft->window.hop_ms > 0 ? ft->window.hop_ms
+                                                                      : ft->window.size_ms);
+            if (since > 0 && now - ft->window.size_ms < since && since + ft->window.size_ms < u)
+                u = since + ft->window.size_ms;
+            break;
+        case SCHEMA_WINDOW_TUMBLING:
+            u = serve_state__next_boundary(now, ft->window.size_ms);
+            break;
+        case SCHEMA_WINDOW_LIFETIME:
+            break;
+        default:
+            u = now + 1;
+            break;
+        }
+        if (ft->agg == SCHEMA_AGG_DECAYED_SUM || ft->agg == SCHEMA_AGG_DECAYED_COUNT) u = now + 1;
+        if (u < until) until = u;
+    }
+    if (v->ttl_ms > 0) {
+        int64_t expire = agg_entity_last_event_ms(ent) + v->ttl_ms + 1;
+        if (expire < until) until = expire;
+    }
+    return until > now ? until : now + 1;
 }
 
 static bool serve_state__partial(const schema_feature_t *f, int64_t since, int64_t now)
@@ -247,8 +330,10 @@ static int serve_state__lookup(const serve_backend_t *be, serve_scratch_t *sc, i
         out[f].status = SERVE_STATUS_NOT_FOUND;
     }
     const agg_entity_t *ent_state = NULL;
+    sc->until = now_ms + 1;
     rc = serve_state__entity(sb, sc, view, &ent_state, errstr, errsize);
     if (rc) return rc;
+    sc->until = INT64_MAX;
     if (!ent_state) return 0;                          /* NOT_FOUND */
     if (v->ttl_ms > 0 && agg_entity_is_idle(sb->plans[view], ent_state, now_ms)) {
         int64_t last = agg_entity_last_event_ms(ent_state);
@@ -258,8 +343,9 @@ static int serve_state__lookup(const serve_backend_t *be, serve_scratch_t *sc, i
         }
         return 0;
     }
-    serve_state__refresh_since(sb, sc, sl_now_ms());
+    serve_state__refresh_since(sb, &sc->meta, sl_now_ms());
     int64_t since = atomic_load_explicit(&sb->since_ms[view], memory_order_relaxed);
+    sc->until = serve_state__until(v, ent_state, since, now_ms);
     agg_entity_query(sb->plans[view], ent_state, now_ms, sc->raw);
     for (size_t f = 0; f < v->n_features; f++) {
         out[f].val = sc->raw[f];
@@ -305,6 +391,8 @@ int serve_state_backend_new(const schema_t *schema, state_store_t *st,
     sb->be.scratch_free = serve_state__scratch_free;
     sb->be.lookup = serve_state__lookup;
     sb->be.progress = serve_state__progress;
+    sb->be.generation = serve_state__generation;
+    sb->be.valid_until = serve_state__valid_until;
     *out = sb;
     return 0;
 }
