@@ -11,6 +11,10 @@
  *       |                        \--> SENDING --(tag)--> freed
  *       \--(tag not ok: shutting down)--> freed
  *
+ * Transport: plaintext HTTP/2, or TLS (grpc_ssl_server_credentials_create
+ * with one PEM certificate chain and key, no client certificates); the
+ * bearer-token check is the same either way.
+ *
  * Shutdown: grpc_server_shutdown_and_notify on a private queue, cancel all
  * calls, wait for the notification; then every worker queue is shut down
  * and drained by its worker, which exits on GRPC_QUEUE_SHUTDOWN.
@@ -275,11 +279,25 @@ int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods,
     char addr[300];
     snprintf(addr, sizeof addr, "%s:%d", opts->bind && *opts->bind ? opts->bind : "127.0.0.1",
              opts->port);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    srv->port = grpc_server_add_http2_port(srv->server, addr, creds);
-    grpc_server_credentials_release(creds);
+    bool tls = opts->tls_cert_pem && *opts->tls_cert_pem;
+    grpc_server_credentials *creds;
+    if (tls) {
+        /* server-side TLS only (no client certificates): clients
+         * authenticate with the bearer token over the encrypted channel */
+        grpc_ssl_pem_key_cert_pair pair = { opts->tls_key_pem, opts->tls_cert_pem };
+        creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
+    srv->port = creds ? grpc_server_add_http2_port(srv->server, addr, creds) : 0;
+    if (creds) grpc_server_credentials_release(creds);
     if (srv->port <= 0) {
-        snprintf(errstr, errsize, "grpc: cannot listen on %s", addr);
+        if (tls)
+            snprintf(errstr, errsize, "grpc: cannot listen on %s with TLS (address in use, or "
+                                      "grpc_tls_cert / grpc_tls_key not a matching PEM "
+                                      "certificate and private key)", addr);
+        else
+            snprintf(errstr, errsize, "grpc: cannot listen on %s", addr);
         rpc_server_stop(srv);
         return SL_EIO;
     }

@@ -55,6 +55,8 @@ typedef struct rpc_server_opts {
     int port;                 /* 0 = pick one */
     int threads;
     const char *token;        /* NULL/"" = no auth; else "authorization: Bearer <token>" */
+    const char *tls_cert_pem; /* NULL/"" = plaintext; else TLS with this PEM chain ... */
+    const char *tls_key_pem;  /* ... and this PEM private key (both contents, not paths) */
     size_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
     void *ctx;                /* passed to every handler */
     void *(*thread_ctx_new)(void *ctx);   /* optional; NULL result = failure */
@@ -62,7 +64,8 @@ typedef struct rpc_server_opts {
 } rpc_server_opts_t;
 
 /* Starts the server; `methods` (n of them) must outlive it. Returns 0 or
- * SL_EIO (cannot bind) / SL_ENOMEM with errstr set. */
+ * SL_EIO (cannot bind, or with TLS a certificate/key gRPC refuses) /
+ * SL_ENOMEM with errstr set. */
 int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods, size_t n,
                      rpc_server_t **out, char *errstr, size_t errsize);
 int rpc_server_port(const rpc_server_t *srv);

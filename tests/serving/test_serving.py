@@ -259,6 +259,25 @@ class RespValues(unittest.TestCase):
         for uid, got in zip(users(), p.execute()):
             self.check_vector(uid, got, t)
 
+    def test_reply_cache_repeats_are_identical(self):
+        """Repeats come from the loop's reply cache (INFO reply_cache_hits
+        grows) and equal both the first answer and the oracle; HMGET and
+        HVALS read the same cached entry as HGETALL."""
+        def hits():
+            return int(self.r.info()["reply_cache_hits"])
+        uid = [u for u in users() if oracle_user(EVENTS, u, NOW)[0] == "present"][0]
+        key = "user_stats:" + resp_key(uid)
+        r1 = redis.Redis(port=MAIN.resp_port, decode_responses=True)   # one connection: one loop
+        first = r1.hgetall(key)
+        h0 = hits()
+        again = [r1.hgetall(key) for _ in range(20)]
+        self.assertTrue(all(a == first for a in again))
+        self.assertEqual(r1.hmget(key, USER_FEATURES), [first[f] for f in USER_FEATURES])
+        self.assertEqual(r1.hvals(key), [first[f] for f in USER_FEATURES])
+        self.check_vector(uid, again[-1], int(time.time() * 1000))
+        self.assertGreaterEqual(hits() - h0, 20)
+        r1.close()
+
     def test_hmget_hget(self):
         uid = next(u for u in users() if oracle_user(EVENTS, u, NOW)[0] == "present")
         _, vals, _ = oracle_user(EVENTS, uid, int(time.time() * 1000))
@@ -622,6 +641,111 @@ class Grpc(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             h.Check(health_pb2.HealthCheckRequest(service="other"))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+
+class GrpcTls(unittest.TestCase):
+    """gRPC over TLS (self-signed certificate made here with openssl) with a
+    bearer token: a TLS client trusting the certificate gets the oracle's
+    values; plaintext clients fail; TLS without / with a wrong token gets
+    UNAUTHENTICATED; bad TLS configurations refuse to start, saying why."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = os.path.join(ARGS.work, "tls")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        cls.cert, cls.key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", cls.key, "-out", cls.cert, "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        cls.dir = d
+        cls.srv = Server("tls", os.path.join(ARGS.work, "state"),
+                         ["grpc_tls_cert=" + cls.cert, "grpc_tls_key=" + cls.key, "grpc_token=t0ken"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def tls_channel(self):
+        creds = grpc.ssl_channel_credentials(root_certificates=open(self.cert, "rb").read())
+        return grpc.secure_channel("localhost:%d" % self.srv.grpc_port, creds)
+
+    def request(self):
+        us = users()
+        return us, pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=["user_stats:*"]),
+                                               entities=[pb.EntityRow(keys={"user_id": u}) for u in us])
+
+    def test_tls_client_gets_oracle_values(self):
+        with self.tls_channel() as ch:
+            us, req = self.request()
+            resp = pbg.FeatureServiceStub(ch).GetOnlineFeatures(req, metadata=[("authorization", "Bearer t0ken")])
+            STATUS = {"present": pb.PRESENT, "not_found": pb.NOT_FOUND, "outside_ttl": pb.OUTSIDE_TTL}
+            for uid, row in zip(us, resp.results):
+                status, vals, _ = oracle_user(EVENTS, uid, resp.served_at_ms)
+                for i, f in enumerate(USER_FEATURES):
+                    self.assertEqual(row.values[i].status, STATUS[status], (uid, f))
+                    if vals:
+                        self.assertTrue(close(vals[f], value_of(row.values[i].value)), (uid, f))
+            h = health_pb2_grpc.HealthStub(ch)
+            self.assertEqual(h.Check(health_pb2.HealthCheckRequest()).status,
+                             health_pb2.HealthCheckResponse.SERVING)
+
+    def test_plaintext_client_fails(self):
+        _, req = self.request()
+        with grpc.insecure_channel("127.0.0.1:%d" % self.srv.grpc_port) as ch:
+            with self.assertRaises(grpc.RpcError) as cm:
+                pbg.FeatureServiceStub(ch).GetOnlineFeatures(
+                    req, metadata=[("authorization", "Bearer t0ken")], timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+    def test_tls_client_without_or_with_wrong_token(self):
+        _, req = self.request()
+        with self.tls_channel() as ch:
+            stub = pbg.FeatureServiceStub(ch)
+            for md in (None, [("authorization", "Bearer wrong")], [("authorization", "t0ken")]):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    stub.GetOnlineFeatures(req, metadata=md)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, md)
+
+    def test_tls_client_not_trusting_the_certificate_fails(self):
+        _, req = self.request()
+        other = os.path.join(self.dir, "other.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", os.path.join(self.dir, "other-key.pem"), "-out", other,
+                        "-subj", "/CN=localhost"], check=True, capture_output=True)
+        creds = grpc.ssl_channel_credentials(root_certificates=open(other, "rb").read())
+        with grpc.secure_channel("localhost:%d" % self.srv.grpc_port, creds) as ch:
+            with self.assertRaises(grpc.RpcError) as cm:
+                pbg.FeatureServiceStub(ch).GetOnlineFeatures(
+                    req, metadata=[("authorization", "Bearer t0ken")], timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+    def test_bad_tls_config_refuses_to_start(self):
+        def start(extra):
+            cmd = [ARGS.sluice, "serve", "-c", os.path.join(ARGS.work, "config.yaml"),
+                   "--set", "state_dir=" + os.path.join(ARGS.work, "state"),
+                   "--set", "resp_port=%d" % free_port(), "--set", "grpc_port=%d" % free_port()]
+            for kv in extra:
+                cmd += ["--set", kv]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return p.returncode, p.stderr
+        rc, err = start(["grpc_tls_cert=" + self.cert])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("grpc_tls_key", err)
+        rc, err = start(["grpc_tls_cert=" + self.cert, "grpc_tls_key=" + self.dir + "/missing.pem"])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("missing.pem", err)
+        rc, err = start(["grpc_tls_cert=" + self.key, "grpc_tls_key=" + self.key])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("not a PEM file holding a certificate", err)
+        other_key = os.path.join(self.dir, "other-key.pem")
+        if not os.path.exists(other_key):
+            subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", other_key],
+                           check=True, capture_output=True)
+        rc, err = start(["grpc_tls_cert=" + self.cert, "grpc_tls_key=" + other_key])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("TLS", err)
 
 
 class GrpcLimited(unittest.TestCase):
