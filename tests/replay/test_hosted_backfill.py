@@ -18,8 +18,8 @@ is wholly A's (fields of A, values = A's oracle at N1: the view is frozen)
 or wholly B's (fields of B, values = B's oracle at some prefix of the user's
 events), per client thread never A after B, only B after the command
 exited; user_totals reached its oracle at N1+N2 while the backfill was still
-running (the other view stays live); at the end both views equal the oracles
-at N1+N2.
+running (the other view stays live); a request for another view meanwhile is
+refused (one at a time); at the end both views equal the oracles at N1+N2.
 
 test_kill9_resume_and_since: the node is killed with SIGKILL in the middle
 of a hosted backfill (with commits every 200 ms, after progress) and
@@ -28,7 +28,8 @@ big_spend then equals B's oracle exactly (exactly once). Then `--force
 --from T` (T between two produced batches) rebuilds big_spend from the
 second batch only: values = B's oracle over that batch, the sliding feature
 answers partial_window and the lifetime ones present (view.<name>.since_ms);
-a rebuild from the earliest offset makes it complete again.
+a rebuild from the earliest offset makes it complete again. A request for
+an up-to-date view exits 4, one for an unknown view 1, both with messages.
 
 usage: test_hosted_backfill.py --sluice BIN --topic-create BIN --bootstrap-file F --work DIR
 """
@@ -389,6 +390,11 @@ class HostedBackfill(unittest.TestCase):
         rt = threading.Thread(target=reader, daemon=True)
         rt.start()
         self.assertTrue(hosted.wait(30), "".join(lines))
+        # one at a time: another view's request is refused while this one runs
+        r2 = subprocess.run([ARGS.sluice, "backfill", "-c", node.config, "--view", "user_totals"],
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(r2.returncode, 1, r2.stderr)
+        self.assertIn("already running", r2.stderr)
         batch2 = s.gen(n2)
         produce(self.boot, node.topic, batch2)
         # the other view catches up with batch 2 while the backfill still runs
@@ -483,7 +489,6 @@ class HostedBackfill(unittest.TestCase):
         self.assertIn(rc, (0, 4), out)
         if rc == 0:
             self.assertIn("resumed", out)
-        t_mid_lo = time.time()
         time.sleep(0.3)
         t_mid = int(time.time() * 1000)
         time.sleep(0.3)
@@ -518,10 +523,11 @@ class HostedBackfill(unittest.TestCase):
         rc, out = node.backfill()
         self.assertEqual(rc, 4, out)
         self.assertIn("up to date", out)
-        rc, out = subprocess.run([ARGS.sluice, "backfill", "-c", node.config, "--view", "nope"],
-                                 capture_output=True, text=True).returncode, ""
-        self.assertNotEqual(rc, 0)
-        del t_mid_lo
+        # an unknown view: a clear refusal from the node, non-zero
+        r2 = subprocess.run([ARGS.sluice, "backfill", "-c", node.config, "--view", "nope"],
+                            capture_output=True, text=True, timeout=60)
+        self.assertEqual(r2.returncode, 1, r2.stderr)
+        self.assertIn("no feature view 'nope'", r2.stderr)
         self.assertEqual(node.stop(), 0)
 
 
