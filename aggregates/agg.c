@@ -5,7 +5,7 @@
  * A plan (immutable after agg_plan_new) is the view's features compiled into
  * agg__feature_t: aggregate, window geometry in tiles, input conversion. An
  * entity is last_event_ms plus one agg__fstate_t per feature (agg_window.c)
- * and query scratch (HLL registers for unions, last_n item arrays, one
+ * and query scratch (last_n item arrays, one
  * "keep" partial per feature that holds a slow-path merge the returned
  * values point into). Because queries write that scratch, an entity is
  * queried by its owning thread only, like every other call on it.
@@ -42,7 +42,6 @@ struct agg_entity {
     agg__fstate_t *st;
     agg_part_t *keep;               /* per feature */
     agg_scalar_t *items;            /* sum of last_n over features */
-    agg__scratch_t sc;
     const agg_plan_t *plan;
 };
 
@@ -203,24 +202,24 @@ void agg_plan_free(agg_plan_t *plan)
 
 agg_entity_t *agg_entity_new(const agg_plan_t *plan)
 {
-    agg_entity_t *ent = calloc(1, sizeof(*ent));
-    if (!ent)
+    /* One allocation: the entity, then its per-feature window states, the
+     * per-feature "keep" partials and the last_n item slots (an ingest cache
+     * holds ~10^5..10^6 of these: fewer, denser blocks mean fewer cache and
+     * TLB misses per event). */
+    size_t nf = plan->n_features ? plan->n_features : 1;
+    size_t ni = plan->max_last_n ? (size_t)plan->max_last_n : 1;
+    size_t off_st = (sizeof(agg_entity_t) + 15) & ~(size_t)15;
+    size_t off_keep = off_st + nf * sizeof(agg__fstate_t);
+    size_t off_items = off_keep + nf * sizeof(agg_part_t);
+    unsigned char *blk = calloc(1, off_items + ni * sizeof(agg_scalar_t));
+    if (!blk)
         return NULL;
+    agg_entity_t *ent = (agg_entity_t *)blk;
     ent->plan = plan;
     ent->n = plan->n_features;
-    size_t nf = ent->n ? ent->n : 1;
-    ent->st = calloc(nf, sizeof(agg__fstate_t));
-    ent->keep = calloc(nf, sizeof(agg_part_t));
-    ent->items = calloc(plan->max_last_n ? (size_t)plan->max_last_n : 1, sizeof(agg_scalar_t));
-    bool hll = false;
-    for (size_t i = 0; i < ent->n; i++)
-        hll |= plan->f[i].agg == SCHEMA_AGG_APPROX_DISTINCT;
-    if (hll)
-        ent->sc.regs = malloc(AGG_HLL_M);
-    if (!ent->st || !ent->keep || !ent->items || (hll && !ent->sc.regs)) {
-        agg_entity_free(ent);
-        return NULL;
-    }
+    ent->st = (agg__fstate_t *)(blk + off_st);
+    ent->keep = (agg_part_t *)(blk + off_keep);
+    ent->items = (agg_scalar_t *)(blk + off_items);
     return ent;
 }
 
@@ -228,14 +227,10 @@ void agg_entity_free(agg_entity_t *ent)
 {
     if (!ent)
         return;
-    for (size_t i = 0; ent->st && i < ent->n; i++)
+    for (size_t i = 0; i < ent->n; i++)
         agg__win_free(&ent->plan->f[i], &ent->st[i]);
-    for (size_t i = 0; ent->keep && i < ent->n; i++)
+    for (size_t i = 0; i < ent->n; i++)
         agg__part_clear(&ent->plan->f[i], &ent->keep[i]);
-    free(ent->st);
-    free(ent->keep);
-    free(ent->items);
-    free(ent->sc.regs);
     free(ent);
 }
 
@@ -291,6 +286,18 @@ static bool input_from(const agg__feature_t *f, const agg_event_t *ev, agg__in_t
     return true;
 }
 
+void agg_entity_prefetch(const agg_plan_t *plan, const agg_entity_t *ent, int depth)
+{
+    if (depth <= 0) {
+        __builtin_prefetch(ent, 1);
+        return;
+    }
+    if (depth == 1)
+        __builtin_prefetch(ent->st, 1);
+    for (size_t i = 0; i < plan->n_features; i++)
+        agg__win_prefetch(&plan->f[i], &ent->st[i], depth);
+}
+
 int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
                       const agg_event_t *ev, int64_t accept_from_ms)
 {
@@ -299,6 +306,12 @@ int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
         return SL_ELATE;
     if (ev->time_ms > AGG_TIME_LIMIT || ev->time_ms < -AGG_TIME_LIMIT)
         return SL_ERANGE;
+    /* An entity of a large cache is cold: start every feature's loads
+     * before the first one stalls (each feature's tiles are their own
+     * allocation), then those one pointer further. */
+    for (int depth = 1; depth <= 3; depth++)
+        for (size_t i = 0; i < plan->n_features; i++)
+            agg__win_prefetch(&plan->f[i], &ent->st[i], depth);
     for (size_t i = 0; i < plan->n_features; i++) {
         const agg__feature_t *f = &plan->f[i];
         agg__in_t in = { 0 };
@@ -318,6 +331,10 @@ void agg_entity_query(const agg_plan_t *plan, const agg_entity_t *ent,
 {
     agg_entity_t *e = (agg_entity_t *)ent;     /* scratch only; see the top */
     agg_scalar_t *items = e->items;
+    /* HLL union registers: per call on the stack, not per entity (4 KiB
+     * that a cache of entities would otherwise carry for queries alone) */
+    uint8_t regs[AGG_HLL_M];
+    agg__scratch_t sc = { regs };
     /* keep time arithmetic inside int64 for any t */
     if (t_ms > 2 * AGG_TIME_LIMIT)
         t_ms = 2 * AGG_TIME_LIMIT;
@@ -325,7 +342,7 @@ void agg_entity_query(const agg_plan_t *plan, const agg_entity_t *ent,
         t_ms = -2 * AGG_TIME_LIMIT;
     for (size_t i = 0; i < plan->n_features; i++) {
         const agg__feature_t *f = &plan->f[i];
-        agg__win_query(f, &ent->st[i], t_ms, &e->sc, items, &e->keep[i], &out[i]);
+        agg__win_query(f, &ent->st[i], t_ms, &sc, items, &e->keep[i], &out[i]);
         items += f->last_n;
     }
 }
@@ -476,7 +493,7 @@ size_t agg_entity_mem_size(const agg_entity_t *ent)
 {
     const agg_plan_t *plan = ent->plan;
     size_t m = sizeof(*ent) + ent->n * (sizeof(agg__fstate_t) + sizeof(agg_part_t)) +
-               (size_t)plan->max_last_n * sizeof(agg_scalar_t) + (ent->sc.regs ? AGG_HLL_M : 0);
+               (size_t)plan->max_last_n * sizeof(agg_scalar_t);
     for (size_t i = 0; i < ent->n; i++)
         m += agg__win_mem(&plan->f[i], &ent->st[i]);
     return m;

@@ -23,6 +23,39 @@
 /* Decoded event counts above this are corrupt (keeps sums of counts exact). */
 #define AGG_COUNT_LIMIT ((uint64_t)1 << 44)
 
+/* ---- raw writers for the hot encoders -------------------------------------
+ * The byte formats of sl_buf_put_varint / _svarint / _u64be / _double,
+ * written straight into room the caller made with agg__room (one capacity
+ * check per partial instead of one call per field; state encoding runs once
+ * per dirty entity per commit). */
+
+/* Ensures `extra` free bytes at buf->data + buf->len; 0 or SL_ENOMEM. */
+static inline int agg__room(sl_buf_t *buf, size_t extra)
+{
+    return buf->cap - buf->len >= extra ? 0 : sl_buf_reserve(buf, extra);
+}
+
+static inline unsigned char *agg__w_varint(unsigned char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+static inline unsigned char *agg__w_svarint(unsigned char *p, int64_t v)
+{
+    return agg__w_varint(p, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+static inline unsigned char *agg__w_u64be(unsigned char *p, uint64_t v)
+{
+    sl_store_u64be(p, v);
+    return p + 8;
+}
+
 /* ---- sketches (agg_sketch.c) --------------------------------------------- */
 
 /* approx_distinct: exact set of up to AGG_HLL_SPARSE_MAX 64-bit hashes, then a
@@ -36,6 +69,8 @@ agg_hll_t *agg__hll_new(void);
 void agg__hll_free(agg_hll_t *h);
 agg_hll_t *agg__hll_copy(const agg_hll_t *h);
 int agg__hll_add(agg_hll_t *h, uint64_t hash);
+/* Memory hint: starts loading the sparse hash set (an add scans it). */
+void agg__hll_prefetch(const agg_hll_t *h);
 int agg__hll_merge(agg_hll_t *dst, const agg_hll_t *src);
 /* Estimate of the union of a and b (b may be NULL); `regs` is AGG_HLL_M bytes
  * of scratch. */

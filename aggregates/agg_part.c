@@ -645,33 +645,13 @@ static int sv_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_
     }
 }
 
-static int num_encode(const agg__feature_t *f, const agg_part_t *p, sl_buf_t *buf)
-{
-    return is_float(f) ? sl_buf_put_double(buf, p->v.d) : sl_buf_put_svarint(buf, p->v.i);
-}
-
-static int num_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
-{
-    return is_float(f) ? sl_read_double(r, &p->v.d) : sl_read_svarint(r, &p->v.i);
-}
-
-int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base, sl_buf_t *buf)
+/* The part of a partial after n and tmax, for the aggregates that are not
+ * written raw by agg__part_encode. */
+static int part_encode_tail(const agg__feature_t *f, const agg_part_t *p, int64_t base,
+                            sl_buf_t *buf)
 {
     int rc;
-    if ((rc = sl_buf_put_varint(buf, (uint64_t)p->n)))
-        return rc;
-    if (!p->n)
-        return 0;
-    if ((rc = time_put(buf, p->tmax, base)))
-        return rc;
     switch (f->agg) {
-    case SCHEMA_AGG_COUNT:
-        return 0;
-    case SCHEMA_AGG_SUM:
-    case SCHEMA_AGG_MEAN:
-    case SCHEMA_AGG_MIN:
-    case SCHEMA_AGG_MAX:
-        return num_encode(f, p, buf);
     case SCHEMA_AGG_FIRST:
     case SCHEMA_AGG_LAST:
         return sv_encode(f, p->x, base, buf);
@@ -701,6 +681,59 @@ int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base,
     default:
         return SL_EINVAL;
     }
+}
+
+static int num_decode(const agg__feature_t *f, sl_reader_t *r, agg_part_t *p)
+{
+    return is_float(f) ? sl_read_double(r, &p->v.d) : sl_read_svarint(r, &p->v.i);
+}
+
+int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base, sl_buf_t *buf)
+{
+    int rc;
+    /* n, tmax and the fixed-size tail of every non-heap aggregate: at most
+     * 10 + 10 + 10 + 8 bytes, written raw after one capacity check */
+    if ((rc = agg__room(buf, 40)))
+        return rc;
+    unsigned char *w = buf->data + buf->len;
+    w = agg__w_varint(w, (uint64_t)p->n);
+    if (!p->n) {
+        buf->len = (size_t)(w - buf->data);
+        return 0;
+    }
+    w = agg__w_svarint(w, p->tmax - base);
+    switch (f->agg) {
+    case SCHEMA_AGG_COUNT:
+        break;
+    case SCHEMA_AGG_SUM:
+    case SCHEMA_AGG_MEAN:
+    case SCHEMA_AGG_MIN:
+    case SCHEMA_AGG_MAX: {
+        if (is_float(f)) {
+            uint64_t u;
+            memcpy(&u, &p->v.d, 8);
+            w = agg__w_u64be(w, u);
+        } else {
+            w = agg__w_svarint(w, p->v.i);
+        }
+        break;
+    }
+    case SCHEMA_AGG_VARIANCE:
+    case SCHEMA_AGG_STDDEV:
+    case SCHEMA_AGG_DECAYED_SUM:
+    case SCHEMA_AGG_DECAYED_COUNT:
+    case SCHEMA_AGG_FIRST:
+    case SCHEMA_AGG_LAST:
+    case SCHEMA_AGG_LAST_N:
+    case SCHEMA_AGG_APPROX_DISTINCT:
+    case SCHEMA_AGG_APPROX_QUANTILE:
+        buf->len = (size_t)(w - buf->data);
+        return part_encode_tail(f, p, base, buf);
+    default:
+        return SL_EINVAL;
+    }
+    buf->len = (size_t)(w - buf->data);
+    return 0;
 }
 
 /* On failure *p is left clear. */

@@ -62,6 +62,16 @@ void agg__hll_free(agg_hll_t *h)
     free(h);
 }
 
+void agg__hll_prefetch(const agg_hll_t *h)
+{
+    if (h->n == HLL_DENSE)
+        return;                 /* 4 KiB of registers: one line would not help */
+    const char *p = (const char *)h->hashes;
+    size_t bytes = (size_t)h->n * sizeof(uint64_t);
+    for (size_t off = 0; p && off < bytes; off += 64)
+        __builtin_prefetch(p + off, 0);
+}
+
 static inline void hll_reg_set(uint8_t *regs, uint64_t hash)
 {
     uint32_t idx = (uint32_t)(hash >> HLL_Q);
@@ -275,11 +285,14 @@ int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf)
             return rc;
         return sl_buf_append(buf, h->regs, AGG_HLL_M);
     }
-    if ((rc = sl_buf_put_u8(buf, 0)) || (rc = sl_buf_put_varint(buf, h->n)))
+    if ((rc = agg__room(buf, 1 + 10 + (size_t)h->n * 8)))
         return rc;
+    unsigned char *w = buf->data + buf->len;
+    *w++ = 0;
+    w = agg__w_varint(w, h->n);
     for (uint32_t i = 0; i < h->n; i++)
-        if ((rc = sl_buf_put_u64be(buf, h->hashes[i])))
-            return rc;
+        w = agg__w_u64be(w, h->hashes[i]);
+    buf->len = (size_t)(w - buf->data);
     return 0;
 }
 

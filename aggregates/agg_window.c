@@ -568,6 +568,44 @@ void agg__win_free(const agg__feature_t *f, agg__fstate_t *st)
     memset(st, 0, sizeof(*st));
 }
 
+void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int depth)
+{
+    if (!is_tiles(f)) {
+        if (depth == 1 && f->wkind == SCHEMA_WINDOW_SESSION && st->sess.n)
+            __builtin_prefetch(&st->sess.v[st->sess.n - 1], 1);
+        return;
+    }
+    const agg__tiles_t *ts = &st->tiles;
+    if (!ts->n)
+        return;
+    const agg__tile_t *t = T(f, ts, ts->n - 1);
+    if (depth == 1) {
+        /* the newest tile, where in-order events land, and its accumulator */
+        __builtin_prefetch(t, 1);
+        __builtin_prefetch((const unsigned char *)t + f->tsize - 1, 1);
+        return;
+    }
+    if (depth == 2) {
+        /* the split tile, which every add looks up */
+        int64_t back = t->idx - ts->split;
+        if (back > 0 && back < (int64_t)ts->n)
+            __builtin_prefetch(T(f, ts, ts->n - 1 - (uint32_t)back), 0);
+        if (!is_heap_agg(f->agg))
+            return;
+        if (t->p.x)
+            __builtin_prefetch(t->p.x, 1);
+        if (f->ntiles > 1 && ACC(f, t)->x)
+            __builtin_prefetch(ACC(f, t)->x, 1);
+        return;
+    }
+    if (depth == 3 && f->agg == SCHEMA_AGG_APPROX_DISTINCT) {
+        if (t->p.x)
+            agg__hll_prefetch(t->p.x);
+        if (f->ntiles > 1 && ACC(f, t)->x)
+            agg__hll_prefetch(ACC(f, t)->x);
+    }
+}
+
 int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
                  int64_t accept_from_ms)
 {
@@ -620,9 +658,13 @@ int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *
             return rc;
         for (uint32_t i = 0; i < ts->n; i++) {
             const agg__tile_t *t = T(f, ts, i);
-            rc = i ? sl_buf_put_varint(buf, (uint64_t)(t->idx - T(f, ts, i - 1)->idx))
-                   : sl_buf_put_svarint(buf, t->idx);
-            if (rc || (rc = agg__part_encode(f, &t->p, t->idx * f->hop_ms, buf)))
+            if ((rc = agg__room(buf, 10)))
+                return rc;
+            unsigned char *w = buf->data + buf->len;
+            w = i ? agg__w_varint(w, (uint64_t)(t->idx - T(f, ts, i - 1)->idx))
+                  : agg__w_svarint(w, t->idx);
+            buf->len = (size_t)(w - buf->data);
+            if ((rc = agg__part_encode(f, &t->p, t->idx * f->hop_ms, buf)))
                 return rc;
         }
         return 0;

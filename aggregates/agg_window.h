@@ -44,6 +44,11 @@ typedef union agg__fstate {
 int64_t agg__floor_div(int64_t a, int64_t b);
 
 void agg__win_free(const agg__feature_t *f, agg__fstate_t *st);
+/* Memory hints before an update, one level of pointers per depth: 1 the
+ * newest tile (reads only st), 2 the split tile and the heap parts the
+ * newest tile points to (reads the tile), 3 the arrays of those heap parts.
+ * No effect on state. */
+void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int depth);
 int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
                  int64_t accept_from_ms);
 void agg__win_query(const agg__feature_t *f, const agg__fstate_t *st, int64_t t,

@@ -14,7 +14,7 @@ CC=${CC_FUZZ:-clang-14}
 
 mkdir -p "$WORK/corpus"
 INC="-I$SRC/aggregates -I$SRC/schemas -I$SRC/util -I$SRC/tests/aggregates"
-LIBSRC="$SRC/aggregates/agg.c $SRC/aggregates/agg_window.c $SRC/aggregates/agg_part.c \
+LIBSRC="$SRC/aggregates/agg.c $SRC/aggregates/agg_window.c $SRC/aggregates/agg_part.c $SRC/aggregates/agg_merge.c \
 $SRC/aggregates/agg_sketch.c $SRC/util/sl_buf.c $SRC/util/sl_err.c \
 $SRC/tests/aggregates/agg_test_util.c"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
