@@ -58,6 +58,28 @@ typedef struct part {
     ingest_counts_t counts;   /* persisted totals */
 } part_t;
 
+/* Messages applied together (see "the event path"). */
+#define INGEST_BATCH 64
+
+/* One gathered message. */
+typedef struct bslot {
+    rd_kafka_message_t *m;
+    struct topic_ent *t;
+    struct part *p;
+    bool live;                /* assigned partition, new offset: decoded */
+    ingest_bad_t bad;
+    ingest_record_t rec;
+    char why[200];
+} bslot_t;
+
+/* One (gathered message, view of its topic). */
+typedef struct bview {
+    ingest_entry_t *e;        /* stage 3 on */
+    uint64_t hash;
+    uint32_t koff, klen;      /* the entity key in karena */
+    bool match;               /* filter passed and key encoded */
+} bview_t;
+
 typedef struct topic_ent {
     const char *name;         /* the source's topic (borrowed from the schema) */
     int source;
@@ -76,7 +98,7 @@ struct ingest_worker {
 
     agg_plan_t **plans;       /* per view */
     int *view_topic;          /* per view: index into topics, -1 if the view's source is idle */
-    ingest_decoder_t **decoders;   /* per source */
+    ingest_decoder_t **decoders;   /* per source, INGEST_BATCH each: [s * INGEST_BATCH + slot] */
     topic_ent_t *topics;
     size_t n_topics;
 
@@ -102,6 +124,13 @@ struct ingest_worker {
     rd_kafka_topic_partition_list_t *job_offsets;
     sl_buf_t key, enc, lookup;
     agg_input_t keyvals[16];
+
+    /* the batch being gathered and applied (see "the event path") */
+    bslot_t slots[INGEST_BATCH];
+    size_t n_slots;
+    bview_t *bviews;          /* INGEST_BATCH x max_views */
+    size_t max_views;
+    sl_buf_t karena;          /* entity keys of the batch */
 
     /* snapshots: periodic (snapshot_interval) and on request of
      * `sluice snapshot create` on the locked state dir */
@@ -323,7 +352,19 @@ static int worker_commit(ingest_worker_t *w, bool wait)
 
     state_batch_t *b = w->batches[w->next_batch];
     size_t n_ent = 0;
-    for (ingest_entry_t *e = ingest_cache_dirty(w->cache); e; e = e->dirty_next) {
+    /* Each dirty entity is cold (encoding is memory-bound, not CPU-bound):
+     * with the array, start the loads a few entities ahead, one pointer
+     * level per distance (entry, entity, feature states, tiles). */
+    ingest_entry_t *const *dv = ingest_cache_dirty_array(w->cache);
+    size_t nd = ingest_cache_dirty_count(w->cache), di = 0;
+    for (ingest_entry_t *e = dv ? (nd ? dv[0] : NULL) : ingest_cache_dirty(w->cache); e;
+         e = dv ? (++di < nd ? dv[di] : NULL) : e->dirty_next) {
+        if (dv) {
+            if (di + 16 < nd) __builtin_prefetch(dv[di + 16], 1);
+            if (di + 12 < nd) agg_entity_prefetch(w->plans[dv[di + 12]->view], dv[di + 12]->ent, 0);
+            if (di + 8 < nd) agg_entity_prefetch(w->plans[dv[di + 8]->view], dv[di + 8]->ent, 1);
+            if (di + 4 < nd) agg_entity_prefetch(w->plans[dv[di + 4]->view], dv[di + 4]->ent, 2);
+        }
         const schema_view_t *view = &w->schema->views[e->view];
         topic_ent_t *t = &w->topics[w->view_topic[e->view]];
         part_t *p = part_slot(t, e->partition, false);
@@ -458,11 +499,15 @@ static void on_revoke(ingest_worker_t *w, rd_kafka_topic_partition_list_t *parts
     STAT_SET(w->stats.cache_entries, ingest_cache_count(w->cache));
 }
 
+static void batch_apply(ingest_worker_t *w);
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     ingest_worker_t *w = opaque;
     bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    /* Messages gathered before this rebalance are applied before it. */
+    batch_apply(w);
     STAT_ADD(w->stats.rebalances, 1);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         on_assign(w, parts);
@@ -552,35 +597,126 @@ static agg_entity_t *entity_load(ingest_worker_t *w, int view, int32_t partition
     return ent;
 }
 
-static void apply_views(ingest_worker_t *w, topic_ent_t *t, part_t *p, int32_t partition,
-                        const ingest_record_t *rec)
+/* ---- the event path --------------------------------------------------
+ *
+ * Messages are applied in batches of up to INGEST_BATCH, in arrival order,
+ * with exactly the effect of applying them one at a time; batching only lets
+ * their memory work overlap. On a cache of 10^5..10^6 entities an event's
+ * state is a chain of dependent loads that each likely miss the CPU caches
+ * (hash bucket -> cache entry -> entity -> each feature's newest tile). The
+ * stages below walk the whole batch once per level, so every event's load
+ * of that level is in flight before any of them is waited for:
+ *
+ *   1 decode, filter, encode the entity keys, hash them; prefetch buckets
+ *   2 prefetch the chains' first entries
+ *   3 find the cached entries; prefetch their entities
+ *   4 prefetch what an update reads, one level of pointers per pass
+ *     (agg_entity_prefetch depths 1..3: feature states, newest tiles, their
+ *     sketches)
+ *   5 in arrival order: offsets, counters, bad input, watermark and late
+ *     events, a cache miss loaded (or created) and inserted, updates, dirty
+ *     marks (what handling one message always did)
+ *
+ * Stages 1-4 change no state: they decode into per-slot decoders and only
+ * read the cache (entries stay valid through the batch: nothing evicts or
+ * drops between two polls). Stage 1 skips decoding a message that stage 5
+ * will drop as stale (next_offset only grows inside a batch, so its test can
+ * only be stricter there). A miss is loaded in stage 5, so an entity is never
+ * created nor read from the store for a late or duplicate event, and a later
+ * event of the same key in the batch finds the entry the first one inserted.
+ *
+ * A rebalance callback runs inside rd_kafka_consumer_poll while a batch is
+ * being gathered: it applies the gathered messages first (batch_apply), so
+ * every message polled before a rebalance is applied before it, as before.
+ */
+
+static bool slot_is_fresh(const bslot_t *b)
 {
-    agg_event_t ev = { rec->time_ms, rec->fields, rec->n_fields };
-    int64_t accept_from = ingest_wm_accept_from(&p->wm);
-    for (size_t i = 0; i < t->n_views; i++) {
-        int vi = t->views[i];
+    const part_t *p = b->p;
+    return p && p->assigned && !(p->next_offset >= 0 && b->m->offset < p->next_offset);
+}
+
+/* Stage 1 for slot i. */
+static void slot_decode(ingest_worker_t *w, size_t i)
+{
+    bslot_t *b = &w->slots[i];
+    rd_kafka_message_t *m = b->m;
+    b->t = topic_find(w, rd_kafka_topic_name(m->rkt));
+    b->p = b->t ? part_slot(b->t, m->partition, false) : NULL;
+    b->live = false;
+    if (m->err || !slot_is_fresh(b)) return;
+    b->live = true;
+    topic_ent_t *t = b->t;
+    b->bad = ingest_decode(w->decoders[(size_t)t->source * INGEST_BATCH + i], m->payload,
+                           m->payload ? m->len : 0, &b->rec, b->why, sizeof b->why);
+    bview_t *bv = &w->bviews[i * w->max_views];
+    for (size_t k = 0; k < t->n_views; k++) {
+        bv[k].match = false;
+        bv[k].e = NULL;
+        if (b->bad != INGEST_OK) continue;
+        int vi = t->views[k];
         const schema_view_t *view = &w->schema->views[vi];
-        if (!ingest_filter_match(&view->filter, rec->fields)) continue;
+        if (!ingest_filter_match(&view->filter, b->rec.fields)) continue;
         const schema_entity_t *ent = &w->schema->entities[view->entity];
-        for (size_t k = 0; k < ent->n_keys; k++) w->keyvals[k] = rec->fields[view->key_fields[k]];
-        sl_buf_reset(&w->key);
-        int rc = ingest_key_encode(&w->key, ent->key_types, w->keyvals, ent->n_keys);
-        if (rc == SL_ENOMEM) { set_fatal(w, rc, "out of memory encoding a key"); return; }
-        if (rc != 0) continue;   /* cannot happen after decode; be safe */
-        ingest_entry_t *e = ingest_cache_find(w->cache, vi, partition, w->key.data, w->key.len);
-        if (!e) {
-            bool known;
-            agg_entity_t *a = entity_load(w, vi, partition, p->may_have_state || w->evicted_any, &known);
-            if (!a) return;
-            e = ingest_cache_insert(w->cache, vi, partition, w->key.data, w->key.len, a);
-            if (!e) {
-                agg_entity_free(a);
-                set_fatal(w, SL_ENOMEM, "out of memory growing the entity cache");
-                return;
-            }
-            e->known = known;
+        for (size_t c = 0; c < ent->n_keys; c++) w->keyvals[c] = b->rec.fields[view->key_fields[c]];
+        size_t off = w->karena.len;
+        int rc = ingest_key_encode(&w->karena, ent->key_types, w->keyvals, ent->n_keys);
+        if (rc != 0) {
+            /* out of memory: stage 5 re-encodes and reports it; any other
+             * code cannot happen after decode (skip the view, be safe) */
+            w->karena.len = off;
+            if (rc == SL_ENOMEM) bv[k].match = true, bv[k].klen = UINT32_MAX;
+            continue;
         }
-        rc = agg_entity_update(w->plans[vi], e->ent, &ev, accept_from);
+        bv[k].koff = (uint32_t)off;
+        bv[k].klen = (uint32_t)(w->karena.len - off);
+        bv[k].hash = ingest_cache_hash(vi, m->partition, w->karena.data + off, bv[k].klen);
+        bv[k].match = true;
+        ingest_cache_prefetch_bucket(w->cache, bv[k].hash);
+    }
+}
+
+/* Stage 3 for one (slot, view): the entry, found or loaded; NULL with fatal set. */
+static ingest_entry_t *slot_entry(ingest_worker_t *w, bslot_t *b, int vi, bview_t *bv)
+{
+    const void *key = w->karena.data + bv->koff;
+    int32_t partition = b->m->partition;
+    ingest_entry_t *e = ingest_cache_find_hashed(w->cache, bv->hash, vi, partition, key, bv->klen);
+    if (e) return e;
+    bool known;
+    sl_buf_reset(&w->key);
+    if (sl_buf_append(&w->key, key, bv->klen)) {
+        set_fatal(w, SL_ENOMEM, "out of memory encoding a key");
+        return NULL;
+    }
+    agg_entity_t *a = entity_load(w, vi, partition, b->p->may_have_state || w->evicted_any, &known);
+    if (!a) return NULL;
+    e = ingest_cache_insert(w->cache, vi, partition, key, bv->klen, a);
+    if (!e) {
+        agg_entity_free(a);
+        set_fatal(w, SL_ENOMEM, "out of memory growing the entity cache");
+        return NULL;
+    }
+    e->known = known;
+    return e;
+}
+
+/* Stage 5, the views of one good, timely event. */
+static void apply_views(ingest_worker_t *w, bslot_t *b)
+{
+    const ingest_record_t *rec = &b->rec;
+    topic_ent_t *t = b->t;
+    agg_event_t ev = { rec->time_ms, rec->fields, rec->n_fields };
+    int64_t accept_from = ingest_wm_accept_from(&b->p->wm);
+    bview_t *bv = &w->bviews[(size_t)(b - w->slots) * w->max_views];
+    for (size_t k = 0; k < t->n_views; k++) {
+        int vi = t->views[k];
+        const schema_view_t *view = &w->schema->views[vi];
+        if (!bv[k].match) continue;
+        if (bv[k].klen == UINT32_MAX) { set_fatal(w, SL_ENOMEM, "out of memory encoding a key"); return; }
+        ingest_entry_t *e = bv[k].e;
+        if (!e && !(e = slot_entry(w, b, vi, &bv[k]))) return;
+        int rc = agg_entity_update(w->plans[vi], e->ent, &ev, accept_from);
         if (rc == SL_ENOMEM) { set_fatal(w, rc, "out of memory updating view '%s'", view->name); return; }
         if (rc == 0) {
             ingest_cache_mark_dirty(w->cache, e);
@@ -589,10 +725,12 @@ static void apply_views(ingest_worker_t *w, topic_ent_t *t, part_t *p, int32_t p
     }
 }
 
-static void handle_message(ingest_worker_t *w, rd_kafka_message_t *m)
+/* Stage 5 for one slot: handle_message as it was, on the decoded event. */
+static void slot_apply(ingest_worker_t *w, bslot_t *b)
 {
-    topic_ent_t *t = topic_find(w, rd_kafka_topic_name(m->rkt));
-    part_t *p = t ? part_slot(t, m->partition, false) : NULL;
+    rd_kafka_message_t *m = b->m;
+    topic_ent_t *t = b->t;
+    part_t *p = b->p;
     if (m->err) {
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (p) p->at_eof = true;
@@ -605,36 +743,79 @@ static void handle_message(ingest_worker_t *w, rd_kafka_message_t *m)
         }
         return;
     }
-    if (!p || !p->assigned) return;                        /* stale delivery */
-    if (p->next_offset >= 0 && m->offset < p->next_offset) return;   /* already applied */
+    if (!b->live || !slot_is_fresh(b)) return;   /* stale delivery, or already applied */
 
     const int source = t->source;
-    ingest_record_t rec;
-    char why[256];
     STAT_ADD(w->stats.messages, 1);
     p->counts.messages++;
-    ingest_bad_t bad = ingest_decode(w->decoders[source], m->payload, m->payload ? m->len : 0,
-                                     &rec, why, sizeof why);
+    ingest_bad_t bad = b->bad;
     if (bad != INGEST_OK) {
         STAT_ADD(w->stats.bad[bad], 1);
         p->counts.bad[bad]++;
         wlog(w, 0, "%s/%d@%lld skipped: %s: %s", t->name, m->partition, (long long)m->offset,
-             ingest_bad_name(bad), why);
+             ingest_bad_name(bad), b->why);
         if (w->dlq) dlq_produce(w, m, bad);
     } else {
         STAT_ADD(w->stats.source_events[source], 1);
         p->counts.good++;
-        if (ingest_wm_observe_is_late(&p->wm, rec.time_ms)) {
+        if (ingest_wm_observe_is_late(&p->wm, b->rec.time_ms)) {
             STAT_ADD(w->stats.late, 1);
             p->counts.late++;
         } else {
-            apply_views(w, t, p, m->partition, &rec);
+            apply_views(w, b);
             if (w->fatal) return;   /* not applied: next_offset stays, nothing commits past it */
         }
     }
     p->next_offset = m->offset + 1;
     p->touched = true;
     p->at_eof = false;
+}
+
+/* Applies the gathered messages (stages 1-5) and destroys them. Stops at a
+ * fatal error: the rest is not applied (and not committed: a fatal worker
+ * commits nothing more). */
+static void batch_apply(ingest_worker_t *w)
+{
+    size_t n = w->n_slots;
+    if (n == 0) return;
+    sl_buf_reset(&w->karena);
+    for (size_t i = 0; i < n; i++) slot_decode(w, i);
+    for (size_t i = 0; i < n; i++) {
+        const bslot_t *b = &w->slots[i];
+        if (!b->live) continue;
+        const bview_t *bv = &w->bviews[i * w->max_views];
+        for (size_t k = 0; k < b->t->n_views; k++)
+            if (bv[k].match && bv[k].klen != UINT32_MAX) ingest_cache_prefetch_chain(w->cache, bv[k].hash);
+    }
+    /* Stage 3 only finds: a miss is loaded in stage 5, in order, so that an
+     * entity is never created (nor read from the store) for an event that
+     * turns out late or already applied. */
+    for (size_t i = 0; i < n; i++) {
+        bslot_t *b = &w->slots[i];
+        if (!b->live) continue;
+        bview_t *bv = &w->bviews[i * w->max_views];
+        for (size_t k = 0; k < b->t->n_views; k++) {
+            if (!bv[k].match || bv[k].klen == UINT32_MAX) continue;
+            bv[k].e = ingest_cache_find_hashed(w->cache, bv[k].hash, b->t->views[k], b->m->partition,
+                                               w->karena.data + bv[k].koff, bv[k].klen);
+            if (bv[k].e) agg_entity_prefetch(w->plans[b->t->views[k]], bv[k].e->ent, 0);
+        }
+    }
+    for (int depth = 1; depth <= 3; depth++) {
+        for (size_t i = 0; i < n; i++) {
+            const bslot_t *b = &w->slots[i];
+            if (!b->live) continue;
+            const bview_t *bv = &w->bviews[i * w->max_views];
+            for (size_t k = 0; k < b->t->n_views; k++)
+                if (bv[k].e) agg_entity_prefetch(w->plans[b->t->views[k]], bv[k].e->ent, depth);
+        }
+    }
+    size_t i = 0;
+    for (; i < n && !w->fatal; i++) {
+        slot_apply(w, &w->slots[i]);
+    }
+    for (i = 0; i < n; i++) rd_kafka_message_destroy(w->slots[i].m);
+    w->n_slots = 0;
 }
 
 static bool all_at_eof(ingest_worker_t *w)
@@ -880,7 +1061,7 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
     size_t nv = schema->n_views, ns = schema->n_sources;
     w->plans = calloc(nv ? nv : 1, sizeof *w->plans);
     w->view_topic = calloc(nv ? nv : 1, sizeof *w->view_topic);
-    w->decoders = calloc(ns ? ns : 1, sizeof *w->decoders);
+    w->decoders = calloc((ns ? ns : 1) * INGEST_BATCH, sizeof *w->decoders);
     w->topics = calloc(ns ? ns : 1, sizeof *w->topics);
     w->stats.source_events = calloc(ns ? ns : 1, sizeof *w->stats.source_events);
     w->stats.view_events = calloc(nv ? nv : 1, sizeof *w->stats.view_events);
@@ -927,8 +1108,15 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
             }
         w->n_topics++;
         size_t maxb = cfg->max_message_bytes > 0 ? (size_t)cfg->max_message_bytes : 0;
-        if ((rc = ingest_decoder_new(schema, (int)s, maxb, &w->decoders[s], errstr, errsize)) != 0)
-            goto fail;
+        for (size_t i = 0; i < INGEST_BATCH; i++)
+            if ((rc = ingest_decoder_new(schema, (int)s, maxb, &w->decoders[s * INGEST_BATCH + i],
+                                         errstr, errsize)) != 0)
+                goto fail;
+        if (t->n_views > w->max_views) w->max_views = t->n_views;
+    }
+    if (!(w->bviews = calloc(INGEST_BATCH * (w->max_views ? w->max_views : 1), sizeof *w->bviews))) {
+        rc = SL_ENOMEM;
+        goto fail;
     }
     if (w->n_topics == 0) {
         rc = SL_EINVAL;
@@ -981,19 +1169,24 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
     int64_t next_commit = sl_mono_ns() + interval_ns;
     int64_t log_every = w->opts.progress_log_ms * 1000000LL;
     int64_t next_log = sl_mono_ns() + log_every;
-    unsigned n = 0;
-
     while (!atomic_load_explicit(&w->stop, RELAXED) && !w->fatal) {
+        /* Gather up to INGEST_BATCH messages: wait for the first, take what
+         * is already there after it; an error or EOF event ends the batch so
+         * that EOF is checked right after it. A rebalance inside a poll
+         * applies what was gathered (rebalance_cb). */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 100);
         bool check_eof = m == NULL;
-        if (m) {
-            check_eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
-            handle_message(w, m);
-            rd_kafka_message_destroy(m);
+        while (m) {
+            w->slots[w->n_slots++].m = m;
+            if (m->err) {
+                check_eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+                break;
+            }
+            if (w->n_slots == INGEST_BATCH) break;
+            m = rd_kafka_consumer_poll(w->rk, 0);
         }
-        ++n;
-        if (w->dlq && (m == NULL || (n & 1023) == 0)) rd_kafka_poll(w->dlq, 0);
-        if (m != NULL && !check_eof && (n & 31) != 0) continue;   /* clock read every 32 messages */
+        batch_apply(w);
+        if (w->dlq) rd_kafka_poll(w->dlq, 0);
         int64_t now = sl_mono_ns();
         if (now >= next_commit) {
             if (!w->fatal) worker_commit(w, false);
@@ -1042,6 +1235,7 @@ const ingest_stats_t *ingest_worker_stats(const ingest_worker_t *w)
 void ingest_worker_free(ingest_worker_t *w)
 {
     if (!w) return;
+    for (size_t i = 0; i < w->n_slots; i++) rd_kafka_message_destroy(w->slots[i].m);
     if (w->rk) rd_kafka_destroy(w->rk);
     if (w->dlq) rd_kafka_destroy(w->dlq);
     ingest_cache_free(w->cache);
@@ -1052,7 +1246,10 @@ void ingest_worker_free(ingest_worker_t *w)
     pthread_mutex_destroy(&w->cmu);
     pthread_cond_destroy(&w->ccond);
     for (size_t v = 0; w->plans && v < w->schema->n_views; v++) agg_plan_free(w->plans[v]);
-    for (size_t s = 0; w->decoders && s < w->schema->n_sources; s++) ingest_decoder_free(w->decoders[s]);
+    for (size_t s = 0; w->decoders && s < w->schema->n_sources * INGEST_BATCH; s++)
+        ingest_decoder_free(w->decoders[s]);
+    free(w->bviews);
+    sl_buf_free(&w->karena);
     for (size_t t = 0; t < w->n_topics; t++) {
         free(w->topics[t].views);
         free(w->topics[t].parts);
