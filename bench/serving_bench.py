@@ -3,15 +3,23 @@
 
 RESP: redis-benchmark HGETALL of a 10-feature vector (random entity of N)
 against `sluice serve` and against redis-server holding the same vectors as
-hashes, 50 clients, without and with -P 16; throughput, p50/p99, server CPU
-time per request and read+write syscalls per request (/proc/PID/io).
+hashes, 50 clients, without and with -P 16. Both servers first answer one
+untimed pass over the key space (redis-server's hashes are in memory; this
+puts Sluice's answers in its reply caches), then the two are measured back
+to back, interleaved, --reps times (default 3); the median of each figure
+and the ratio of the median throughputs are printed. Per server and run:
+throughput, p50/p99, server CPU time per request (utime+stime from
+/proc/PID/stat) and syscalls per request (perf stat -e raw_syscalls:sys_enter
+on the server's pid; read+write from /proc/PID/io when perf is missing).
 
 gRPC: GetOnlineFeatures for 1 and 100 entities against the echo service on
 the same gRPC core (bench_grpc_echo), with ghz when it is installed (else a
-multi-process grpcio load generator): QPS, p50, p99; and a fixed 10 000 QPS
-run for the 1-entity p99 target.
+multi-process grpcio load generator), interleaved, --reps times, median:
+QPS, p50, p99, server CPU per call; then a constant 10 000 QPS (ghz --rps)
+for 1 entity and for echo, the p99 target.
 
-usage: serving_bench.py --build DIR [--entities N] [--requests N] [--quick]
+usage: serving_bench.py --build DIR [--entities N] [--requests N] [--reps N]
+                        [--threads N] [--quick]
 """
 import argparse
 import csv
@@ -68,6 +76,47 @@ def proc_syscalls(pid):
     return vals["syscr"] + vals["syscw"]
 
 
+PERF = shutil.which("perf")
+
+
+class SyscallCounter:
+    """Every syscall of a process (all threads) while active: perf stat on
+    the raw_syscalls:sys_enter tracepoint (a counter, no per-call tracing);
+    falls back to read+write from /proc/PID/io."""
+
+    def __init__(self, pid):
+        self.pid, self.proc, self.out = pid, None, None
+        if PERF:
+            self.out = tempfile.NamedTemporaryFile(prefix="perfstat-", suffix=".csv", delete=False).name
+            self.proc = subprocess.Popen([PERF, "stat", "-x,", "-o", self.out, "-e", "raw_syscalls:sys_enter",
+                                          "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            if self.proc.poll() is not None:
+                self.proc = None
+        if not self.proc:
+            self.start = proc_syscalls(pid)
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=20)
+            with open(self.out) as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) > 2 and parts[2].startswith("raw_syscalls:sys_enter"):
+                        os.unlink(self.out)
+                        return int(parts[0])
+            os.unlink(self.out)
+            return float("nan")
+        return proc_syscalls(self.pid) - self.start
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def redis_benchmark(port, n, pipeline, nkeys):
     cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-P", str(pipeline),
            "-r", str(nkeys), "--csv", "HGETALL", "user_stats:u__rand_int__"]
@@ -79,20 +128,34 @@ def redis_benchmark(port, n, pipeline, nkeys):
 
 
 def measure(pid, fn):
-    c0, s0 = proc_cpu(pid), proc_syscalls(pid)
+    """fn() with the server's CPU seconds and syscalls during it."""
+    sc = SyscallCounter(pid)
+    c0 = proc_cpu(pid)
     r = fn()
-    return r, proc_cpu(pid) - c0, proc_syscalls(pid) - s0
+    cpu = proc_cpu(pid) - c0
+    return r, cpu, sc.stop()
 
 
 # ---- gRPC load ------------------------------------------------------------------
 
 def ghz_run(ghz, target, proto, import_path, call, data, n, conc, rps=None):
+    """data: the request as serialized bytes (sent as is, -B: no JSON to
+    protobuf conversion per call on the client) or a JSON-able dict."""
     cmd = [ghz, "--insecure", "--proto", proto, "--import-paths", import_path, "--call", call,
-           "-d", json.dumps(data), "-n", str(n), "-c", str(conc), "--connections", "4",
+           "-n", str(n), "-c", str(conc), "--connections", "4",
            "-O", "json", "--skipFirst", str(min(1000, n // 10))]
+    if isinstance(data, bytes):
+        bf = tempfile.NamedTemporaryFile(prefix="ghz-", suffix=".bin", delete=False)
+        bf.write(data)
+        bf.close()
+        cmd += ["-B", bf.name]
+    else:
+        cmd += ["-d", json.dumps(data)]
     if rps:
         cmd += ["--rps", str(rps)]
     out = subprocess.run(cmd + [target], capture_output=True, text=True)
+    if isinstance(data, bytes):
+        os.unlink(bf.name)
     if out.returncode not in (0, 1):
         sys.exit("ghz failed: " + out.stderr)
     r = json.loads(out.stdout)
@@ -102,6 +165,20 @@ def ghz_run(ghz, target, proto, import_path, call, data, n, conc, rps=None):
     if ok < sum(codes.values()):
         sys.exit("gRPC errors in the benchmark: %r %r" % (codes, r.get("errorDistribution")))
     return r["rps"], lat.get(50, float("nan")), lat.get(99, float("nan"))
+
+
+def echo_msg(size):
+    """A serialized EchoMessage {bytes payload = 1} of exactly `size` bytes."""
+    for plen in range(max(0, size - 12), size + 1):
+        hdr = [0x0a]
+        v = plen
+        while v >= 0x80:
+            hdr.append((v & 0x7f) | 0x80)
+            v >>= 7
+        hdr.append(v)
+        if len(hdr) + plen == size:
+            return bytes(hdr) + b"x" * plen
+    return b"\x0a\x00"
 
 
 def py_grpc_worker(args):
@@ -148,10 +225,12 @@ def main():
     ap.add_argument("--build", required=True, help="a non-sanitized build directory")
     ap.add_argument("--entities", type=int, default=10000)
     ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="serve_threads of sluice and threads of the echo server")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:
-        a.entities, a.requests = 1000, 20000
+        a.entities, a.requests, a.reps = 1000, 20000, 1
     sluice = os.path.join(a.build, "cmd", "sluice")
     seed = os.path.join(a.build, "tests", "serving", "seed_state")
     echo = os.path.join(a.build, "bench", "bench_grpc_echo")
@@ -175,13 +254,13 @@ def main():
         resp_port, grpc_port, redis_port, echo_port = free_port(), free_port(), free_port(), free_port()
         sl = subprocess.Popen([sluice, "serve", "-c", os.path.join(work, "config.yaml"),
                                "--set", "resp_port=%d" % resp_port, "--set", "grpc_port=%d" % grpc_port,
-                               "--set", "serve_threads=2", "--set", "max_clients=4096"],
+                               "--set", "serve_threads=%d" % a.threads, "--set", "max_clients=4096"],
                               stderr=subprocess.DEVNULL)
         procs.append(sl)
         rd = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
                                "--bind", "127.0.0.1", "--dir", work], stdout=subprocess.DEVNULL)
         procs.append(rd)
-        ec = subprocess.Popen([echo, str(echo_port), "2"], stderr=subprocess.DEVNULL)
+        ec = subprocess.Popen([echo, str(echo_port), str(a.threads)], stderr=subprocess.DEVNULL)
         procs.append(ec)
         wait_port(resp_port, sl, "sluice")
         wait_port(redis_port, rd, "redis-server")
@@ -203,58 +282,83 @@ def main():
                 q.hset(k, mapping={fk: (fv if fv is not None else b"") for fk, fv in v.items()})
             q.execute()
 
-        print("RESP: redis-benchmark HGETALL of a 10-feature vector, %d random entities, 50 clients, %d requests"
-              % (a.entities, a.requests))
+        print("box: %d cores, load average %s at start; clients and servers share the cores"
+              % (os.cpu_count(), " ".join(open("/proc/loadavg").read().split()[:3])))
+        print("RESP: redis-benchmark HGETALL of a 10-feature vector, %d random entities, 50 clients, "
+              "%d requests per run, sluice serve_threads=%d, median of %d interleaved runs"
+              % (a.entities, a.requests, a.threads, a.reps))
+        for name, port in (("redis-server", redis_port), ("sluice", resp_port)):    # untimed warm-up
+            redis_benchmark(port, 3 * a.entities, 16, a.entities)
         print("%-8s %-14s %12s %9s %9s %12s %12s" % ("pipeline", "server", "req/s", "p50 ms", "p99 ms",
-                                                      "CPU us/req", "rw sysc/req"))
+                                                      "CPU us/req", "sysc/req"))
         for pipeline in (1, 16):
-            results = {}
-            for rep in range(2):                           # interleaved, best of two
+            runs = {"redis-server": [], "sluice": []}
+            for rep in range(a.reps):                          # interleaved, back to back
                 for name, port, pid in (("redis-server", redis_port, rd.pid), ("sluice", resp_port, sl.pid)):
                     (rps, p50, p99), cpu, sysc = measure(pid, lambda: redis_benchmark(port, a.requests, pipeline, a.entities))
-                    row = (rps, p50, p99, cpu * 1e6 / a.requests, sysc / a.requests)
-                    if name not in results or rps > results[name][0]:
-                        results[name] = row
+                    runs[name].append((rps, p50, p99, cpu * 1e6 / a.requests, sysc / a.requests))
+            med = {}
             for name in ("redis-server", "sluice"):
-                rps, p50, p99, cpu, sysc = results[name]
-                print("%-8d %-14s %12.0f %9.3f %9.3f %12.2f %12.3f" % (pipeline, name, rps, p50, p99, cpu, sysc))
-            print("%-8d %-14s %11.2fx %9s %9s" % (pipeline, "ratio", results["sluice"][0] / results["redis-server"][0], "", ""))
+                med[name] = [median([r[i] for r in runs[name]]) for i in range(5)]
+                print("%-8d %-14s %12.0f %9.3f %9.3f %12.2f %12.3f" % (pipeline, name, *med[name]))
+            ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["sluice"], runs["redis-server"]))
+            print("%-8d %-14s %11.2fx %9s %8.2fx %11.2fx   (throughput per run: %s)" % (
+                pipeline, "sluice/redis", med["sluice"][0] / med["redis-server"][0], "",
+                med["sluice"][2] / med["redis-server"][2], med["sluice"][3] / med["redis-server"][3], ratios))
 
         # gRPC
         ghz = shutil.which("ghz") or os.path.expanduser("~/go/bin/ghz")
         use_ghz = os.path.exists(ghz)
         print()
-        print("gRPC: GetOnlineFeatures vs echo on the same gRPC core (load: %s)" % ("ghz" if use_ghz else "python grpcio, 4 processes"))
-        print("%-22s %12s %9s %9s" % ("call", "QPS", "p50 ms", "p99 ms"))
         n = a.requests // 4
+        print("gRPC: GetOnlineFeatures vs echo on the same gRPC core (load: %s, 50 concurrent, %d calls per run, "
+              "median of %d interleaved runs)" % ("ghz, 4 connections" if use_ghz else "python grpcio, 4 processes",
+                                                  n, a.reps))
+        print("%-24s %12s %9s %9s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call"))
         sys.path.insert(0, os.path.join(a.build, "serving-py"))
         from sluice.v1 import feature_service_pb2 as pb
+        fs_proto = (os.path.join(ROOT, "proto", "sluice", "v1", "feature_service.proto"), os.path.join(ROOT, "proto"),
+                    "sluice.v1.FeatureService.GetOnlineFeatures")
+        echo_proto = (os.path.join(ROOT, "bench", "echo.proto"), os.path.join(ROOT, "bench"), "sluice.bench.Echo.Echo")
         for n_ent in (1, 100):
             ents = [{"keys": {"user_id": "u%012d" % rnd.randrange(a.entities)}} for _ in range(n_ent)]
-            data = {"feature_service": "user_model", "entities": ents}
-            if use_ghz:
-                fs = ghz_run(ghz, "127.0.0.1:%d" % grpc_port, os.path.join(ROOT, "proto", "sluice", "v1", "feature_service.proto"),
-                             os.path.join(ROOT, "proto"), "sluice.v1.FeatureService.GetOnlineFeatures", data, n, 50)
-                size = len(pb.GetOnlineFeaturesRequest(feature_service="user_model",
-                            entities=[pb.EntityRow(keys=e["keys"]) for e in ents]).SerializeToString())
-                import base64
-                ed = {"payload": base64.b64encode(b"x" * size).decode()}
-                ee = ghz_run(ghz, "127.0.0.1:%d" % echo_port, os.path.join(ROOT, "bench", "echo.proto"),
-                             os.path.join(ROOT, "bench"), "sluice.bench.Echo.Echo", ed, n, 50)
-            else:
-                req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
-                                                  entities=[pb.EntityRow(keys=e["keys"]) for e in ents]).SerializeToString()
-                fs = py_grpc_run("127.0.0.1:%d" % grpc_port, "/sluice.v1.FeatureService/GetOnlineFeatures", req, n, 48)
-                ee = py_grpc_run("127.0.0.1:%d" % echo_port, "/sluice.bench.Echo/Echo", b"\x0a" + bytes([len(req) % 128]) + b"x" * (len(req) % 128), n, 48)
-            print("%-22s %12.0f %9.3f %9.3f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *fs))
-            print("%-22s %12.0f %9.3f %9.3f" % ("echo (same size)", *ee))
-            print("%-22s %11.2fx" % ("ratio", fs[0] / ee[0]))
+
+            req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
+                                              entities=[pb.EntityRow(keys=e["keys"]) for e in ents]).SerializeToString()
+            # echo: an EchoMessage of the same encoded size as the request;
+            # both sent as serialized bytes (ghz -B)
+            ed = echo_msg(len(req))
+            runs = {"features": [], "echo": []}
+            for rep in range(a.reps):
+                for name, port, pid in (("features", grpc_port, sl.pid), ("echo", echo_port, ec.pid)):
+                    if use_ghz:
+                        pr, d = (fs_proto, req) if name == "features" else (echo_proto, ed)
+                        fn = lambda: ghz_run(ghz, "127.0.0.1:%d" % port, *pr, d, n, 50)
+                    else:
+                        meth = "/sluice.v1.FeatureService/GetOnlineFeatures" if name == "features" else "/sluice.bench.Echo/Echo"
+                        body = req if name == "features" else ed
+                        fn = lambda: py_grpc_run("127.0.0.1:%d" % port, meth, body, n, 48)
+                    (qps, p50, p99), cpu, _ = measure(pid, fn)
+                    runs[name].append((qps, p50, p99, cpu * 1e6 / n))
+            med = {k: [median([r[i] for r in v]) for i in range(4)] for k, v in runs.items()}
+            print("%-24s %12.0f %9.3f %9.3f %12.1f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *med["features"]))
+            print("%-24s %12.0f %9.3f %9.3f %12.1f" % ("echo (same size)", *med["echo"]))
+            ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["features"], runs["echo"]))
+            print("%-24s %11.2fx   (per run: %s)" % ("features/echo QPS", med["features"][0] / med["echo"][0], ratios))
         if use_ghz:
-            data = {"feature_service": "user_model", "entities": [{"keys": {"user_id": "u%012d" % 7}}]}
-            fixed = ghz_run(ghz, "127.0.0.1:%d" % grpc_port, os.path.join(ROOT, "proto", "sluice", "v1", "feature_service.proto"),
-                            os.path.join(ROOT, "proto"), "sluice.v1.FeatureService.GetOnlineFeatures", data,
-                            50000 if not a.quick else 10000, 20, rps=10000)
-            print("%-22s %12.0f %9.3f %9.3f   (target p99 < 1 ms)" % ("1 entity @10k QPS", *fixed))
+            print()
+            nfix = 50000 if not a.quick else 10000
+
+            req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
+                                              entities=[pb.EntityRow(keys={"user_id": "u%012d" % 7})]).SerializeToString()
+            ed = echo_msg(len(req))
+            print("constant rate: ghz --rps 10000, %d calls, 50 concurrent (target: p99 < 1 ms for 1 entity)" % nfix)
+            print("%-24s %12s %9s %9s" % ("call", "reached QPS", "p50 ms", "p99 ms"))
+            for rep in range(a.reps):
+                fixed = ghz_run(ghz, "127.0.0.1:%d" % grpc_port, *fs_proto, req, nfix, 50, rps=10000)
+                print("%-24s %12.0f %9.3f %9.3f" % ("features 1 entity", *fixed))
+                fixed = ghz_run(ghz, "127.0.0.1:%d" % echo_port, *echo_proto, ed, nfix, 50, rps=10000)
+                print("%-24s %12.0f %9.3f %9.3f" % ("echo (same size)", *fixed))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
