@@ -42,7 +42,7 @@ sed -e 's/declines_1h,  aggregate: count, window: {sliding: 1h, hop: 1m}/decline
     "$work/s1.yaml" > "$work/s2.yaml"
 cmp -s "$work/s1.yaml" "$work/s2.yaml" && { echo "schema edit did not apply"; exit 1; }
 cp "$work/s1.yaml" "$work/schema.yaml"
-printf 'schemas: [schema.yaml]\nbrokers: "%s"\ngroup_id: bench-hosted-%s\nstate_dir: %s/state\nlog_level: warn\nresp_port: %s\ngrpc_port: %s\nserve_threads: 2\n' \
+printf 'schemas: [schema.yaml]\nbrokers: "%s"\ngroup_id: bench-hosted-%s\nstate_dir: %s/state\nlog_level: warn\nresp_port: %s\ngrpc_port: %s\nmetrics_port: 0\nserve_threads: 2\n' \
   "$bootstrap" "$$" "$work" "$resp" "$grpc" > "$work/c.yaml"
 
 echo "== hosted backfill bench: $events events, broker $bootstrap, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -549,15 +549,15 @@ int cmd_run(int argc, char **argv)
     }
     if (sig != SIGUSR1) fprintf(stderr, "sluice run: signal %d, stopping\n", sig);
     pthread_mutex_lock(&n->mu);
-    n->stopping = true;
+    n->stopping = true;                         /* the control socket refuses new requests */
     pthread_mutex_unlock(&n->mu);
-    backfill_ctl_close(n->ctl);                 /* no new requests */
-    n->ctl = NULL;
     if (n->bf_joinable) {
-        backfill_stop();
+        backfill_stop();                        /* its followers get "stopped, resumes on restart" */
         pthread_join(n->bf_thread, NULL);
         n->bf_joinable = false;
     }
+    backfill_ctl_close(n->ctl);
+    n->ctl = NULL;
     run__worker_stop(n);
     status = 0;
     if (n->fatal) {

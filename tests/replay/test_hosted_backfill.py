@@ -182,7 +182,7 @@ class Node:
         self.resp_port, self.grpc_port = free_port(), free_port()
         with open(self.config, "w") as f:
             f.write("brokers: %s\ngroup_id: g-%s\nstate_dir: %s/state\nschemas: [%s]\n"
-                    "resp_port: %d\ngrpc_port: %d\ncommit_interval: 100ms\nserve_threads: 2\n"
+                    "resp_port: %d\ngrpc_port: %d\nmetrics_port: 0\ncommit_interval: 100ms\nserve_threads: 2\n"
                     "log_level: info\n"
                     # a killed node must not hold the consumer group for 45 s
                     "kafka:\n  session.timeout.ms: 6000\n  heartbeat.interval.ms: 1000\n" % (boot, self.topic, self.dir, self.schema, self.resp_port,
@@ -197,8 +197,11 @@ class Node:
             f.write(SCHEMA_HEAD % self.topic + big)
         os.replace(tmp, self.schema)
 
-    def start(self, delay_us):
+    def start(self, delay_us, crash=None):
         env = dict(os.environ, SLUICE_TEST_BACKFILL_DELAY_US=str(delay_us))
+        env.pop("SLUICE_TEST_CRASH", None)
+        if crash:
+            env["SLUICE_TEST_CRASH"] = crash
         self.log = open(os.path.join(self.dir, "node.log"), "ab")
         self.proc = subprocess.Popen([ARGS.sluice, "run", "-c", self.config], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env)
@@ -216,6 +219,7 @@ class Node:
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
+        if self.proc:
             self.proc.wait(timeout=60)
         if self.log:
             self.log.close()
@@ -529,6 +533,49 @@ class HostedBackfill(unittest.TestCase):
         self.assertEqual(r2.returncode, 1, r2.stderr)
         self.assertIn("no feature view 'nope'", r2.stderr)
         self.assertEqual(node.stop(), 0)
+
+
+class HostedCrashPoints(unittest.TestCase):
+    """The node killed at each crash point of the cut-over (C1: after the final
+    batch, C2: after the switch was recorded, C3: after the switch), events
+    produced while it is down, restarted: it finishes the backfill itself and
+    both views equal the oracles (exactly once)."""
+
+    def test_crash_points_resume(self):
+        boot = open(ARGS.bootstrap_file).read().strip()
+        s = Stream(3)
+        node = Node("points", boot)
+        try:
+            produce(boot, node.topic, s.gen(6000))
+            for i, point in enumerate(("C1", "C2", "C3")):
+                if i:
+                    node.stop()
+                node.start(delay_us=0, crash=point)
+                node.wait_offsets(len(s.events))
+                node.set_schema(BIG_B)           # A the first time, then B already
+                rc, out = node.backfill(*(["--force"] if i else []))
+                self.assertNotEqual(rc, 0, out)
+                self.assertIn("went away", out)
+                self.assertEqual(node.stop(), -signal.SIGKILL, point)
+                produce(boot, node.topic, s.gen(500))
+                node.start(delay_us=0)
+                node.wait_offsets(len(s.events))
+                deadline = time.time() + 60
+                while True:                      # until the resumed cut-over and live ingest are done
+                    try:
+                        HostedBackfill.check_views(self, node, s.events)
+                        break
+                    except (AssertionError, redis.exceptions.ResponseError, KeyError):
+                        if time.time() > deadline:
+                            raise
+                        time.sleep(0.2)
+                log = open(os.path.join(node.dir, "node.log"), errors="replace").read()
+                self.assertIn("SLUICE_TEST_CRASH=%s" % point, log)
+            rc, out = node.backfill()
+            self.assertEqual(rc, 4, out)             # up to date: nothing pending is left
+            self.assertEqual(node.stop(), 0)
+        finally:
+            node.stop(signal.SIGKILL)
 
 
 def main():
