@@ -12,6 +12,11 @@ STAMP=$VENV/.sluice-pins
 PINS="grpcio==1.62.2 grpcio-tools==1.62.2 grpcio-health-checking==1.62.2 protobuf==4.25.3 redis==5.0.3"
 PY=/usr/bin/python3
 
+# Several tests may call this at once (ctest -j): one builds, the others wait.
+mkdir -p "$BUILD"
+exec 9>"$BUILD/.serving-venv.lock"
+flock 9
+
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PINS" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
