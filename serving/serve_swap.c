@@ -18,6 +18,9 @@
  * new one before. Waiting readers sleep 50 us per round (the hold lasts one
  * synced write).
  *
+ * The outer backend has no generation/valid_until: front ends read them
+ * from the pinned generation, which forwards them to its inner backend.
+ *
  * Scratches. The servers create one scratch per thread from the OUTER
  * backend; it serves every generation: it holds the inner scratch of the
  * generation it last served, and builds a new one (freeing the old through
@@ -29,6 +32,7 @@
 #include "sl_time.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +116,24 @@ static size_t swap__progress(const serve_backend_t *be, state_partition_progress
     return g->inner->progress ? g->inner->progress(g->inner, out, max) : 0;
 }
 
+/* Reply caches (serve_cache.h): forwarded, so that the front ends keep
+ * caching behind the wrapper. Their entries are owned by the pinned
+ * generation's backend, so a swap never serves an older generation's bytes
+ * (generations are never freed before the servers stop: no pointer reuse). */
+static uint64_t swap__generation(const serve_backend_t *be)
+{
+    const swap_gen_t *g = be->ctx;
+    return g->inner->generation(g->inner);
+}
+
+static int64_t swap__valid_until(const serve_backend_t *be, serve_scratch_t *sc)
+{
+    const swap_gen_t *g = be->ctx;
+    const swap_scratch_t *ss = (const swap_scratch_t *)sc;
+    if (!g || ss->gen != g || !ss->inner) return INT64_MIN;   /* not this generation's lookup */
+    return g->inner->valid_until(g->inner, ss->inner);
+}
+
 /* ---- pinning --------------------------------------------------------------- */
 
 static const serve_backend_t *swap__pin(const serve_backend_t *be)
@@ -158,6 +180,10 @@ static swap_gen_t *swap__gen_new(serve_swap_t *sw, const serve_backend_t *inner)
     g->be.scratch_free = swap__scratch_free;
     g->be.lookup = swap__lookup;
     g->be.progress = inner->progress ? swap__progress : NULL;
+    if (inner->generation && inner->valid_until) {
+        g->be.generation = swap__generation;
+        g->be.valid_until = swap__valid_until;
+    }
     g->older = sw->gens;
     sw->gens = g;
     return g;
