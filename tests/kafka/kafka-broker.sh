@@ -18,7 +18,9 @@
 #
 # Files in WORKDIR: server.properties, log4j2.properties, broker.log (JVM stdout/stderr,
 # the previous run's log is kept as broker.log.prev), broker.pid, bootstrap (host:port,
-# one line), data/ (the KRaft log dir, wiped by every start).
+# one line), bootstrap_sasl (a second listener, SASL_PLAINTEXT with mechanism PLAIN and
+# the user sluice / sluice-secret, for the client-security tests), data/ (the KRaft log
+# dir, wiped by every start).
 #
 # Broker settings worth knowing: auto.create.topics.enable=true (producing to a missing
 # topic creates it with num.partitions=1), offsets/transaction-state topics have 4
@@ -153,15 +155,17 @@ answers_metadata() {
 }
 
 write_config() {
-  local wd="$1" port="$2" cport="$3"
+  local wd="$1" port="$2" cport="$3" sport="$4"
   cat > "$wd/server.properties" <<EOF
 # Written by tests/kafka/kafka-broker.sh: one KRaft node, broker and controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_sluice="sluice-secret";
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$wd/data
@@ -215,7 +219,7 @@ java_opts() {
 }
 
 cmd_start() {
-  local wd="$1" t0 id port cport pid addr attempt deadline
+  local wd="$1" t0 id port cport sport pid addr attempt deadline
   t0=$(date +%s)
   mkdir -p "$wd"
   wd="$(cd "$wd" && pwd)"
@@ -227,7 +231,7 @@ cmd_start() {
     say "stopping the broker left running in $wd"
     cmd_stop "$wd"
   fi
-  rm -f "$wd/bootstrap" "$wd/broker.pid"
+  rm -f "$wd/bootstrap" "$wd/bootstrap_sasl" "$wd/broker.pid"
   [ -f "$wd/broker.log" ] && mv -f "$wd/broker.log" "$wd/broker.log.prev"
 
   # Two tries: a port picked free can be taken before the JVM binds it.
@@ -235,8 +239,10 @@ cmd_start() {
     port="$(free_port)"
     cport="$(free_port)"
     while [ "$cport" = "$port" ]; do cport="$(free_port)"; done
+    sport="$(free_port)"
+    while [ "$sport" = "$port" ] || [ "$sport" = "$cport" ]; do sport="$(free_port)"; done
     addr="127.0.0.1:$port"
-    write_config "$wd" "$port" "$cport"
+    write_config "$wd" "$port" "$cport" "$sport"
     rm -rf "$wd/data"
     # A fresh cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
     id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
@@ -255,6 +261,7 @@ cmd_start() {
     while [ "$(date +%s)" -lt "$deadline" ]; do
       if ! kill -0 "$pid" 2>/dev/null; then break; fi
       if answers_metadata "$addr"; then
+        echo "127.0.0.1:$sport" > "$wd/bootstrap_sasl"
         echo "$addr" > "$wd/bootstrap.tmp"
         mv -f "$wd/bootstrap.tmp" "$wd/bootstrap"
         say "broker pid $pid up at $addr in $(( $(date +%s) - t0 )) s (logs: $wd/broker.log)"
