@@ -15,8 +15,13 @@ on the server's pid; read+write from /proc/PID/io when perf is missing).
 gRPC: GetOnlineFeatures for 1 and 100 entities against the echo service on
 the same gRPC core (bench_grpc_echo), with ghz when it is installed (else a
 multi-process grpcio load generator), interleaved, --reps times, median:
-QPS, p50, p99, server CPU per call; then a constant 10 000 QPS (ghz --rps)
-for 1 entity and for echo, the p99 target.
+QPS, p50, p99, server CPU per call and ghz's CPU per call. ghz decodes
+every response (dynamic protobuf), which costs it several times the
+server's CPU and more for a feature vector than for an echo: on shared
+cores that sets the ratio. So the same comparison is repeated with
+bench_grpc_load (responses counted, not decoded: equal cost for both).
+Then a constant 10 000 QPS for 1 entity and for echo (the p99 target), with
+bench_grpc_load and with ghz --rps.
 
 usage: serving_bench.py --build DIR [--entities N] [--requests N] [--reps N]
                         [--threads N] [--quick]
@@ -27,6 +32,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -36,6 +42,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GHZ_CPU_US = float("nan")    # the load generator's CPU per call in its last run
+LOAD_CPU_US = float("nan")
 
 
 def free_port():
@@ -153,7 +161,11 @@ def ghz_run(ghz, target, proto, import_path, call, data, n, conc, rps=None):
         cmd += ["-d", json.dumps(data)]
     if rps:
         cmd += ["--rps", str(rps)]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd + [target], capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    global GHZ_CPU_US
+    GHZ_CPU_US = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) * 1e6 / n
     if isinstance(data, bytes):
         os.unlink(bf.name)
     if out.returncode not in (0, 1):
@@ -165,6 +177,22 @@ def ghz_run(ghz, target, proto, import_path, call, data, n, conc, rps=None):
     if ok < sum(codes.values()):
         sys.exit("gRPC errors in the benchmark: %r %r" % (codes, r.get("errorDistribution")))
     return r["rps"], lat.get(50, float("nan")), lat.get(99, float("nan"))
+
+
+def load_run(load, target, method, req, n, conc, rps=None):
+    """bench_grpc_load (responses not decoded): (qps, p50 ms, p99 ms), and
+    its CPU per call in LOAD_CPU_US."""
+    with tempfile.NamedTemporaryFile(prefix="grpcload-", suffix=".bin", delete=False) as bf:
+        bf.write(req)
+    cmd = [load, target, method, bf.name, str(n), str(conc), "4"] + ([str(rps)] if rps else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    os.unlink(bf.name)
+    if out.returncode != 0:
+        sys.exit("bench_grpc_load failed: %s %s" % (out.stdout, out.stderr))
+    d = dict(kv.split("=") for kv in out.stdout.split())
+    global LOAD_CPU_US
+    LOAD_CPU_US = float(d["client_cpu_us_per_call"])
+    return float(d["qps"]), float(d["p50_ms"]), float(d["p99_ms"])
 
 
 def echo_msg(size):
@@ -311,16 +339,18 @@ def main():
         use_ghz = os.path.exists(ghz)
         print()
         n = a.requests // 4
-        print("gRPC: GetOnlineFeatures vs echo on the same gRPC core (load: %s, 50 concurrent, %d calls per run, "
-              "median of %d interleaved runs)" % ("ghz, 4 connections" if use_ghz else "python grpcio, 4 processes",
-                                                  n, a.reps))
-        print("%-24s %12s %9s %9s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call"))
+        print("gRPC: GetOnlineFeatures vs echo on the same gRPC core (load: %s, 50 concurrent, %d calls per run "
+              "(100 entities: %d), median of %d interleaved runs)" % (
+                  "ghz, 4 connections" if use_ghz else "python grpcio, 4 processes", n, n // 10, a.reps))
+        print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call",
+                                                  "ghz us/call"))
         sys.path.insert(0, os.path.join(a.build, "serving-py"))
         from sluice.v1 import feature_service_pb2 as pb
         fs_proto = (os.path.join(ROOT, "proto", "sluice", "v1", "feature_service.proto"), os.path.join(ROOT, "proto"),
                     "sluice.v1.FeatureService.GetOnlineFeatures")
         echo_proto = (os.path.join(ROOT, "bench", "echo.proto"), os.path.join(ROOT, "bench"), "sluice.bench.Echo.Echo")
         for n_ent in (1, 100):
+            n = a.requests // 4 if n_ent == 1 else a.requests // 40     # 100 entities: 1/10 the calls
             ents = [{"keys": {"user_id": "u%012d" % rnd.randrange(a.entities)}} for _ in range(n_ent)]
 
             req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
@@ -339,12 +369,49 @@ def main():
                         body = req if name == "features" else ed
                         fn = lambda: py_grpc_run("127.0.0.1:%d" % port, meth, body, n, 48)
                     (qps, p50, p99), cpu, _ = measure(pid, fn)
-                    runs[name].append((qps, p50, p99, cpu * 1e6 / n))
-            med = {k: [median([r[i] for r in v]) for i in range(4)] for k, v in runs.items()}
-            print("%-24s %12.0f %9.3f %9.3f %12.1f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *med["features"]))
-            print("%-24s %12.0f %9.3f %9.3f %12.1f" % ("echo (same size)", *med["echo"]))
+                    runs[name].append((qps, p50, p99, cpu * 1e6 / n, GHZ_CPU_US))
+            med = {k: [median([r[i] for r in v]) for i in range(5)] for k, v in runs.items()}
+            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *med["features"]))
+            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med["echo"]))
             ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["features"], runs["echo"]))
             print("%-24s %11.2fx   (per run: %s)" % ("features/echo QPS", med["features"][0] / med["echo"][0], ratios))
+        # the same comparison with a load generator that does not decode
+        # responses (ghz's decoding cost differs between the two services)
+        load = os.path.join(a.build, "bench", "bench_grpc_load")
+        lreps = max(a.reps, 5) if not a.quick else 1
+        print()
+        print("gRPC, light client (bench_grpc_load: no response decoding, 1 thread, 4 channels, 50 in flight), "
+              "median of %d interleaved runs" % lreps)
+        print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call", "load us/call"))
+        for n_ent in (1, 100):
+            nl = a.requests // 5 if n_ent == 1 else a.requests // 20
+            ents = [pb.EntityRow(keys={"user_id": "u%012d" % rnd.randrange(a.entities)}) for _ in range(n_ent)]
+            req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=ents).SerializeToString()
+            ed = echo_msg(len(req))
+            runs = {"features": [], "echo": []}
+            for rep in range(lreps):
+                for name, port, pid in (("features", grpc_port, sl.pid), ("echo", echo_port, ec.pid)):
+                    meth, body = (("/sluice.v1.FeatureService/GetOnlineFeatures", req) if name == "features"
+                                  else ("/sluice.bench.Echo/Echo", ed))
+                    (qps, p50, p99), cpu, _ = measure(pid, lambda: load_run(load, "127.0.0.1:%d" % port, meth, body, nl, 50))
+                    runs[name].append((qps, p50, p99, cpu * 1e6 / nl, LOAD_CPU_US))
+            med = {k: [median([r[i] for r in v]) for i in range(5)] for k, v in runs.items()}
+            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *med["features"]))
+            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med["echo"]))
+            ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["features"], runs["echo"]))
+            print("%-24s %11.2fx   (per run: %s)" % ("features/echo QPS", med["features"][0] / med["echo"][0], ratios))
+        req1 = pb.GetOnlineFeaturesRequest(feature_service="user_model",
+                                           entities=[pb.EntityRow(keys={"user_id": "u%012d" % 7})]).SerializeToString()
+        print()
+        print("constant rate 10 000 QPS, light client, %d calls (target: p99 < 1 ms for 1 entity)" % (a.requests // 4))
+        print("%-24s %12s %9s %9s" % ("call", "reached QPS", "p50 ms", "p99 ms"))
+        for rep in range(a.reps):
+            r = load_run(load, "127.0.0.1:%d" % grpc_port, "/sluice.v1.FeatureService/GetOnlineFeatures", req1,
+                         a.requests // 4, 50, rps=10000)
+            print("%-24s %12.0f %9.3f %9.3f" % ("features 1 entity", *r))
+            r = load_run(load, "127.0.0.1:%d" % echo_port, "/sluice.bench.Echo/Echo", echo_msg(len(req1)),
+                         a.requests // 4, 50, rps=10000)
+            print("%-24s %12.0f %9.3f %9.3f" % ("echo (same size)", *r))
         if use_ghz:
             print()
             nfix = 50000 if not a.quick else 10000

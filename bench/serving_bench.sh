@@ -12,6 +12,6 @@ BUILD=${1:-$ROOT/build-bench}
 if [ ! -f "$BUILD/build.ninja" ]; then
   cmake -G Ninja -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSLUICE_SANITIZE=OFF -DSLUICE_WERROR=OFF
 fi
-ninja -C "$BUILD" -j2 sluice seed_state bench_grpc_echo
+ninja -C "$BUILD" -j2 sluice seed_state bench_grpc_echo bench_grpc_load
 VENV=$("$ROOT/tests/serving/make-venv.sh" "$BUILD" | tail -n 1)
 PATH="$PATH:$HOME/go/bin" PYTHONPATH="$BUILD/serving-py" "$VENV/bin/python" "$HERE/serving_bench.py" --build "$BUILD" "$@"
