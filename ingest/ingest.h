@@ -6,9 +6,10 @@
  * in a group, reading the topics of every source that feeds a view. Each
  * message is decoded (decode.h), its partition watermark advanced
  * (watermark.h), and every view of the source updated in a write-back cache
- * (cache.h). Every commit_interval_ms the dirty states, the next offset and
- * watermark of every partition that moved, and the partition's persisted
- * counters go to RocksDB in ONE atomic batch. On assignment a partition
+ * (cache.h). Every commit_interval_ms (or, when the store takes longer than
+ * that to write one batch, as soon as the previous one is durable) the dirty
+ * states, the next offset and watermark of every partition that moved, and
+ * the partition's persisted counters go to RocksDB in ONE atomic batch. On assignment a partition
  * resumes from the offset stored with its state (never Kafka's committed
  * offset), so a crash at any instant neither loses nor double-counts an event.
  * Kafka offsets are also committed asynchronously, for lag monitoring only.

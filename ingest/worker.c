@@ -289,6 +289,17 @@ static void *committer_main(void *arg)
     return NULL;
 }
 
+/* True when no batch is in flight or the one in flight is durable (or
+ * failed): commit_wait would not block. */
+static bool commit_idle(ingest_worker_t *w)
+{
+    if (!w->in_flight) return true;
+    pthread_mutex_lock(&w->cmu);
+    bool done = w->job_done;
+    pthread_mutex_unlock(&w->cmu);
+    return done;
+}
+
 /* Waits for the batch in flight, if any, and finishes it: counters, Kafka
  * offsets (lag monitoring), eviction. Returns 0 or the commit's error (fatal
  * already set). */
@@ -1188,7 +1199,12 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
         batch_apply(w);
         if (w->dlq) rd_kafka_poll(w->dlq, 0);
         int64_t now = sl_mono_ns();
-        if (now >= next_commit) {
+        /* The interval is the shortest period between commits. A commit
+         * never waits for the one in flight: while the store is still
+         * writing it, events keep coming into the next, larger batch, which
+         * is handed off as soon as the write is done (an entity touched
+         * twice meanwhile is then encoded and written once, not twice). */
+        if (now >= next_commit && commit_idle(w)) {
             if (!w->fatal) worker_commit(w, false);
             next_commit = now + interval_ns;
         }
