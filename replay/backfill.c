@@ -721,6 +721,9 @@ int backfill_check(const schema_t *schema, const char *state_dir, const char *co
     int need = 0;
     sl_buf_t b = SL_BUF_INIT;
     const char *cfgp = config_path ? config_path : "CONFIG";
+    /* A live owner (sluice run) runs a pending backfill itself. */
+    char lock_err[512];
+    bool owned = state_dir_check_unlocked(state_dir, lock_err, sizeof lock_err) == SL_EBUSY;
     fprintf(out, "views against state dir %s:\n", state_dir);
     for (size_t v = 0; v < schema->n_views; v++) {
         const schema_view_t *view = &schema->views[v];
@@ -744,7 +747,8 @@ int backfill_check(const schema_t *schema, const char *state_dir, const char *co
             status = "ok";
         } else if (b.len > strlen(BACKFILL_PENDING_PREFIX) &&
                    memcmp(b.data, BACKFILL_PENDING_PREFIX, strlen(BACKFILL_PENDING_PREFIX)) == 0) {
-            status = "BACKFILL IN PROGRESS (rerun the command to resume it)";
+            status = owned ? "BACKFILL IN PROGRESS (if `sluice run` owns the dir it runs it; the command follows it)"
+                           : "BACKFILL IN PROGRESS (rerun the command to resume it)";
             needs = true;
         } else {
             status = "NEEDS BACKFILL: definition changed since its state was built";
