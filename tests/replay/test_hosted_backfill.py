@@ -21,7 +21,9 @@ exited; user_totals reached its oracle at N1+N2 while the backfill was still
 running (the other view stays live); a request for another view meanwhile is
 refused (one at a time); at the end both views equal the oracles at N1+N2.
 
-test_kill9_resume_and_since: the node is killed with SIGKILL in the middle
+test_kill9_resume_and_since: Ctrl-C of `sluice backfill` detaches it (exit
+130) and the node goes on; the same command follows the running backfill.
+The node is killed with SIGKILL in the middle
 of a hosted backfill (with commits every 200 ms, after progress) and
 restarted: it resumes the backfill itself; `sluice backfill` follows it;
 big_spend then equals B's oracle exactly (exactly once). Then `--force
@@ -467,7 +469,16 @@ class HostedBackfill(unittest.TestCase):
         node.start(delay_us=300)
         node.wait_offsets(n1)
         node.set_schema(BIG_B)
-        p = node.backfill("--commit-interval", "200ms", wait=False)
+        # Ctrl-C of the command detaches it (130); the node goes on
+        p0 = node.backfill("--commit-interval", "200ms", wait=False)
+        first = p0.stdout.readline()
+        self.assertIn("hosts the backfill", first)
+        p0.send_signal(signal.SIGINT)
+        out0 = first + p0.communicate(timeout=30)[0]
+        self.assertEqual(p0.returncode, 130, out0)
+        self.assertIn("detached", out0)
+        # the same command follows the running backfill
+        p = node.backfill(wait=False)
         lines = []
         progressed = threading.Event()
 
@@ -480,6 +491,7 @@ class HostedBackfill(unittest.TestCase):
         rt = threading.Thread(target=reader, daemon=True)
         rt.start()
         self.assertTrue(progressed.wait(60), "".join(lines))
+        self.assertIn("following it", "".join(lines))
         time.sleep(0.3)
         node.stop(signal.SIGKILL)
         rc = p.wait(timeout=30)
