@@ -93,6 +93,7 @@ typedef struct run_node {
     size_t n_subs;
     /* the live worker */
     ingest_worker_t *w;
+    const schema_t *w_schema;     /* the (sub-)schema w ingests */
     pthread_t w_thread;
     bool w_running;
     bool w_handoff;               /* stopped on purpose: not a fatal end */
@@ -170,6 +171,7 @@ static int run__worker_start(run_node_t *n, const schema_t *schema, const char *
     n->workers[n->n_workers++] = w;
     pthread_mutex_lock(&n->mu);
     n->w = w;
+    n->w_schema = use;
     n->w_handoff = false;
     n->w_rc = 0;
     pthread_mutex_unlock(&n->mu);
@@ -565,7 +567,7 @@ int cmd_run(int argc, char **argv)
         status = 1;
     }
     if (print_stats) {
-        if (n->w) ingest_stats_print(ingest_worker_stats(n->w), n->schema, stdout);
+        if (n->w) ingest_stats_print(ingest_worker_stats(n->w), n->w_schema, stdout);
         serve_servers_print_stats(srv, stdout);
     }
 out_ctl:
