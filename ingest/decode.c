@@ -4,8 +4,16 @@
  *
  * A decoder owns a values array (one agg_input_t per source field) and the
  * last parsed document, whose strings the values borrow; both are replaced by
- * the next decode call, so the hot path allocates only what cJSON does.
- * Used by one thread at a time.
+ * the next decode call. Used by one thread at a time.
+ *
+ * cJSON allocates every item and string of a document separately (about ten
+ * malloc/free pairs for a small event). Each decoder has an arena instead:
+ * while a decoder parses or deletes its document, cJSON's allocation hooks
+ * (installed once, process-wide, at load time) bump-allocate from that
+ * decoder's arena, found through a thread-local pointer that is set only
+ * around those two calls; a document that outgrows the arena continues in
+ * malloc. Releasing a document that fit is a reset of the arena. Every other
+ * cJSON use in the process (tl_arena NULL) gets plain malloc and free.
  */
 #include "decode.h"
 #include "sl_err.h"
@@ -24,8 +32,50 @@ typedef struct decoder_ops {
     void (*release)(ingest_decoder_t *dec);   /* frees the last document */
 } decoder_ops_t;
 
+/* Bump allocator for one decoder's documents (see the top). */
+#define JSON_ARENA_BYTES 4096
+
+typedef struct json_arena {
+    unsigned char *base;
+    size_t used;
+    bool spilled;             /* some item of the document came from malloc */
+} json_arena_t;
+
+static _Thread_local json_arena_t *tl_arena;
+
+static void *json_malloc(size_t n)
+{
+    json_arena_t *a = tl_arena;
+    if (a) {
+        size_t need = (n + 15) & ~(size_t)15;
+        if (need >= n && need <= JSON_ARENA_BYTES - a->used) {
+            void *p = a->base + a->used;
+            a->used += need;
+            return p;
+        }
+        a->spilled = true;
+    }
+    return malloc(n);
+}
+
+static void json_free(void *p)
+{
+    json_arena_t *a = tl_arena;
+    if (a && (unsigned char *)p >= a->base && (unsigned char *)p < a->base + JSON_ARENA_BYTES)
+        return;                   /* reclaimed by the arena's reset */
+    free(p);
+}
+
+/* Before main(): no other thread can be inside cJSON yet. */
+__attribute__((constructor)) static void json_hooks_install(void)
+{
+    cJSON_Hooks hooks = { json_malloc, json_free };
+    cJSON_InitHooks(&hooks);
+}
+
 struct ingest_decoder {
     const decoder_ops_t *ops;
+    json_arena_t arena;
     const schema_source_t *src;
     size_t max_bytes;
     bool *required;           /* per field */
@@ -66,7 +116,14 @@ static ingest_bad_t bad(ingest_bad_t r, char *why, size_t whysize, const char *f
 
 static void json_release(ingest_decoder_t *dec)
 {
-    cJSON_Delete(dec->doc);
+    if (dec->arena.spilled || !dec->arena.base) {
+        /* items outside the arena are freed, the others skipped */
+        tl_arena = dec->arena.base ? &dec->arena : NULL;
+        cJSON_Delete(dec->doc);
+        tl_arena = NULL;
+    }
+    dec->arena.used = 0;
+    dec->arena.spilled = false;
     dec->doc = NULL;
 }
 
@@ -102,7 +159,13 @@ static ingest_bad_t json_decode(ingest_decoder_t *dec, const void *payload, size
 {
     const schema_source_t *src = dec->src;
     const char *end = NULL;
+    tl_arena = dec->arena.base ? &dec->arena : NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(payload, len, &end, 0);
+    tl_arena = NULL;
+    if (!root) {
+        dec->arena.used = 0;          /* cJSON freed what it had built */
+        dec->arena.spilled = false;
+    }
     if (!root)
         return bad(INGEST_BAD_MALFORMED, why, whysize, "invalid JSON");
     dec->doc = root;
@@ -186,6 +249,7 @@ int ingest_decoder_new(const schema_t *schema, int source, size_t max_bytes,
     }
     dec->src = src;
     dec->max_bytes = max_bytes;
+    dec->arena.base = malloc(JSON_ARENA_BYTES);   /* NULL: cJSON uses malloc */
     dec->required = calloc(src->n_fields ? src->n_fields : 1, sizeof *dec->required);
     dec->vals = calloc(src->n_fields ? src->n_fields : 1, sizeof *dec->vals);
     if (!dec->required || !dec->vals) {
@@ -209,6 +273,7 @@ void ingest_decoder_free(ingest_decoder_t *dec)
 {
     if (!dec) return;
     if (dec->doc) dec->ops->release(dec);
+    free(dec->arena.base);
     free(dec->required);
     free(dec->vals);
     free(dec);

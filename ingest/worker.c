@@ -131,6 +131,8 @@ struct ingest_worker {
     bview_t *bviews;          /* INGEST_BATCH x max_views */
     size_t max_views;
     sl_buf_t karena;          /* entity keys of the batch */
+    const rd_kafka_topic_t *last_rkt;   /* topic handle of the last message ... */
+    topic_ent_t *last_topic;            /* ... and its entry (NULL: not ours) */
 
     /* snapshots: periodic (snapshot_interval) and on request of
      * `sluice snapshot create` on the locked state dir */
@@ -652,7 +654,13 @@ static void slot_decode(ingest_worker_t *w, size_t i)
 {
     bslot_t *b = &w->slots[i];
     rd_kafka_message_t *m = b->m;
-    b->t = topic_find(w, rd_kafka_topic_name(m->rkt));
+    /* consecutive messages mostly share a topic handle: compare pointers
+     * before names */
+    if (m->rkt != w->last_rkt || !w->last_topic) {
+        w->last_topic = topic_find(w, rd_kafka_topic_name(m->rkt));
+        w->last_rkt = m->rkt;
+    }
+    b->t = w->last_topic;
     b->p = b->t ? part_slot(b->t, m->partition, false) : NULL;
     b->live = false;
     if (m->err || !slot_is_fresh(b)) return;
