@@ -206,7 +206,7 @@ static void *run_thread(void *p)
 }
 
 static void ingest_run(const char *bootstrap, const char *topic, const char *dir, long events,
-                       const char *interval, double *rate, double *per_cpu, double *thread_us,
+                       const char *interval, double *rate, double *per_cpu, double *cores, double *thread_us,
                        double *commit_mean_ms, double *commit_max_ms, uint64_t *commits)
 {
     char err[1024], set[1024], group[128], state_dir[512];
@@ -244,6 +244,7 @@ static void ingest_run(const char *bootstrap, const char *topic, const char *dir
     if ((long)n != events) fprintf(stderr, "warning: ingested %llu of %ld\n", (unsigned long long)n, events);
     *rate = (double)n / dt;
     *per_cpu = (double)n / dc;
+    *cores = dc / dt;
     *thread_us = n ? a.thread_cpu_s * 1e6 / (double)n : 0;
     *commits = atomic_load(&s->commits);
     *commit_mean_ms = *commits ? (double)atomic_load(&s->commit_us_sum) / (double)*commits / 1000.0 : 0;
@@ -370,6 +371,10 @@ int main(int argc, char **argv)
         printf("produced %ld events to %s (%d partitions) in %.1f s\n", events, topic, partitions, now_s() - t0);
     }
 
+    printf("method: events/s wall = events / seconds from the first message to the final commit; "
+           "events/CPU-s (\"per core\") = events / (user+sys CPU seconds of this process over the "
+           "same span, getrusage: every thread, librdkafka's and RocksDB's included) = wall rate / "
+           "cores busy\n");
     double raw_rate = 0, raw_cpu = 0;
     if (!phases || strstr(phases, "raw")) {
         raw_consume(bootstrap, topic, events, &raw_rate, &raw_cpu);
@@ -380,14 +385,14 @@ int main(int argc, char **argv)
     double rates[2] = { 0, 0 };
     for (int i = 0; i < 2; i++) {
         if (phases && !strstr(phases, intervals[i])) continue;
-        double rate, per_cpu, thread_us, cmean, cmax;
+        double rate, per_cpu, cores, thread_us, cmean, cmax;
         uint64_t commits;
-        ingest_run(bootstrap, topic, dir, events, intervals[i], &rate, &per_cpu, &thread_us, &cmean,
-                   &cmax, &commits);
+        ingest_run(bootstrap, topic, dir, events, intervals[i], &rate, &per_cpu, &cores, &thread_us,
+                   &cmean, &cmax, &commits);
         rates[i] = rate;
-        printf("ingest, commit every %-5s:        %9.0f events/s wall, %9.0f events/CPU-s, "
+        printf("ingest, commit every %-5s:        %9.0f events/s wall, %9.0f events/CPU-s (%.2f cores busy), "
                "%.0f%% of raw; ingest thread %.2f us CPU/event; %llu commits, latency mean %.2f ms max %.2f ms\n",
-               intervals[i], rate, per_cpu, raw_rate > 0 ? 100.0 * rate / raw_rate : 0.0, thread_us,
+               intervals[i], rate, per_cpu, cores, raw_rate > 0 ? 100.0 * rate / raw_rate : 0.0, thread_us,
                (unsigned long long)commits, cmean, cmax);
     }
     if (rates[0] > 0 && rates[1] > 0)
