@@ -255,6 +255,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="serve_threads of sluice and threads of the echo server")
+    ap.add_argument("--parts", default="resp,grpc", help="resp, grpc or both (comma-separated)")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:
@@ -317,9 +318,10 @@ def main():
               % (a.entities, a.requests, a.threads, a.reps))
         for name, port in (("redis-server", redis_port), ("sluice", resp_port)):    # untimed warm-up
             redis_benchmark(port, 3 * a.entities, 16, a.entities)
+        parts = a.parts.split(",")
         print("%-8s %-14s %12s %9s %9s %12s %12s" % ("pipeline", "server", "req/s", "p50 ms", "p99 ms",
                                                       "CPU us/req", "sysc/req"))
-        for pipeline in (1, 16):
+        for pipeline in ((1, 16) if "resp" in parts else ()):
             runs = {"redis-server": [], "sluice": []}
             for rep in range(a.reps):                          # interleaved, back to back
                 for name, port, pid in (("redis-server", redis_port, rd.pid), ("sluice", resp_port, sl.pid)):
@@ -335,6 +337,8 @@ def main():
                 med["sluice"][2] / med["redis-server"][2], med["sluice"][3] / med["redis-server"][3], ratios))
 
         # gRPC
+        if "grpc" not in parts:
+            return
         ghz = shutil.which("ghz") or os.path.expanduser("~/go/bin/ghz")
         use_ghz = os.path.exists(ghz)
         print()

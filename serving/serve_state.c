@@ -58,7 +58,7 @@
 #include <string.h>
 
 #define SERVE_SINCE_REFRESH_MS 1000
-#define SERVE_CACHE_SLOTS 16384                /* per thread, power of two */
+#define SERVE_CACHE_SLOTS 65536                /* per thread, power of two (4 MiB of slots) */
 #define SERVE_CACHE_BYTES ((size_t)64 << 20)   /* per thread */
 
 typedef struct serve_cache_slot {
