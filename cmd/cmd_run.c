@@ -80,6 +80,7 @@ typedef struct run_node {
     pthread_mutex_t mu;
     serve_swap_t *sw;
     backfill_ctl_t *ctl;
+    node_metrics_t *nm;           /* NULL without a metrics port */
     const schema_t *schema;       /* what the node ingests and serves now */
     /* kept until exit */
     schema_t *schemas[RUN_MAX_KEEP];
@@ -169,6 +170,7 @@ static int run__worker_start(run_node_t *n, const schema_t *schema, const char *
     int rc = ingest_worker_new(n->cfg, use, n->st, &io, &w, errstr, errsize);
     if (rc) return rc;
     n->workers[n->n_workers++] = w;
+    node_metrics_set_ingest(n->nm, ingest_worker_stats(w), use);
     pthread_mutex_lock(&n->mu);
     n->w = w;
     n->w_schema = use;
@@ -514,12 +516,14 @@ int cmd_run(int argc, char **argv)
     if (cfg.metrics_port > 0) {
         metrics = sl_metrics_new();
         if (!metrics ||
-            node_metrics_attach(metrics, schema, n->st, n->n_workers ? ingest_worker_stats(n->workers[0]) : NULL,
+            node_metrics_attach(metrics, n->w_schema ? n->w_schema : schema, n->st,
+                                n->n_workers ? ingest_worker_stats(n->workers[0]) : NULL,
                                 srv, NULL, NULL, &nm) ||
             sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err)) {
             fprintf(stderr, "sluice run: metrics: %s\n", err[0] ? err : "out of memory");
             goto out_metrics;
         }
+        n->nm = nm;
     }
     if (backfill_ctl_listen(cfg.state_dir, run__on_request, n, &n->ctl, err, sizeof err))
         fprintf(stderr, "sluice run: %s: `sluice backfill` cannot reach this node\n", err);
@@ -579,6 +583,7 @@ out_ctl:
     run__worker_stop(n);
 out_metrics:
     sl_metrics_free(metrics);          /* stops the HTTP server before its collectors go */
+    n->nm = NULL;
     node_metrics_free(nm);
     serve_servers_stop(srv);
 out_worker:

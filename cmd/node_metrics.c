@@ -7,11 +7,13 @@
 #include "sl_err.h"
 #include "sl_time.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct node_metrics {
+    pthread_mutex_t mu;           /* ingest + schema, swapped by set_ingest */
     const schema_t *schema;
     state_store_t *st;
     const ingest_stats_t *ingest;
@@ -27,9 +29,19 @@ static int counter(sl_buf_t *o, const char *name, const char *help, double v)
     return sl_prom_header(o, name, "counter", help) | sl_prom_value(o, name, NULL, v);
 }
 
+static int collect_ingest_locked(node_metrics_t *nm, sl_buf_t *o);
+
 static int collect_ingest(void *ctx, sl_buf_t *o)
 {
     node_metrics_t *nm = ctx;
+    pthread_mutex_lock(&nm->mu);
+    int rc = collect_ingest_locked(nm, o);
+    pthread_mutex_unlock(&nm->mu);
+    return rc;
+}
+
+static int collect_ingest_locked(node_metrics_t *nm, sl_buf_t *o)
+{
     const ingest_stats_t *s = nm->ingest;
     const schema_t *sc = nm->schema;
     char labels[512];
@@ -94,6 +106,9 @@ static int collect_progress(void *ctx, sl_buf_t *o)
     state_partition_progress_t *pp = malloc(MAX * sizeof *pp);
     if (!pp) return SL_ENOMEM;
     size_t n = state_progress(nm->st, pp, MAX);
+    pthread_mutex_lock(&nm->mu);
+    const schema_t *sc = nm->schema;   /* every schema a node used lives until exit */
+    pthread_mutex_unlock(&nm->mu);
     if (n > MAX) n = MAX;
     int64_t now = sl_now_ms(), newest = 0;
     char labels[512];
@@ -110,7 +125,7 @@ static int collect_progress(void *ctx, sl_buf_t *o)
         snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", pp[i].topic, pp[i].partition);
         rc |= sl_prom_value(o, "sluice_partition_watermark_delay_seconds", labels,
                             (double)(now - pp[i].watermark_ms) / 1000.0);
-        int64_t newest_event = pp[i].watermark_ms + source_delay(nm->schema, pp[i].topic);
+        int64_t newest_event = pp[i].watermark_ms + source_delay(sc, pp[i].topic);
         if (newest_event > newest) newest = newest_event;
     }
     if (nm->kafka) {
@@ -174,7 +189,13 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
 {
     node_metrics_t *nm = calloc(1, sizeof *nm);
     if (!nm) return SL_ENOMEM;
-    *nm = (node_metrics_t){ schema, st, ingest, servers, kafka, lookup_hist };
+    pthread_mutex_init(&nm->mu, NULL);
+    nm->schema = schema;
+    nm->st = st;
+    nm->ingest = ingest;
+    nm->servers = servers;
+    nm->kafka = kafka;
+    nm->hist = lookup_hist;
     int rc = 0;
     if (ingest) rc |= sl_metrics_add(m, collect_ingest, nm);
     if (st) rc |= sl_metrics_add(m, collect_progress, nm);
@@ -184,4 +205,21 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
     return rc ? SL_ENOMEM : SL_OK;
 }
 
-void node_metrics_free(node_metrics_t *nm) { free(nm); }
+void node_metrics_set_ingest(node_metrics_t *nm, const ingest_stats_t *ingest,
+                             const schema_t *schema)
+{
+    if (!nm) return;
+    pthread_mutex_lock(&nm->mu);
+    if (nm->ingest && ingest) {       /* the collector is registered only with one */
+        nm->ingest = ingest;
+        nm->schema = schema;
+    }
+    pthread_mutex_unlock(&nm->mu);
+}
+
+void node_metrics_free(node_metrics_t *nm)
+{
+    if (!nm) return;
+    pthread_mutex_destroy(&nm->mu);
+    free(nm);
+}

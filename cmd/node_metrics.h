@@ -26,6 +26,12 @@ typedef struct node_metrics node_metrics_t;
 int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *st,
                         const ingest_stats_t *ingest, serve_servers_t *servers,
                         rd_kafka_t *kafka, const sl_hist_t *lookup_hist, node_metrics_t **out);
+/* Points the ingest collectors at another worker's counters and the schema
+ * it ingests (sluice run restarts its worker around a hosted backfill; the
+ * counters start again from 0, which Prometheus reads as a reset). Both must
+ * outlive m. Thread-safe against the collectors. */
+void node_metrics_set_ingest(node_metrics_t *nm, const ingest_stats_t *ingest,
+                             const schema_t *schema);
 void node_metrics_free(node_metrics_t *nm);
 
 #endif

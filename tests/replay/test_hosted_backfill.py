@@ -45,6 +45,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 import time
 import unittest
 
@@ -181,14 +182,14 @@ class Node:
             raise RuntimeError(r.stderr.decode())
         self.schema = os.path.join(self.dir, "schema.yaml")
         self.config = os.path.join(self.dir, "sluice.yaml")
-        self.resp_port, self.grpc_port = free_port(), free_port()
+        self.resp_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         with open(self.config, "w") as f:
             f.write("brokers: %s\ngroup_id: g-%s\nstate_dir: %s/state\nschemas: [%s]\n"
-                    "resp_port: %d\ngrpc_port: %d\nmetrics_port: 0\ncommit_interval: 100ms\nserve_threads: 2\n"
+                    "resp_port: %d\ngrpc_port: %d\nmetrics_port: %d\ncommit_interval: 100ms\nserve_threads: 2\n"
                     "log_level: info\n"
                     # a killed node must not hold the consumer group for 45 s
                     "kafka:\n  session.timeout.ms: 6000\n  heartbeat.interval.ms: 1000\n" % (boot, self.topic, self.dir, self.schema, self.resp_port,
-                                           self.grpc_port))
+                                           self.grpc_port, self.metrics_port))
         self.set_schema(BIG_A)
         self.proc = None
         self.log = None
@@ -230,6 +231,14 @@ class Node:
 
     def client(self):
         return redis.Redis(port=self.resp_port, decode_responses=True, socket_timeout=10)
+
+    def metric(self, name):
+        """An unlabelled metric of the node's Prometheus endpoint."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=10) as f:
+            for line in f.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return None
 
     def wait_offsets(self, n, timeout=60):
         """Until the committed next offsets of the topic (INFO, read with redis-cli) sum to n."""
@@ -457,6 +466,13 @@ class HostedBackfill(unittest.TestCase):
         self.assertGreater(counts["A"], 0)
         self.assertGreater(counts["B"], 0)
         node.wait_offsets(n1 + n2)
+        # the metrics follow the worker the node restarted after the cut-over
+        m0 = node.metric("sluice_ingest_messages_total")
+        n3 = 500
+        produce(self.boot, node.topic, s.gen(n3))
+        node.wait_offsets(n1 + n2 + n3)
+        m1 = node.metric("sluice_ingest_messages_total")
+        self.assertGreaterEqual(m1 - m0, n3, "ingest metrics frozen after the backfill (%s -> %s)" % (m0, m1))
         self.check_views(node, s.events)
         self.assertEqual(node.stop(), 0)
 
