@@ -12,6 +12,15 @@
  * serving processes may follow one ingest worker. --read-only opens the
  * directory as it is at startup and never refreshes.
  *
+ * A follower also follows backfills: after each refresh it compares the
+ * stored fingerprint of every view with its schema's; when the owner has cut
+ * a view over to a new definition, it re-reads the schema files and, if they
+ * hold that definition, swaps in a backend for them (serving/serve_swap.h:
+ * old plan + old version or new + new; the refresh that makes the switch
+ * visible comes first, so lookups of that view may fail for the few
+ * milliseconds until the swap). If the files do not hold it, it says so once
+ * and that view's lookups fail until they do.
+ *
  * Threads: signals are blocked before any thread starts and taken with
  * sigwait() by the main thread, so no server thread is interrupted.
  * Exit status: 0 after a clean stop, 1 on a startup failure, 2 on usage.
@@ -21,6 +30,7 @@
 #include "cmd_common.h"
 #include "schema.h"
 #include "serve.h"
+#include "serve_swap.h"
 #include "sl_config.h"
 #include "sl_err.h"
 #include "sl_log.h"
@@ -39,6 +49,8 @@
 
 /* ---- following a live owner ------------------------------------------ */
 
+#define FOLLOW_MAX_GENERATIONS 32
+
 typedef struct follow {
     state_store_t *st;
     int64_t interval_ms;
@@ -46,7 +58,93 @@ typedef struct follow {
     pthread_t thread;
     bool started;
     uint64_t refreshes, errors;
+    /* definitions: the schema served now and every one served before (kept
+     * until exit: a serving thread may still hold an older generation) */
+    const sl_config_t *cfg;
+    serve_swap_t *sw;
+    const schema_t *cur;
+    schema_t *schemas[FOLLOW_MAX_GENERATIONS];
+    serve_state_backend_t *backends[FOLLOW_MAX_GENERATIONS];
+    size_t n_gen;
+    uint64_t complained;      /* stored fingerprint already reported as unknown */
 } follow_t;
+
+/* The stored fingerprint of view `name`: 0 and *fp, or -1 when absent or a
+ * backfill of it is pending (nothing to switch to yet). */
+static int stored_fingerprint(state_store_t *st, const char *name, uint64_t *fp)
+{
+    char key[600], text[64];
+    sl_buf_t b = SL_BUF_INIT;
+    snprintf(key, sizeof key, "view.%s.fingerprint", name);
+    int rc = state_meta_get(st, key, &b);
+    size_t n = b.len < sizeof text - 1 ? b.len : sizeof text - 1;
+    if (n) memcpy(text, b.data, n);
+    text[n] = '\0';
+    sl_buf_free(&b);
+    if (rc || n != 16) return -1;                 /* absent, or "backfill-pending:..." */
+    char *end;
+    *fp = strtoull(text, &end, 16);
+    return *end ? -1 : 0;
+}
+
+/* After a refresh: has the owner cut a view over to another definition? */
+static void follow_definitions(follow_t *f)
+{
+    const schema_t *cur = f->cur;
+    uint64_t want = 0;
+    const char *changed = NULL;
+    for (size_t v = 0; v < cur->n_views && !changed; v++) {
+        uint64_t fp;
+        if (stored_fingerprint(f->st, cur->views[v].name, &fp) == 0 && fp != cur->views[v].fingerprint) {
+            changed = cur->views[v].name;
+            want = fp;
+        }
+    }
+    if (!changed || want == f->complained) return;
+    char err[2048];
+    schema_t *ns = NULL;
+    if (f->n_gen == FOLLOW_MAX_GENERATIONS ||
+        schema_load((const char *const *)f->cfg->schema_files, f->cfg->n_schema_files, &ns, err, sizeof err)) {
+        sl_error("serve", "view '%s' was rebuilt by a backfill (definition %016llx) but the schema files "
+                 "cannot be reloaded: %s; its lookups fail until `sluice serve` restarts",
+                 changed, (unsigned long long)want,
+                 f->n_gen == FOLLOW_MAX_GENERATIONS ? "too many reloads" : err);
+        f->complained = want;
+        return;
+    }
+    int nv = schema_view_index(ns, changed);
+    if (nv < 0 || ns->views[nv].fingerprint != want) {
+        sl_error("serve", "view '%s' was rebuilt by a backfill (definition %016llx); the schema files "
+                 "hold %s: update them (lookups of '%s' fail until then)", changed,
+                 (unsigned long long)want, nv < 0 ? "no such view" : "another definition", changed);
+        f->complained = want;
+        schema_free(ns);
+        return;
+    }
+    serve_state_backend_t *nb = NULL;
+    if (serve_state_backend_new(ns, f->st, &nb, err, sizeof err) ||
+        serve_swap_begin(f->sw, 5000) != 0) {
+        sl_error("serve", "switching to the new definition of '%s' failed: %s", changed,
+                 nb ? "requests did not drain within 5 s (retrying)" : err);
+        serve_state_backend_free(nb);
+        schema_free(ns);
+        return;
+    }
+    double pause_ms = 0;
+    if (serve_swap_commit(f->sw, serve_state_backend(nb), &pause_ms) != 0) {
+        sl_error("serve", "switching to the new definition of '%s': out of memory", changed);
+        serve_state_backend_free(nb);
+        schema_free(ns);
+        return;
+    }
+    f->schemas[f->n_gen] = ns;
+    f->backends[f->n_gen] = nb;
+    f->n_gen++;
+    f->cur = ns;
+    f->complained = 0;
+    sl_info("serve", "view '%s': serving its new definition %016llx (cut over by a backfill; lookups "
+            "held %.1f ms)", changed, (unsigned long long)want, pause_ms);
+}
 
 static void *follow_main(void *arg)
 {
@@ -64,6 +162,7 @@ static void *follow_main(void *arg)
             if (failing) sl_info("serve", "following the state owner again");
             failing = false;
             f->refreshes++;
+            if (f->sw) follow_definitions(f);
         }
     }
     return NULL;
@@ -175,6 +274,16 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sluice serve: %s\n", err);
         goto out_state;
     }
+    const serve_backend_t *be = serve_state_backend(sb);
+    if (fol.st) {
+        fol.cfg = &cfg;
+        fol.cur = schema;
+        if (serve_swap_new(be, &fol.sw)) {
+            fprintf(stderr, "sluice serve: out of memory\n");
+            goto out_backend;
+        }
+        be = serve_swap_backend(fol.sw);
+    }
 
     if (fol.st) {
         atomic_init(&fol.stop, false);
@@ -184,7 +293,7 @@ int cmd_serve(int argc, char **argv)
         }
         fol.started = true;
     }
-    if (serve_servers_start(&cfg, serve_state_backend(sb), &srv, err, sizeof err)) {
+    if (serve_servers_start(&cfg, be, &srv, err, sizeof err)) {
         fprintf(stderr, "sluice serve: %s\n", err);
         goto out_backend;
     }
@@ -205,6 +314,11 @@ out_backend:
     if (fol.started) {
         atomic_store(&fol.stop, true);
         pthread_join(fol.thread, NULL);
+    }
+    serve_swap_free(fol.sw);
+    for (size_t g = 0; g < fol.n_gen; g++) {
+        serve_state_backend_free(fol.backends[g]);
+        schema_free(fol.schemas[g]);
     }
     serve_state_backend_free(sb);
 out_state:

@@ -88,6 +88,28 @@ after=$(redis-cli -p $pb HGET "card_activity:$k1" txn_count_1h)
 [ "$after" != "$before" ] && ok "txn_count_1h of $k1 moved $before -> $after" ||
     fail "the follower's value did not move ($before)"
 
+# A backfill hosted by the owner changes card_declines: the follower notices
+# the new stored definition, re-reads the schema files and serves it too.
+sed -i 's/^      - {name: declines_day, aggregate: count, window: {tumbling: 1d}}$/&\n      - {name: declines_10m, aggregate: count, window: {sliding: 10m, hop: 1m}}/' "$T/schema.yaml"
+grep -q declines_10m "$T/schema.yaml" || fail "schema edit"
+out=$("$SLUICE" backfill -c "$T/sluice.yaml" --view card_declines --quiet 2>&1); rc=$?
+[ $rc = 0 ] && ok "hosted backfill of card_declines" || fail "backfill: status $rc: $out"
+declines_same() {
+    local k a b seen=0
+    for k in $keys; do
+        a=$(redis-cli -p $pa HGETALL "card_declines:$k"); b=$(redis-cli -p $pb HGETALL "card_declines:$k")
+        [ "$a" = "$b" ] || return 1
+        case "$b" in *declines_10m*) seen=1;; esac
+    done
+    [ $seen = 1 ]
+}
+t0=$(date +%s%N)
+for _ in $(seq 1 50); do declines_same && break; sleep 0.1; done
+declines_same && ok "follower serves the new definition, equal to the owner, $(( ($(date +%s%N) - t0) / 1000000 )) ms after the cut-over" ||
+    fail "follower after the backfill: $(redis-cli -p $pb HGETALL "card_declines:$k1" | tr '\n' ' ') vs owner $(redis-cli -p $pa HGETALL "card_declines:$k1" | tr '\n' ' ')"
+grep -q "serving its new definition" "$T/follower.err" && ok "follower logged the switch" ||
+    fail "no switch in the follower's log: $(tail -3 "$T/follower.err")"
+
 kill -TERM $FOLLOWER; wait $FOLLOWER; rc=$?; FOLLOWER=
 [ $rc = 0 ] && ok "follower SIGTERM exit 0" || fail "follower exit $rc"
 kill -TERM $OWNER; wait $OWNER; rc=$?; OWNER=
