@@ -421,6 +421,16 @@ static int serve_grpc__vector(serve_grpc_thread_t *t, const serve_backend_t *be,
     return RPC_OK;
 }
 
+static unsigned char *serve_grpc__put_varint(unsigned char *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        *w++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *w++ = (unsigned char)v;
+    return w;
+}
+
 static size_t serve_grpc__varint_size(uint64_t v)
 {
     size_t n = 1;
@@ -518,7 +528,10 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         goto out;
     }
     for (size_t e = 0; e < req->n_entities; e++) {
-        /* the row's column values, copied out of each view's vector */
+        /* the row's column values: with one view they stay where the
+         * vector is; with several, each view's are copied out first (the
+         * next vector may reuse the memory) */
+        const unsigned char *base = NULL;
         sl_buf_reset(&t->row);
         for (size_t k = 0; k < n_views; k++) {
             serve_key_t key;
@@ -529,26 +542,36 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
                 goto out;
             for (size_t c = 0; c < n_cols; c++) {
                 if (cols[c].view != views[k]) continue;
-                col_off[c] = t->row.len;
                 col_len[c] = vs[2 * cols[c].feature + 1];
+                if (n_views == 1) {
+                    col_off[c] = vs[2 * cols[c].feature];
+                    continue;
+                }
+                col_off[c] = t->row.len;
                 if (sl_buf_append(&t->row, vd + vs[2 * cols[c].feature], col_len[c])) {
                     rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
                     goto out;
                 }
             }
+            base = n_views == 1 ? vd : t->row.data;
         }
         /* results (field 2): FeatureVector { repeated FeatureValue values = 1 } */
         size_t vec_len = 0;
         for (size_t c = 0; c < n_cols; c++) vec_len += 1 + serve_grpc__varint_size(col_len[c]) + col_len[c];
-        int rc = sl_buf_put_u8(&reply->body, 0x12) || sl_buf_put_varint(&reply->body, vec_len) ||
-                 sl_buf_reserve(&reply->body, vec_len);
-        for (size_t c = 0; !rc && c < n_cols; c++)
-            rc = sl_buf_put_u8(&reply->body, 0x0a) || sl_buf_put_varint(&reply->body, col_len[c]) ||
-                 sl_buf_append(&reply->body, t->row.data + col_off[c], col_len[c]);
-        if (rc) {
+        if (sl_buf_reserve(&reply->body, 1 + 10 + vec_len)) {
             rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
+        unsigned char *w = reply->body.data + reply->body.len;
+        *w++ = 0x12;
+        w = serve_grpc__put_varint(w, vec_len);
+        for (size_t c = 0; c < n_cols; c++) {
+            *w++ = 0x0a;
+            w = serve_grpc__put_varint(w, col_len[c]);
+            memcpy(w, base + col_off[c], col_len[c]);
+            w += col_len[c];
+        }
+        reply->body.len = (size_t)(w - reply->body.data);
     }
     Sluice__V1__GetOnlineFeaturesResponse tail = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
     tail.served_at_ms = now;
