@@ -1009,7 +1009,16 @@ static int kafka_setup(ingest_worker_t *w, char *errstr, size_t errsize)
 static void worker_snapshots(ingest_worker_t *w, int64_t now)
 {
     char err[512] = "", name[128] = "";
-    if (now >= w->next_snap_request_ns) {
+    int64_t interval = w->cfg->snapshot_interval_ms;
+    bool request_due = now >= w->next_snap_request_ns;
+    bool periodic_due = interval > 0 && now >= w->next_snapshot_ns;
+    if (!request_due && !periodic_due) return;
+    /* A snapshot is taken between two commits, but ingest never waits for
+     * the write in flight: while it runs, the check is retried on the next
+     * loop turn; the loop calls this before it hands off the next commit,
+     * so it gets its turn at the latest when that write is done. */
+    if (!commit_idle(w)) return;
+    if (request_due) {
         w->next_snap_request_ns = now + SNAP_REQUEST_CHECK_NS;
         commit_wait(w);
         int rc = state_snapshot_serve_request(w->st, w->snap_dir, w->schema_fp, err, sizeof err);
@@ -1018,8 +1027,7 @@ static void worker_snapshots(ingest_worker_t *w, int64_t now)
             wlog(w, 2, "requested snapshot failed: %s", err);
         }
     }
-    int64_t interval = w->cfg->snapshot_interval_ms;
-    if (interval <= 0 || now < w->next_snapshot_ns) return;
+    if (!periodic_due) return;
     w->next_snapshot_ns = now + interval * 1000000LL;
     commit_wait(w);
     int64_t t0 = sl_mono_ns();
@@ -1212,11 +1220,11 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
          * writing it, events keep coming into the next, larger batch, which
          * is handed off as soon as the write is done (an entity touched
          * twice meanwhile is then encoded and written once, not twice). */
+        if (w->snap_dir && !w->fatal) worker_snapshots(w, now);
         if (now >= next_commit && commit_idle(w)) {
             if (!w->fatal) worker_commit(w, false);
             next_commit = now + interval_ns;
         }
-        if (w->snap_dir && !w->fatal) worker_snapshots(w, now);
         if (log_every > 0 && now >= next_log) {
             wlog(w, 1, "progress: %llu messages, %llu commits, %llu late, cache %llu",
                  (unsigned long long)atomic_load(&w->stats.messages),
