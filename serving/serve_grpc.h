@@ -38,4 +38,9 @@ void serve_grpc_stop(serve_grpc_t *g);
 void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
                       uint64_t *unauthenticated);
 
+/* For tests: parses a GetOnlineFeaturesRequest with the fast path and with
+ * protobuf-c. Returns 1 (fast path taken, same message), 0 (fast path
+ * declined: protobuf-c parses it) or -1 (they differ: a bug). */
+int serve_grpc_parse_check(const void *data, size_t len);
+
 #endif
