@@ -139,7 +139,7 @@ static void serve_state__refresh_since(serve_state_backend_t *sb, sl_buf_t *meta
         int64_t since = 0;
         if (state_meta_get(sb->st, name, meta) == 0 && meta->len < 32) {
             char tmp[32];
-            memcpy(tmp, meta->data, meta->len);
+            if (meta->len) memcpy(tmp, meta->data, meta->len);   /* "" has no data */
             tmp[meta->len] = 0;
             since = strtoll(tmp, NULL, 10);
         }
