@@ -105,6 +105,7 @@ struct state_store {
     char *dir;
     bool read_only;
     bool follower;                   /* RocksDB secondary instance */
+    bool follow_refreshed;           /* a follower refresh has loaded the tables */
     int lock_fd;
     rocksdb_t *db;
     rocksdb_options_t *opts;
@@ -595,11 +596,16 @@ int state_follow_refresh(state_store_t *st, char *errstr, size_t errsize)
     char *err = NULL;
     int rc = SL_OK;
     pthread_mutex_lock(&st->commit_mu);          /* one refresh at a time */
+    uint64_t seq0 = rocksdb_get_latest_sequence_number(st->db);
     rocksdb_try_catch_up_with_primary(st->db, &err);
     if (err) {
         rc = rdb_error(err, SL_ESTATE, errstr, errsize, "catching up with the state owner");
         goto out;
     }
+    /* Nothing new: keep the tables and the counter (readers' caches stay
+     * valid; an idle owner must not empty them every refresh). */
+    if (rocksdb_get_latest_sequence_number(st->db) == seq0 && st->follow_refreshed) goto out;
+    st->follow_refreshed = true;
     /* reload views and progress: rebuild the tables under both locks */
     pthread_rwlock_wrlock(&st->views_lock);
     pthread_mutex_lock(&st->progress_mu);
@@ -607,9 +613,9 @@ int state_follow_refresh(state_store_t *st, char *errstr, size_t errsize)
     st->n_views = 0;
     st->n_progress = 0;
     rc = load_meta(st, errstr, errsize);
+    if (!rc) atomic_fetch_add_explicit(&st->commits, 1, memory_order_release);   /* see commit */
     pthread_mutex_unlock(&st->progress_mu);
     pthread_rwlock_unlock(&st->views_lock);
-    if (!rc) atomic_fetch_add_explicit(&st->commits, 1, memory_order_release);
 out:
     pthread_mutex_unlock(&st->commit_mu);
     return rc;
@@ -1172,8 +1178,12 @@ static int batch_commit(state_store_t *st, state_batch_t *b, const char *const *
             if (op != OP_DEL) sl_read_bytes(&r, &p, &n);
         }
     }
-    pthread_mutex_unlock(&st->progress_mu);
+    /* The commit counter moves before the new progress can be read (both
+     * under progress_mu): a reader that took a token including this batch
+     * then sees the new counter, so no cache tagged with the old counter can
+     * answer it with older data. */
     atomic_fetch_add_explicit(&st->commits, 1, memory_order_release);
+    pthread_mutex_unlock(&st->progress_mu);
     if (rc == SL_ENOMEM)
         seterr(errstr, errsize, "state committed, but out of memory updating the in-memory tables");
     state_batch_clear(b);
@@ -1401,8 +1411,8 @@ int state_partition_drop(state_store_t *st, const char *topic, int32_t partition
     pthread_mutex_lock(&st->progress_mu);
     state_partition_progress_t *p = progress_find(st, topic, partition);
     if (p) *p = st->progress[--st->n_progress];
+    atomic_fetch_add_explicit(&st->commits, 1, memory_order_release);   /* see commit */
     pthread_mutex_unlock(&st->progress_mu);
-    atomic_fetch_add_explicit(&st->commits, 1, memory_order_release);
 out:
     pthread_mutex_unlock(&st->commit_mu);
     rocksdb_writebatch_destroy(wb);

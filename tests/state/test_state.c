@@ -715,6 +715,24 @@ Test(state, follower_sees_whole_commits_of_another_process, .timeout = 120)
     state_batch_free(wb);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
+    /* The owner is gone: a refresh with nothing new keeps the change counter
+     * (readers' caches stay valid) ... */
+    cr_assert_eq(state_follow_refresh(fol, err, sizeof err), 0, "%s", err);
+    uint64_t idle = state_commit_count(fol);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(state_follow_refresh(fol, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(state_commit_count(fol), idle, "an idle refresh moved the commit counter");
+    /* ... and one that catches up with a new commit moves it. */
+    state_store_t *again = open_at("owned");
+    state_batch_t *nb = state_batch_new();
+    state_batch_put(nb, "crash", 0, "k0", 2, "new", 3);
+    state_batch_progress(nb, "t", 0, 1 << 30, 0);
+    commit(again, nb);
+    state_batch_free(nb);
+    cr_assert_eq(state_follow_refresh(fol, err, sizeof err), 0, "%s", err);
+    cr_assert_gt(state_commit_count(fol), idle, "a refresh that caught up did not move the counter");
+    cr_assert(lookup_eq(fol, "crash", -1, "k0", "new"));
+    state_close(again);
     state_close(fol);
     cr_assert(advanced >= 3, "the follower saw only %d advances", advanced);
 }
