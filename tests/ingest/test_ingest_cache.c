@@ -40,6 +40,16 @@ static ingest_entry_t *insert(ingest_cache_t *c, int k, int part)
     return e;
 }
 
+/* The model index of an entry's key "k<N>" (stored without a NUL). */
+static int key_index(const ingest_entry_t *e)
+{
+    char b[16];
+    size_t n = e->klen < sizeof b ? e->klen : sizeof b - 1;
+    memcpy(b, e->key, n);
+    b[n] = '\0';
+    return atoi(b + 1);
+}
+
 /* The dirty list and the dirty array hold the same entries, each once, and
  * exactly the model's dirty keys. */
 static void check_dirty(ingest_cache_t *c, const bool *dirty, int part)
@@ -48,7 +58,7 @@ static void check_dirty(ingest_cache_t *c, const bool *dirty, int part)
     for (int k = 0; k < NKEYS; k++) want += dirty[k];
     cr_assert_eq(n, want);
     for (ingest_entry_t *e = ingest_cache_dirty(c); e; e = e->dirty_next) {
-        int k = atoi((const char *)e->key + 1);
+        int k = key_index(e);
         cr_assert(e->dirty && dirty[k], "k%d on the dirty list but not dirty", k);
         listed++;
     }
@@ -57,7 +67,7 @@ static void check_dirty(ingest_cache_t *c, const bool *dirty, int part)
     cr_assert(dv);
     bool seen[NKEYS] = { false };
     for (size_t i = 0; i < n; i++) {
-        int k = atoi((const char *)dv[i]->key + 1);
+        int k = key_index(dv[i]);
         cr_assert(dirty[k] && !seen[k], "k%d wrong in the dirty array", k);
         cr_assert_eq(dv[i]->partition, part);
         seen[k] = true;
