@@ -362,16 +362,20 @@ Test(backfill, kill9_during_replay_and_cutover_then_resume, .timeout = 600)
     int64_t last = 0;
     for (int k = 0; k < 3; k++) {
         pid_t pid = spawn(bin, cfgpath, NULL, true);
-        /* Kill once the backfill has committed more than before (polled
-         * read-only), after a random 0-100 ms: a fixed delay either killed
-         * before the first commit on a loaded machine or after the end on a
-         * fast one. */
-        for (int w = 0; w < 400; w++) {
+        /* Until one kill has landed after progress, kill once the backfill
+         * has committed more than before (polled read-only; a fixed delay
+         * killed before the first commit on a loaded machine). After that,
+         * kill after a random 250-650 ms: a resumed backfill whose bound (the
+         * live worker's committed offsets) stands still can catch up and cut
+         * over in one commit, so waiting for progress would kill too late. */
+        int64_t cap_ms = killed_mid ? 250 + rand() % 400 : 20000;
+        for (int64_t waited = 0; waited < cap_ms; waited += 50) {
             usleep(50000);
-            int64_t now = backfill_done_opt(&e, true);
-            if (now > last) break;
+            if (!killed_mid && backfill_done_opt(&e, true) > last) {
+                usleep((useconds_t)(rand() % 100000));
+                break;
+            }
         }
-        usleep((useconds_t)(rand() % 100000));
         kill(pid, SIGKILL);
         int st = wait_status(pid);
         int64_t done = backfill_done(&e);
