@@ -6,6 +6,7 @@
  * a test or an operator knows exactly what was sent.
  */
 #include "gen.h"
+#include "kafka_log.h"
 #include "schema.h"
 #include "sl_buf.h"
 #include "sl_err.h"
@@ -163,6 +164,7 @@ int cmd_generate(int argc, char **argv)
     int status = 1;
     if (brokers) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        ingest_kafka_log_setup(conf);
         if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) ||
             rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err) ||
             rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof err) ||

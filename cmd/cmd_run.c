@@ -526,12 +526,12 @@ int cmd_run(int argc, char **argv)
         n->nm = nm;
     }
     if (backfill_ctl_listen(cfg.state_dir, run__on_request, n, &n->ctl, err, sizeof err))
-        fprintf(stderr, "sluice run: %s: `sluice backfill` cannot reach this node\n", err);
-    fprintf(stderr, "sluice run: ingest from %s; RESP on %s:%d, gRPC on %s:%d; state %s\n", cfg.brokers,
+        sl_warn("run", "%s: `sluice backfill` cannot reach this node", err);
+    sl_info("run", "ingest from %s; RESP on %s:%d, gRPC on %s:%d; state %s", cfg.brokers,
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
             cfg.state_dir);
     if (pending >= 0) {
-        fprintf(stderr, "sluice run: resuming the interrupted backfill of view '%s'\n",
+        sl_info("run", "resuming the interrupted backfill of view '%s'",
                 schema->views[pending].name);
         backfill_ctl_request_t req = { .from_ms = REPLAY_FROM_EARLIEST };  /* the stored start wins */
         snprintf(req.view, sizeof req.view, "%s", schema->views[pending].name);
@@ -540,7 +540,7 @@ int cmd_run(int argc, char **argv)
         int bst = run__backfill_start(n, schema, pending, &req, msg, sizeof msg);
         pthread_mutex_unlock(&n->mu);
         if (bst) {
-            fprintf(stderr, "sluice run: %s\n", msg);
+            sl_error("run", "%s", msg);
             goto out_ctl;
         }
     }
@@ -553,7 +553,7 @@ int cmd_run(int argc, char **argv)
         pthread_mutex_unlock(&n->mu);
         if (fatal) break;
     }
-    if (sig != SIGUSR1) fprintf(stderr, "sluice run: signal %d, stopping\n", sig);
+    if (sig != SIGUSR1) sl_info("run", "signal %d, stopping", sig);
     pthread_mutex_lock(&n->mu);
     n->stopping = true;                         /* the control socket refuses new requests */
     pthread_mutex_unlock(&n->mu);
@@ -567,7 +567,7 @@ int cmd_run(int argc, char **argv)
     run__worker_stop(n);
     status = 0;
     if (n->fatal) {
-        fprintf(stderr, "sluice run: %s\n", n->fatal_err);
+        sl_error("run", "%s", n->fatal_err);
         status = 1;
     }
     if (print_stats) {

@@ -28,6 +28,7 @@
 #include "ingest.h"
 #include "cache.h"
 #include "entity_key.h"
+#include "kafka_log.h"
 #include "watermark.h"
 
 #include "agg.h"
@@ -938,6 +939,7 @@ static rd_kafka_conf_t *kafka_conf(ingest_worker_t *w, char *errstr, size_t errs
 {
     const sl_config_t *cfg = w->cfg;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ingest_kafka_log_setup(conf);
     if (conf_set(conf, "bootstrap.servers", cfg->brokers ? cfg->brokers : "", errstr, errsize))
         goto fail;
     for (size_t i = 0; i < cfg->n_kafka; i++)

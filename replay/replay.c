@@ -23,6 +23,7 @@
  * Threads: one (the caller of replay_poll).
  */
 #include "replay.h"
+#include "kafka_log.h"
 
 #include "sl_err.h"
 #include "sl_log.h"
@@ -112,6 +113,7 @@ int replay_new(const sl_config_t *cfg, const replay_options_t *opts, replay_t **
         goto fail;
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ingest_kafka_log_setup(conf);
     snprintf(group, sizeof group, "sluice-replay-%ld-%lld", (long)getpid(), (long long)sl_now_ms());
     rc = conf_set(conf, "bootstrap.servers", cfg->brokers ? cfg->brokers : "", errstr, errsize);
     for (size_t i = 0; !rc && i < cfg->n_kafka; i++)

@@ -102,4 +102,29 @@ if bad or not lines or not snaps:
 print("ok   json logs: %d lines, %d about snapshots" % (len(lines), len(snaps)))
 EOF
 
+# sluice run with an unreachable broker: its own lines and librdkafka's
+# connection errors are JSON objects too.
+"$SLUICE" run -c "$T/sluice.yaml" --set brokers=127.0.0.1:1 --set state_dir="$T/st2" \
+    --set metrics_port=0 --set resp_port=0 --set grpc_port=0 --log-format json 2> "$T/run.err" &
+W=$!
+sleep 3
+kill -TERM $W; wait $W; rc=$?; W=
+[ $rc = 0 ] && ok "run without a broker stops on SIGTERM" || fail "run exit $rc"
+python3 - "$T/run.err" <<'PY' || fails=$((fails+1))
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+objs = []
+for l in lines:
+    try:
+        objs.append(json.loads(l))
+    except ValueError:
+        print("FAIL run log line not JSON: %r" % l)
+        sys.exit(1)
+comps = {o.get("component") for o in objs}
+if not {"run", "kafka"} <= comps:
+    print("FAIL run log components %r lack run/kafka" % sorted(comps))
+    sys.exit(1)
+print("ok   run json logs: %d lines from %s" % (len(objs), ", ".join(sorted(comps))))
+PY
+
 finish ops
