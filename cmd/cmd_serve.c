@@ -67,6 +67,7 @@ typedef struct follow {
     serve_state_backend_t *backends[FOLLOW_MAX_GENERATIONS];
     size_t n_gen;
     uint64_t complained;      /* stored fingerprint already reported as unknown */
+    bool recheck;             /* a switch failed: look again even without a new commit */
 } follow_t;
 
 /* The stored fingerprint of view `name`: 0 and *fp, or -1 when absent or a
@@ -87,9 +88,11 @@ static int stored_fingerprint(state_store_t *st, const char *name, uint64_t *fp)
     return *end ? -1 : 0;
 }
 
-/* After a refresh: has the owner cut a view over to another definition? */
+/* After a refresh that brought new commits (or after a failed switch): has
+ * the owner cut a view over to another definition? */
 static void follow_definitions(follow_t *f)
 {
+    f->recheck = false;
     const schema_t *cur = f->cur;
     uint64_t want = 0;
     const char *changed = NULL;
@@ -126,6 +129,7 @@ static void follow_definitions(follow_t *f)
         serve_swap_begin(f->sw, 5000) != 0) {
         sl_error("serve", "switching to the new definition of '%s' failed: %s", changed,
                  nb ? "requests did not drain within 5 s (retrying)" : err);
+        f->recheck = true;
         serve_state_backend_free(nb);
         schema_free(ns);
         return;
@@ -154,6 +158,7 @@ static void *follow_main(void *arg)
     while (!atomic_load(&f->stop)) {
         struct timespec ts = { f->interval_ms / 1000, (long)(f->interval_ms % 1000) * 1000000L };
         nanosleep(&ts, NULL);
+        uint64_t seen = state_commit_count(f->st);
         if (state_follow_refresh(f->st, err, sizeof err)) {
             f->errors++;
             if (!failing) sl_warn("serve", "following the state owner: %s (retrying)", err);
@@ -162,7 +167,7 @@ static void *follow_main(void *arg)
             if (failing) sl_info("serve", "following the state owner again");
             failing = false;
             f->refreshes++;
-            if (f->sw) follow_definitions(f);
+            if (f->sw && (f->recheck || state_commit_count(f->st) != seen)) follow_definitions(f);
         }
     }
     return NULL;

@@ -286,6 +286,22 @@ static int resp__key(resp_conn_t *c, const char *spec, size_t n, serve_key_t *ke
     return serve_key_parse(spec, n, loop->keybuf, key) ? SL_EINVAL : 0;
 }
 
+/* Parses "view:spec"; returns the view index, or -1 after replying an error. */
+static int resp__view_arg(resp_conn_t *c, const char *arg, size_t n, const char **spec,
+                          size_t *speclen)
+{
+    int view = serve_key_view(c->loop->be->schema, arg, n, spec, speclen);
+    if (view < 0) {
+        if (!memchr(arg, ':', n))
+            resp_reply_error(&c->out, "ERR key must be VIEW:ENTITY_KEY (e.g. user_stats:u42 "
+                                      "or trips:{eu|42} for composite keys)");
+        else
+            resp_reply_errorf(&c->out, "ERR unknown view '%.*s'",
+                              (int)((const char *)memchr(arg, ':', n) - arg), arg);
+    }
+    return view;
+}
+
 /* Looks up the entity named by a "view:key" argument into loop->vals.
  * Returns the view index, or -1 after replying an error. */
 static int resp__lookup_arg(resp_conn_t *c, const char *arg, size_t n)
@@ -294,16 +310,8 @@ static int resp__lookup_arg(resp_conn_t *c, const char *arg, size_t n)
     const serve_backend_t *be = loop->be;
     const char *spec;
     size_t speclen;
-    int view = serve_key_view(be->schema, arg, n, &spec, &speclen);
-    if (view < 0) {
-        if (!memchr(arg, ':', n))
-            resp_reply_error(&c->out, "ERR key must be VIEW:ENTITY_KEY (e.g. user_stats:u42 "
-                                      "or trips:{eu|42} for composite keys)");
-        else
-            resp_reply_errorf(&c->out, "ERR unknown view '%.*s'",
-                              (int)((const char *)memchr(arg, ':', n) - arg), arg);
-        return -1;
-    }
+    int view = resp__view_arg(c, arg, n, &spec, &speclen);
+    if (view < 0) return -1;
     serve_key_t key;
     if (resp__key(c, spec, speclen, &key)) {
         resp_reply_error(&c->out, RESP_BAD_KEY);
@@ -323,22 +331,6 @@ static int resp__lookup_arg(resp_conn_t *c, const char *arg, size_t n)
     }
     if (resp__entity_present(loop->vals, be->schema->views[view].n_features)) CTR_ADD(loop, hits, 1);
     else CTR_ADD(loop, misses, 1);
-    return view;
-}
-
-/* Parses "view:spec"; returns the view index, or -1 after replying an error. */
-static int resp__view_arg(resp_conn_t *c, const char *arg, size_t n, const char **spec,
-                          size_t *speclen)
-{
-    int view = serve_key_view(c->loop->be->schema, arg, n, spec, speclen);
-    if (view < 0) {
-        if (!memchr(arg, ':', n))
-            resp_reply_error(&c->out, "ERR key must be VIEW:ENTITY_KEY (e.g. user_stats:u42 "
-                                      "or trips:{eu|42} for composite keys)");
-        else
-            resp_reply_errorf(&c->out, "ERR unknown view '%.*s'",
-                              (int)((const char *)memchr(arg, ':', n) - arg), arg);
-    }
     return view;
 }
 

@@ -26,11 +26,8 @@ feature_views:
     entity: card
     source: payments
     features:
-      - {name: n,   aggregate: count, window: lifetime}
-      - {name: sum, aggregate: sum, field: amount, window: lifetime}
-      - {name: min, aggregate: min, field: amount, window: lifetime}
-      - {name: max, aggregate: max, field: amount, window: lifetime}
 EOF
+  lifetime_totals
 } > "$T/schema.yaml"
 pr=$(free_port); pm=$(free_port)
 cat > "$T/sluice.yaml" <<EOF

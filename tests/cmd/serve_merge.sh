@@ -29,16 +29,12 @@ feature_views:
     entity: merchant
     source: payments
     features:
-      - {name: n,     aggregate: count, window: lifetime}
-      - {name: sum,   aggregate: sum, field: amount, window: lifetime}
-      - {name: min,   aggregate: min, field: amount, window: lifetime}
-      - {name: max,   aggregate: max, field: amount, window: lifetime}
-      - {name: n_1h,  aggregate: count, window: {sliding: 1h, hop: 1m}}
-      - {name: cards, aggregate: approx_distinct, field: card_id, window: lifetime}
 EOF
+  lifetime_totals
+  echo "      - {name: n_1h,  aggregate: count, window: {sliding: 1h, hop: 1m}}"
+  echo "      - {name: cards, aggregate: approx_distinct, field: card_id, window: lifetime}"
 } > "$T/schema.yaml"
-"$SLUICE" check "$T/schema.yaml" | grep -q "by_merchant.*" && "$SLUICE" check "$T/schema.yaml" |
-    grep -q "not keyed by the message key: one merchant's events may be in several partitions" &&
+"$SLUICE" check "$T/schema.yaml" | grep -q "not keyed by the message key: one merchant's events may be in several partitions" &&
     ok "check marks by_merchant" || fail "sluice check does not mark by_merchant"
 
 pr=$(free_port); pm=$(free_port)

@@ -44,6 +44,16 @@ YAML
     if [ -n "${2:-}" ]; then echo "    message_key: $2"; fi
 }
 
+# lifetime_totals [INDENT]: count/sum/min/max of amount over the lifetime,
+# as feature list items (the tests compare them exactly with a Python oracle)
+lifetime_totals() {
+    local i=${1:-      }
+    echo "$i- {name: n,   aggregate: count, window: lifetime}"
+    echo "$i- {name: sum, aggregate: sum, field: amount, window: lifetime}"
+    echo "$i- {name: min, aggregate: min, field: amount, window: lifetime}"
+    echo "$i- {name: max, aggregate: max, field: amount, window: lifetime}"
+}
+
 # finish NAME: the verdict line and exit status
 finish() {
     if [ "$fails" = 0 ]; then echo "all $1 checks passed"; exit 0; fi
