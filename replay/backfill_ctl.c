@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -38,7 +39,7 @@
 struct backfill_ctl {
     int lfd;
     int wake[2];                  /* pipe: stop the listener */
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char path[PATH_MAX];          /* the socket file (unlinked at close) */
     pthread_t thread;
     bool started;
     backfill_ctl_handler_fn fn;
@@ -48,16 +49,24 @@ struct backfill_ctl {
     size_t n_subs;
 };
 
-static int ctl__path(const char *state_dir, struct sockaddr_un *sa, char *errstr, size_t errsize)
+/* The socket's address. A sun_path holds at most 107 bytes; a longer state
+ * dir is reached through a directory descriptor, "/proc/self/fd/N/<name>"
+ * (Linux resolves the magic link for bind and connect alike). *dirfd is
+ * that descriptor (close it once bound or connected) or -1. */
+static int ctl__path(const char *state_dir, struct sockaddr_un *sa, int *dirfd, char *errstr,
+                     size_t errsize)
 {
     memset(sa, 0, sizeof *sa);
     sa->sun_family = AF_UNIX;
+    *dirfd = -1;
     int n = snprintf(sa->sun_path, sizeof sa->sun_path, "%s/%s", state_dir, BACKFILL_CTL_SOCKET);
-    if (n < 0 || (size_t)n >= sizeof sa->sun_path) {
-        snprintf(errstr, errsize, "state dir path too long for a control socket (%zu bytes max)",
-                 sizeof sa->sun_path - sizeof BACKFILL_CTL_SOCKET - 1);
-        return SL_EINVAL;
+    if (n >= 0 && (size_t)n < sizeof sa->sun_path) return 0;
+    *dirfd = open(state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (*dirfd < 0) {
+        snprintf(errstr, errsize, "state dir %s: %s", state_dir, strerror(errno));
+        return SL_EIO;
     }
+    snprintf(sa->sun_path, sizeof sa->sun_path, "/proc/self/fd/%d/%s", *dirfd, BACKFILL_CTL_SOCKET);
     return 0;
 }
 
@@ -181,22 +190,29 @@ int backfill_ctl_listen(const char *state_dir, backfill_ctl_handler_fn fn, void 
 {
     *out = NULL;
     struct sockaddr_un sa;
-    int rc = ctl__path(state_dir, &sa, errstr, errsize);
+    int dirfd;
+    int rc = ctl__path(state_dir, &sa, &dirfd, errstr, errsize);
     if (rc) return rc;
     backfill_ctl_t *c = calloc(1, sizeof *c);
-    if (!c) return SL_ENOMEM;
+    if (!c) {
+        if (dirfd >= 0) close(dirfd);
+        return SL_ENOMEM;
+    }
     c->lfd = -1;
     c->wake[0] = c->wake[1] = -1;
     c->fn = fn;
     c->arg = arg;
     pthread_mutex_init(&c->mu, NULL);
-    snprintf(c->path, sizeof c->path, "%s", sa.sun_path);
+    snprintf(c->path, sizeof c->path, "%s/%s", state_dir, BACKFILL_CTL_SOCKET);
     /* We hold the state dir's lock: a socket file there is a dead node's. */
     unlink(c->path);
     c->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->lfd < 0 || bind(c->lfd, (struct sockaddr *)&sa, sizeof sa) || listen(c->lfd, 8) ||
-        pipe2(c->wake, O_CLOEXEC)) {
-        snprintf(errstr, errsize, "control socket %s: %s", c->path, strerror(errno));
+    bool ok = c->lfd >= 0 && !bind(c->lfd, (struct sockaddr *)&sa, sizeof sa) &&
+              !listen(c->lfd, 8) && !pipe2(c->wake, O_CLOEXEC);
+    int e = errno;
+    if (dirfd >= 0) close(dirfd);
+    if (!ok) {
+        snprintf(errstr, errsize, "control socket %s: %s", c->path, strerror(e));
         backfill_ctl_close(c);
         return SL_EIO;
     }
@@ -295,10 +311,15 @@ int backfill_ctl_request(const char *state_dir, const backfill_ctl_request_t *re
                          volatile int *interrupted, char *errstr, size_t errsize)
 {
     struct sockaddr_un sa;
-    if (ctl__path(state_dir, &sa, errstr, errsize)) return -1;
+    int dirfd;
+    if (ctl__path(state_dir, &sa, &dirfd, errstr, errsize)) return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
-        snprintf(errstr, errsize, "no control socket at %s (%s)", sa.sun_path, strerror(errno));
+    bool ok = fd >= 0 && !connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    if (dirfd >= 0) close(dirfd);
+    if (!ok) {
+        snprintf(errstr, errsize, "no control socket at %s/%s (%s)", state_dir, BACKFILL_CTL_SOCKET,
+                 strerror(e));
         if (fd >= 0) close(fd);
         return -1;
     }

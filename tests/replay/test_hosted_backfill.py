@@ -99,6 +99,8 @@ BIG_B = """  - name: big_spend
 """
 
 
+LONG_STATE = "state-" + "x" * 100
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -184,11 +186,13 @@ class Node:
         self.config = os.path.join(self.dir, "sluice.yaml")
         self.resp_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         with open(self.config, "w") as f:
-            f.write("brokers: %s\ngroup_id: g-%s\nstate_dir: %s/state\nschemas: [%s]\n"
+            # a state dir longer than a Unix socket path (108 bytes): the
+            # control socket must still be reachable
+            f.write("brokers: %s\ngroup_id: g-%s\nstate_dir: %s/%s\nschemas: [%s]\n"
                     "resp_port: %d\ngrpc_port: %d\nmetrics_port: %d\ncommit_interval: 100ms\nserve_threads: 2\n"
                     "log_level: info\n"
                     # a killed node must not hold the consumer group for 45 s
-                    "kafka:\n  session.timeout.ms: 6000\n  heartbeat.interval.ms: 1000\n" % (boot, self.topic, self.dir, self.schema, self.resp_port,
+                    "kafka:\n  session.timeout.ms: 6000\n  heartbeat.interval.ms: 1000\n" % (boot, self.topic, self.dir, LONG_STATE, self.schema, self.resp_port,
                                            self.grpc_port, self.metrics_port))
         self.set_schema(BIG_A)
         self.proc = None
