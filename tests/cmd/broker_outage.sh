@@ -17,7 +17,8 @@ on_exit() {
     bash "$BROKER" stop "$T/kafka" >/dev/null 2>&1
 }
 
-BOOT=$(bash "$BROKER" start "$T/kafka" 2>/dev/null) || { echo "FAIL private broker did not start"; exit 1; }
+BOOT=$(bash "$BROKER" start "$T/kafka" 2>"$T/broker-start.err") ||
+    { echo "FAIL private broker did not start:"; tail -20 "$T/broker-start.err"; exit 1; }
 { printf 'version: 1\nentities:\n  - {name: card, keys: [card_id], key_type: string}\n'
   payments_source outage_payments card_id
   cat <<'EOF'

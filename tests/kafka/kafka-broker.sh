@@ -245,10 +245,16 @@ cmd_start() {
     write_config "$wd" "$port" "$cport" "$sport"
     rm -rf "$wd/data"
     # A fresh cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
-    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    # One id in 64 starts with '-', which the StorageTool's parser takes for an option
+    # ("expected one argument"): such ids are drawn again, and the id is passed as
+    # --cluster-id=ID besides.
+    id=-
+    while [ "${id#-}" != "$id" ]; do
+      id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    done
     java_opts "$wd"
     if ! "$JAVA" "${JOPTS[@]}" -cp "$CACHE/*" kafka.tools.StorageTool format \
-          -t "$id" -c "$wd/server.properties" > "$wd/format.log" 2>&1; then
+          --cluster-id="$id" -c "$wd/server.properties" > "$wd/format.log" 2>&1; then
       tail -n 30 "$wd/format.log" >&2
       die "formatting $wd/data failed"
     fi
