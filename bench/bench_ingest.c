@@ -160,6 +160,7 @@ static void raw_consume(const char *bootstrap, const char *topic, long events, d
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof e);
     rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", e, sizeof e);
     rd_kafka_conf_set(conf, "isolation.level", "read_committed", e, sizeof e);
+    rd_kafka_conf_set(conf, "queued.min.messages", "1000000", e, sizeof e);   /* as the worker */
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", e, sizeof e);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
     if (!rk) die("consumer", e);

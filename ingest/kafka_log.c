@@ -4,7 +4,10 @@
  * lines never interleave.
  */
 #include "kafka_log.h"
+#include "sl_err.h"
 #include "sl_log.h"
+
+#include <stdio.h>
 
 static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -17,4 +20,14 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
 void ingest_kafka_log_setup(rd_kafka_conf_t *conf)
 {
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+}
+
+int ingest_kafka_fetch_defaults(rd_kafka_conf_t *conf, char *errstr, size_t errsize)
+{
+    char e[256];
+    if (rd_kafka_conf_set(conf, "queued.min.messages", "1000000", e, sizeof e) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errsize, "kafka option queued.min.messages: %s", e);
+        return SL_EINVAL;
+    }
+    return 0;
 }

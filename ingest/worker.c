@@ -940,7 +940,8 @@ static rd_kafka_conf_t *kafka_conf(ingest_worker_t *w, char *errstr, size_t errs
     const sl_config_t *cfg = w->cfg;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     ingest_kafka_log_setup(conf);
-    if (conf_set(conf, "bootstrap.servers", cfg->brokers ? cfg->brokers : "", errstr, errsize))
+    if (conf_set(conf, "bootstrap.servers", cfg->brokers ? cfg->brokers : "", errstr, errsize) ||
+        ingest_kafka_fetch_defaults(conf, errstr, errsize))
         goto fail;
     for (size_t i = 0; i < cfg->n_kafka; i++)
         if (conf_set(conf, cfg->kafka_keys[i], cfg->kafka_values[i], errstr, errsize)) goto fail;

@@ -116,6 +116,7 @@ int replay_new(const sl_config_t *cfg, const replay_options_t *opts, replay_t **
     ingest_kafka_log_setup(conf);
     snprintf(group, sizeof group, "sluice-replay-%ld-%lld", (long)getpid(), (long long)sl_now_ms());
     rc = conf_set(conf, "bootstrap.servers", cfg->brokers ? cfg->brokers : "", errstr, errsize);
+    if (!rc) rc = ingest_kafka_fetch_defaults(conf, errstr, errsize);
     for (size_t i = 0; !rc && i < cfg->n_kafka; i++)
         rc = conf_set(conf, cfg->kafka_keys[i], cfg->kafka_values[i], errstr, errsize);
     /* Forced: the replay owns its positions and reads what the live worker reads. */

@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   librdkafka-dev librocksdb-dev libhiredis-dev libgrpc-dev
   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev
-  libyaml-dev libcjson-dev libxxhash-dev libmicrohttpd-dev
+  libyaml-dev libcjson-dev libxxhash-dev libmicrohttpd-dev libjemalloc-dev
   redis-server redis-tools kcat curl openssl
   python3 python3-venv python3-pip
   openjdk-17-jdk-headless maven
