@@ -74,18 +74,8 @@ typedef struct follow {
  * backfill of it is pending (nothing to switch to yet). */
 static int stored_fingerprint(state_store_t *st, const char *name, uint64_t *fp)
 {
-    char key[600], text[64];
-    sl_buf_t b = SL_BUF_INIT;
-    snprintf(key, sizeof key, "view.%s.fingerprint", name);
-    int rc = state_meta_get(st, key, &b);
-    size_t n = b.len < sizeof text - 1 ? b.len : sizeof text - 1;
-    if (n) memcpy(text, b.data, n);
-    text[n] = '\0';
-    sl_buf_free(&b);
-    if (rc || n != 16) return -1;                 /* absent, or "backfill-pending:..." */
-    char *end;
-    *fp = strtoull(text, &end, 16);
-    return *end ? -1 : 0;
+    state_view_fp_t kind;
+    return state_view_fp_get(st, name, &kind, fp, NULL, 0) == 0 && kind == STATE_VIEW_FP_BUILT ? 0 : -1;
 }
 
 /* After a refresh that brought new commits (or after a failed switch): has

@@ -856,7 +856,7 @@ static bool all_at_eof(ingest_worker_t *w)
 
 static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
 {
-    sl_buf_t cur = SL_BUF_INIT, changed = SL_BUF_INIT;
+    sl_buf_t changed = SL_BUF_INIT;
     int rc = 0;
     const char *first = NULL, *fresh = NULL;
     /* Committed progress, to tell a new view on an already consumed topic
@@ -867,22 +867,25 @@ static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
     else n_prog = 0;
     for (size_t v = 0; v < w->schema->n_views; v++) {
         const schema_view_t *view = &w->schema->views[v];
-        char name[512], fp[32];
-        snprintf(name, sizeof name, "view.%s.fingerprint", view->name);
-        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
-        sl_buf_reset(&cur);
-        int g = state_meta_get(w->st, name, &cur);
-        if (g == SL_ENOTFOUND) {
+        state_view_fp_t kind;
+        uint64_t stored;
+        char text[64];
+        int g = state_view_fp_get(w->st, view->name, &kind, &stored, text, sizeof text);
+        if (g != 0) {
+            rc = SL_ESTATE;
+            snprintf(errstr, errsize, "cannot read the fingerprint of view '%s': %s", view->name, sl_strerror(g));
+            goto out;
+        }
+        if (kind == STATE_VIEW_FP_ABSENT) {
             const char *topic = w->schema->sources[view->source].topic;
             for (size_t i = 0; i < n_prog && !fresh; i++)
                 if (prog[i].next_offset > 0 && strcmp(prog[i].topic, topic) == 0) fresh = view->name;
             continue;
         }
-        if (g != 0) { rc = SL_ESTATE; snprintf(errstr, errsize, "cannot read %s: %s", name, sl_strerror(g)); goto out; }
-        if (cur.len != strlen(fp) || memcmp(cur.data, fp, cur.len) != 0) {
+        if (kind != STATE_VIEW_FP_BUILT || stored != view->fingerprint) {
             if (!first) first = view->name;
-            sl_buf_printf(&changed, "%s'%s' (stored %.*s, now %s)", changed.len ? ", " : "",
-                          view->name, (int)cur.len, (const char *)cur.data, fp);
+            sl_buf_printf(&changed, "%s'%s' (stored %s, now %016llx)", changed.len ? ", " : "",
+                          view->name, text, (unsigned long long)view->fingerprint);
         }
     }
     if (first) {
@@ -906,21 +909,21 @@ static int check_fingerprints(ingest_worker_t *w, char *errstr, size_t errsize)
     }
     for (size_t v = 0; v < w->schema->n_views; v++) {
         const schema_view_t *view = &w->schema->views[v];
-        char name[512], fp[32];
-        snprintf(name, sizeof name, "view.%s.fingerprint", view->name);
-        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
-        sl_buf_reset(&cur);
-        if (state_meta_get(w->st, name, &cur) == 0) continue;
-        if (state_meta_put(w->st, name, fp, strlen(fp)) != 0) {
+        state_view_fp_t kind;
+        uint64_t stored;
+        if (state_view_fp_get(w->st, view->name, &kind, &stored, NULL, 0) == 0 &&
+            kind != STATE_VIEW_FP_ABSENT)
+            continue;
+        if (state_view_fp_put(w->st, view->name, STATE_VIEW_FP_BUILT, view->fingerprint) != 0) {
             rc = SL_ESTATE;
             snprintf(errstr, errsize, "cannot record the fingerprint of view '%s'", view->name);
             goto out;
         }
-        wlog(w, 1, "view '%s': new, fingerprint %s recorded", view->name, fp);
+        wlog(w, 1, "view '%s': new, fingerprint %016llx recorded", view->name,
+             (unsigned long long)view->fingerprint);
     }
 out:
     free(prog);
-    sl_buf_free(&cur);
     sl_buf_free(&changed);
     return rc;
 }

@@ -174,13 +174,6 @@ static int since_put(state_store_t *st, const char *view, int64_t from_ms)
     return state_meta_put(st, name, text, (size_t)n);
 }
 
-static int fingerprint_put(state_store_t *st, const char *view, const char *value)
-{
-    char name[600];
-    snprintf(name, sizeof name, "view.%s.fingerprint", view);
-    return state_meta_put(st, name, value, strlen(value));
-}
-
 static int progress_encode(sl_buf_t *b, uint32_t version, int64_t next, int64_t wm)
 {
     unsigned char rec[21];
@@ -246,15 +239,11 @@ static bool topic_consumed(state_store_t *st, const char *topic)
  * already consumed (it would start mid-stream)? */
 static bool view_needs_backfill(state_store_t *st, const schema_t *schema, const schema_view_t *v)
 {
-    char name[600], fp[32];
-    sl_buf_t b = SL_BUF_INIT;
-    snprintf(name, sizeof name, "view.%s.fingerprint", v->name);
-    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)v->fingerprint);
-    int g = state_meta_get(st, name, &b);
-    bool needs = g == 0 ? (b.len != strlen(fp) || memcmp(b.data, fp, b.len) != 0)
-                        : g == SL_ENOTFOUND && topic_consumed(st, schema->sources[v->source].topic);
-    sl_buf_free(&b);
-    return needs;
+    state_view_fp_t kind;
+    uint64_t fp;
+    if (state_view_fp_get(st, v->name, &kind, &fp, NULL, 0) != 0) return false;
+    if (kind == STATE_VIEW_FP_ABSENT) return topic_consumed(st, schema->sources[v->source].topic);
+    return kind != STATE_VIEW_FP_BUILT || fp != v->fingerprint;
 }
 
 bool backfill_view_needs(state_store_t *st, const schema_t *schema, int view)
@@ -264,13 +253,10 @@ bool backfill_view_needs(state_store_t *st, const schema_t *schema, int view)
 
 bool backfill_view_up_to_date(state_store_t *st, const schema_view_t *v)
 {
-    char name[600], fp[32];
-    sl_buf_t b = SL_BUF_INIT;
-    snprintf(name, sizeof name, "view.%s.fingerprint", v->name);
-    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)v->fingerprint);
-    bool same = state_meta_get(st, name, &b) == 0 && b.len == strlen(fp) && memcmp(b.data, fp, b.len) == 0;
-    sl_buf_free(&b);
-    return same;
+    state_view_fp_t kind;
+    uint64_t fp;
+    return state_view_fp_get(st, v->name, &kind, &fp, NULL, 0) == 0 && kind == STATE_VIEW_FP_BUILT &&
+           fp == v->fingerprint;
 }
 
 bool backfill_view_pending(state_store_t *st, const schema_view_t *v)
@@ -504,7 +490,7 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
  * hosting node's hold), record the definition, drop the old version, clear
  * the backfill's records. Idempotent. */
 static int bf_finish(state_store_t *st, const schema_view_t *v, uint32_t version, size_t np,
-                     const char *fp, int64_t from_ms, const backfill_options_t *o,
+                     int64_t from_ms, const backfill_options_t *o,
                      backfill_stats_t *stats, char *errstr, size_t errsize)
 {
     int64_t th = sl_mono_ns();
@@ -520,7 +506,10 @@ static int bf_finish(state_store_t *st, const schema_view_t *v, uint32_t version
     if (rc) return rc;
     sl_info("backfill", "view '%s': version %u now serves", v->name, version);
     crash_point("C3");
-    if ((rc = fingerprint_put(st, v->name, fp))) { seterr(errstr, errsize, "cannot record the fingerprint"); return rc; }
+    if ((rc = state_view_fp_put(st, v->name, STATE_VIEW_FP_BUILT, v->fingerprint))) {
+        seterr(errstr, errsize, "cannot record the fingerprint");
+        return rc;
+    }
     if (version > 1 && (rc = state_view_version_drop(st, v->name, version - 1, errstr, errsize))) return rc;
     state_batch_t *b = state_batch_new();
     if (!b) return SL_ENOMEM;
@@ -570,13 +559,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
         meta.present = false;
     }
     if (!meta.present && !o->force) {
-        char name[600];
-        sl_buf_t cur_fp = SL_BUF_INIT;
-        snprintf(name, sizeof name, "view.%s.fingerprint", b.v->name);
-        bool same = state_meta_get(st, name, &cur_fp) == 0 && cur_fp.len == strlen(fp) &&
-                    memcmp(cur_fp.data, fp, cur_fp.len) == 0;
-        sl_buf_free(&cur_fp);
-        if (same) {
+        if (backfill_view_up_to_date(st, b.v)) {
             seterr(errstr, errsize, "view '%s' is up to date (its state was built with this definition); "
                    "use --force to rebuild it anyway", b.v->name);
             return SL_EEXISTS;
@@ -593,7 +576,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
         if (replay_new(cfg, &ro, &r, NULL, 0) == 0) np = replay_partition_count(r);
         replay_free(r);
         sl_info("backfill", "view '%s': resuming an interrupted cut-over to version %u", b.v->name, meta.version);
-        rc = bf_finish(st, b.v, meta.version, np, fp, meta.from_ms, o, stats, errstr, errsize);
+        rc = bf_finish(st, b.v, meta.version, np, meta.from_ms, o, stats, errstr, errsize);
         stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
         return rc;
     }
@@ -608,9 +591,8 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
         meta = (bf_meta_t){ .present = true, .version = b.version, .from_ms = o->from_ms };
         snprintf(meta.fingerprint, sizeof meta.fingerprint, "%s", fp);
         snprintf(meta.phase, sizeof meta.phase, "replay");
-        char pending[64];
-        snprintf(pending, sizeof pending, "%s%s", BACKFILL_PENDING_PREFIX, fp);
-        if ((rc = meta_write(st, b.v->name, &meta)) || (rc = fingerprint_put(st, b.v->name, pending))) {
+        if ((rc = meta_write(st, b.v->name, &meta)) ||
+            (rc = state_view_fp_put(st, b.v->name, STATE_VIEW_FP_PENDING, b.v->fingerprint))) {
             seterr(errstr, errsize, "cannot record the backfill in the store");
             return rc;
         }
@@ -688,7 +670,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     snprintf(meta.phase, sizeof meta.phase, "switch");
     if ((rc = meta_write(st, b.v->name, &meta))) { seterr(errstr, errsize, "cannot record the cut-over"); goto out; }
     crash_point("C2");
-    if ((rc = bf_finish(st, b.v, b.version, b.np, fp, meta.from_ms, o, stats, errstr, errsize))) goto out;
+    if ((rc = bf_finish(st, b.v, b.version, b.np, meta.from_ms, o, stats, errstr, errsize))) goto out;
     stats->cutover_ms = (double)(sl_mono_ns() - tc) / 1e6;
 out:
     live_stop(&live);
@@ -719,7 +701,6 @@ int backfill_check(const schema_t *schema, const char *state_dir, const char *co
     int rc = state_open(state_dir, &so, &st, errstr, errsize);
     if (rc) return rc;
     int need = 0;
-    sl_buf_t b = SL_BUF_INIT;
     const char *cfgp = config_path ? config_path : "CONFIG";
     /* A live owner (sluice run) runs a pending backfill itself. */
     char lock_err[512];
@@ -727,26 +708,23 @@ int backfill_check(const schema_t *schema, const char *state_dir, const char *co
     fprintf(out, "views against state dir %s:\n", state_dir);
     for (size_t v = 0; v < schema->n_views; v++) {
         const schema_view_t *view = &schema->views[v];
-        char name[600], fp[32];
-        snprintf(name, sizeof name, "view.%s.fingerprint", view->name);
-        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)view->fingerprint);
         uint32_t ver;
         state_view_version_get(st, view->name, &ver);
-        sl_buf_reset(&b);
-        int g = state_meta_get(st, name, &b);
+        state_view_fp_t kind;
+        uint64_t fp;
+        int g = state_view_fp_get(st, view->name, &kind, &fp, NULL, 0);
         const char *status;
         bool needs = false;
-        if (g == SL_ENOTFOUND) {
+        if (g == 0 && kind == STATE_VIEW_FP_ABSENT) {
             bool consumed = topic_consumed(st, schema->sources[view->source].topic);
             status = consumed ? "NEEDS BACKFILL: new view on a topic already consumed (live ingest would start it mid-stream)"
                               : "new: ingest builds it from the start of its topic";
             needs = consumed;
         } else if (g != 0) {
             status = "cannot read its fingerprint";
-        } else if (b.len == strlen(fp) && memcmp(b.data, fp, b.len) == 0) {
+        } else if (kind == STATE_VIEW_FP_BUILT && fp == view->fingerprint) {
             status = "ok";
-        } else if (b.len > strlen(BACKFILL_PENDING_PREFIX) &&
-                   memcmp(b.data, BACKFILL_PENDING_PREFIX, strlen(BACKFILL_PENDING_PREFIX)) == 0) {
+        } else if (kind == STATE_VIEW_FP_PENDING) {
             status = owned ? "BACKFILL IN PROGRESS (if `sluice run` owns the dir it runs it; the command follows it)"
                            : "BACKFILL IN PROGRESS (rerun the command to resume it)";
             needs = true;
@@ -760,7 +738,6 @@ int backfill_check(const schema_t *schema, const char *state_dir, const char *co
             need++;
         }
     }
-    sl_buf_free(&b);
     state_close(st);
     return need;
 }

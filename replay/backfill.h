@@ -22,9 +22,6 @@
 /* Pseudo-view holding a backfill's per-partition progress (key = view name),
  * written in the same batch as the new version's states. */
 #define BACKFILL_PROGRESS_VIEW "__sluice.backfill.progress"
-/* Meta value prefix of a view fingerprint while its backfill is running:
- * the ingest worker sees a mismatch and refuses to start with the view. */
-#define BACKFILL_PENDING_PREFIX "backfill-pending:"
 
 typedef struct backfill_options {
     const char *view;

@@ -788,6 +788,64 @@ out:
     return rc;
 }
 
+#define VIEW_FP_PENDING "backfill-pending:"
+
+static void view_fp_name(char *name, size_t size, const char *view)
+{
+    snprintf(name, size, "view.%s.fingerprint", view);
+}
+
+/* 16 hex digits exactly, as view_fp_put writes them. */
+static bool parse_fp16(const char *p, size_t n, uint64_t *fp)
+{
+    if (n != 16) return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < 16; i++) {
+        int c = (unsigned char)p[i], d = c >= '0' && c <= '9' ? c - '0'
+                                       : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *fp = v;
+    return true;
+}
+
+int state_view_fp_get(state_store_t *st, const char *view, state_view_fp_t *kind, uint64_t *fp,
+                      char *text, size_t textsize)
+{
+    char name[600];
+    sl_buf_t b = SL_BUF_INIT;
+    view_fp_name(name, sizeof name, view);
+    *kind = STATE_VIEW_FP_ABSENT;
+    *fp = 0;
+    if (text && textsize) text[0] = '\0';
+    int rc = state_meta_get(st, name, &b);
+    if (rc == SL_ENOTFOUND) return SL_OK;
+    if (rc) goto out;
+    const char *p = (const char *)b.data;
+    const size_t np = sizeof VIEW_FP_PENDING - 1;
+    if (parse_fp16(p, b.len, fp))
+        *kind = STATE_VIEW_FP_BUILT;
+    else if (b.len > np && memcmp(p, VIEW_FP_PENDING, np) == 0 && parse_fp16(p + np, b.len - np, fp))
+        *kind = STATE_VIEW_FP_PENDING;
+    else
+        *kind = STATE_VIEW_FP_INVALID;
+    if (text && textsize) snprintf(text, textsize, "%.*s", (int)b.len, p);
+out:
+    sl_buf_free(&b);
+    return rc;
+}
+
+int state_view_fp_put(state_store_t *st, const char *view, state_view_fp_t kind, uint64_t fp)
+{
+    if (kind != STATE_VIEW_FP_BUILT && kind != STATE_VIEW_FP_PENDING) return SL_EINVAL;
+    char name[600], text[64];
+    view_fp_name(name, sizeof name, view);
+    int n = snprintf(text, sizeof text, "%s%016llx", kind == STATE_VIEW_FP_PENDING ? VIEW_FP_PENDING : "",
+                     (unsigned long long)fp);
+    return state_meta_put(st, name, text, (size_t)n);
+}
+
 /* ---- batches ------------------------------------------------------------- */
 
 state_batch_t *state_batch_new(void)

@@ -67,6 +67,23 @@ int state_offset_get(state_store_t *st, const char *topic, int32_t partition,
 int state_meta_get(state_store_t *st, const char *name, sl_buf_t *out);
 int state_meta_put(state_store_t *st, const char *name, const void *val, size_t len);
 
+/* The definition a view's state was built with: the meta row
+ * "view.<name>.fingerprint", whose text is the 16-hex-digit schema
+ * fingerprint, or "backfill-pending:<hex>" while a backfill builds the view
+ * (the ingest worker then sees a mismatch and refuses the view). */
+typedef enum {
+    STATE_VIEW_FP_ABSENT,     /* never recorded: a new view */
+    STATE_VIEW_FP_BUILT,      /* *fp is the definition of the stored state */
+    STATE_VIEW_FP_PENDING,    /* a backfill towards definition *fp runs */
+    STATE_VIEW_FP_INVALID,    /* text of neither form (shown as stored) */
+} state_view_fp_t;
+/* 0 and *kind (*fp for BUILT and PENDING; `text`, if not NULL, gets the
+ * stored text, truncated to textsize), or an error code of the store. */
+int state_view_fp_get(state_store_t *st, const char *view, state_view_fp_t *kind, uint64_t *fp,
+                      char *text, size_t textsize);
+/* Records BUILT or PENDING for fp. */
+int state_view_fp_put(state_store_t *st, const char *view, state_view_fp_t kind, uint64_t fp);
+
 /* A write batch: entity states and partition progress, applied atomically by
  * state_batch_commit. The batch is reusable after commit. */
 state_batch_t *state_batch_new(void);
@@ -92,7 +109,7 @@ int state_checkpoint(state_store_t *st, const char *dir, char *errstr, size_t er
 /* ---- Additions (beyond the first contract) ------------------------------ */
 
 /* Meta name under which the schema fingerprint is kept (snapshot manifests
- * copy it). Per-view fingerprints: suggested name "view.<name>.fingerprint". */
+ * copy it). Per-view fingerprints: state_view_fp_get / _put. */
 #define STATE_META_SCHEMA_FINGERPRINT "schema.fingerprint"
 
 /* The directory the store was opened on (borrowed, lives as long as st). */

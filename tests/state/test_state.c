@@ -193,6 +193,50 @@ Test(state, meta_get_put)
     state_close(st);
 }
 
+/* View fingerprints: what state_view_fp_put writes, state_view_fp_get reads
+ * back (also after a reopen), as the raw meta text the older code wrote by
+ * hand ("%016llx", "backfill-pending:%016llx"); other text is INVALID. */
+Test(state, view_fingerprint_round_trip)
+{
+    state_store_t *st = open_at("db");
+    state_view_fp_t kind;
+    uint64_t fp = 1;
+    char text[64];
+    cr_assert_eq(state_view_fp_get(st, "v", &kind, &fp, text, sizeof text), 0);
+    cr_assert_eq(kind, STATE_VIEW_FP_ABSENT);
+    cr_assert_eq(fp, 0);
+    const uint64_t vals[] = { 0, 1, 0x00ff00ff00ff00ffULL, 0xfedcba9876543210ULL, UINT64_MAX };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        char want[64];
+        for (int pending = 0; pending <= 1; pending++) {
+            cr_assert_eq(state_view_fp_put(st, "v", pending ? STATE_VIEW_FP_PENDING : STATE_VIEW_FP_BUILT,
+                                           vals[i]), 0);
+            state_close(st);
+            st = open_at("db");
+            cr_assert_eq(state_view_fp_get(st, "v", &kind, &fp, text, sizeof text), 0);
+            cr_assert_eq(kind, pending ? STATE_VIEW_FP_PENDING : STATE_VIEW_FP_BUILT);
+            cr_assert_eq(fp, vals[i]);
+            snprintf(want, sizeof want, "%s%016llx", pending ? "backfill-pending:" : "",
+                     (unsigned long long)vals[i]);
+            cr_assert_str_eq(text, want);
+            sl_buf_t raw = SL_BUF_INIT;
+            cr_assert_eq(state_meta_get(st, "view.v.fingerprint", &raw), 0);
+            cr_assert(raw.len == strlen(want) && memcmp(raw.data, want, raw.len) == 0);
+            sl_buf_free(&raw);
+        }
+    }
+    const char *bad[] = { "", "abc", "0123456789abcdeF", "0123456789abcdef0", "backfill-pending:",
+                          "backfill-pending:xyz", "pending:0123456789abcdef" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(state_meta_put(st, "view.v.fingerprint", bad[i], strlen(bad[i])), 0);
+        cr_assert_eq(state_view_fp_get(st, "v", &kind, &fp, text, sizeof text), 0);
+        cr_assert_eq(kind, STATE_VIEW_FP_INVALID, "'%s'", bad[i]);
+        cr_assert_str_eq(text, bad[i]);
+    }
+    cr_assert_eq(state_view_fp_put(st, "v", STATE_VIEW_FP_ABSENT, 1), SL_EINVAL);
+    state_close(st);
+}
+
 /* A batch that is never committed (or cleared) leaves nothing behind. */
 Test(state, uncommitted_batch_leaves_nothing)
 {
