@@ -239,6 +239,19 @@ int replay_set_start(replay_t *r, int32_t partition, int64_t offset)
 
 int replay_start(replay_t *r, char *errstr, size_t errsize)
 {
+    /* Each partition's own queue is taken out of the consumer queue BEFORE
+     * the assignment: fetching starts inside rd_kafka_assign, and a fetch
+     * response that landed in the consumer queue first was never read here,
+     * while the partition's EOF, delivered afterwards, moved its position
+     * to the end (a small backfill --from replayed 0 of 2000 messages). */
+    for (size_t p = 0; p < r->n_parts; p++) {
+        r->parts[p].q = rd_kafka_queue_get_partition(r->rk, r->topic, (int32_t)p);
+        if (!r->parts[p].q) {
+            seterr(errstr, errsize, "no queue for %s/%zu", r->topic, p);
+            return SL_EKAFKA;
+        }
+        rd_kafka_queue_forward(r->parts[p].q, NULL);
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)r->n_parts);
     for (size_t p = 0; p < r->n_parts; p++) {
         rpart_t *rp = &r->parts[p];
@@ -251,14 +264,10 @@ int replay_start(replay_t *r, char *errstr, size_t errsize)
         seterr(errstr, errsize, "assign %s: %s", r->topic, rd_kafka_err2str(err));
         return SL_EKAFKA;
     }
-    for (size_t p = 0; p < r->n_parts; p++) {
-        r->parts[p].q = rd_kafka_queue_get_partition(r->rk, r->topic, (int32_t)p);
-        if (!r->parts[p].q) {
-            seterr(errstr, errsize, "no queue for %s/%zu", r->topic, p);
-            return SL_EKAFKA;
-        }
-        rd_kafka_queue_forward(r->parts[p].q, NULL);
-    }
+    /* Test hook: SLUICE_TEST_REPLAY_ASSIGN_PAUSE_MS=N pauses right after the
+     * assignment, while the first fetch responses arrive (tests/replay). */
+    const char *pause = getenv("SLUICE_TEST_REPLAY_ASSIGN_PAUSE_MS");
+    if (pause) usleep((useconds_t)(atoi(pause) * 1000));
     r->started = true;
     r->t0_ns = r->last_ns = r->last_drawn_ns = sl_mono_ns();
     return 0;

@@ -129,6 +129,29 @@ Test(replay, bounded_exactly_once_in_order_then_raised_end, .timeout = 120)
     sl_config_free(&cfg);
 }
 
+/* Fetch responses that arrive before the replay reads (here: a pause right
+ * after the assignment) are still delivered, every one: the replay once
+ * took its partition queues out of the consumer queue after assigning, and
+ * a response that landed in between was lost while the partition's EOF moved
+ * its position to the end. */
+Test(replay, fetches_before_the_first_poll_are_read, .timeout = 120)
+{
+    setup_topic();
+    char err[512];
+    replay_t *r;
+    replay_options_t o = { .topic = topic, .from_ms = T0 + 1000000, .what = "test" };
+    cr_assert_eq(replay_new(&cfg, &o, &r, err, sizeof err), 0, "%s", err);
+    int64_t next[PARTS] = { 1000, 1000 }, end[PARTS] = { PER_PART, PER_PART };
+    setenv("SLUICE_TEST_REPLAY_ASSIGN_PAUSE_MS", "1500", 1);
+    cr_assert_eq(replay_start(r, err, sizeof err), 0, "%s", err);
+    unsetenv("SLUICE_TEST_REPLAY_ASSIGN_PAUSE_MS");
+    cr_assert_eq(drain(r, next, end), (size_t)(PARTS * (PER_PART - 1000)));
+    cr_assert_eq(next[0], PER_PART);
+    cr_assert_eq(next[1], PER_PART);
+    replay_free(r);
+    sl_config_free(&cfg);
+}
+
 Test(replay, start_at_a_timestamp, .timeout = 120)
 {
     setup_topic();
