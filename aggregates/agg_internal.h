@@ -64,14 +64,17 @@ static inline unsigned char *agg__w_u64be(unsigned char *p, uint64_t v)
 #define AGG_HLL_M (1u << AGG_HLL_P)
 #define AGG_HLL_SPARSE_MAX 64
 
-typedef struct agg_hll agg_hll_t;
+typedef struct agg_hll agg_hll_t;     /* one allocation (agg_sketch.c) */
 agg_hll_t *agg__hll_new(void);
 void agg__hll_free(agg_hll_t *h);
 agg_hll_t *agg__hll_copy(const agg_hll_t *h);
-int agg__hll_add(agg_hll_t *h, uint64_t hash);
-/* Memory hint: starts loading the sparse hash set (an add scans it). */
+/* add and merge may move the sketch (it grows in place of *hp); add makes
+ * one when *hp is NULL. 0 or SL_ENOMEM (then *hp is as before). */
+int agg__hll_add(agg_hll_t **hp, uint64_t hash);
+/* Memory hint: starts loading the sparse hashes past the header's line
+ * (an add scans them). */
 void agg__hll_prefetch(const agg_hll_t *h);
-int agg__hll_merge(agg_hll_t *dst, const agg_hll_t *src);
+int agg__hll_merge(agg_hll_t **dstp, const agg_hll_t *src);
 /* Estimate of the union of a and b (b may be NULL); `regs` is AGG_HLL_M bytes
  * of scratch. */
 double agg__hll_estimate2(const agg_hll_t *a, const agg_hll_t *b, uint8_t *regs);

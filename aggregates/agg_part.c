@@ -310,12 +310,14 @@ int agg__part_add(const agg__feature_t *f, agg_part_t *p, const agg__in_t *in)
         p->m2 += delta * (x - p->m);
         break;
     }
-    case SCHEMA_AGG_APPROX_DISTINCT:
-        if (!p->x && !(p->x = agg__hll_new()))
-            return SL_ENOMEM;
-        if ((rc = agg__hll_add(p->x, in->hash)))
+    case SCHEMA_AGG_APPROX_DISTINCT: {
+        agg_hll_t *h = p->x;
+        rc = agg__hll_add(&h, in->hash);
+        p->x = h;
+        if (rc)
             return rc;
         break;
+    }
     case SCHEMA_AGG_APPROX_QUANTILE:
         if (!p->x && !(p->x = agg__dds_new()))
             return SL_ENOMEM;
@@ -395,10 +397,14 @@ int agg__part_merge(const agg__feature_t *f, agg_part_t *dst, const agg_part_t *
         dst->m2 += src->m2 + delta * delta * (na * nb / n);
         break;
     }
-    case SCHEMA_AGG_APPROX_DISTINCT:
-        if ((rc = agg__hll_merge(dst->x, src->x)))
+    case SCHEMA_AGG_APPROX_DISTINCT: {
+        agg_hll_t *h = dst->x;
+        rc = agg__hll_merge(&h, src->x);
+        dst->x = h;
+        if (rc)
             return rc;
         break;
+    }
     case SCHEMA_AGG_APPROX_QUANTILE:
         if ((rc = agg__dds_merge(dst->x, src->x)))
             return rc;

@@ -38,27 +38,42 @@
 /* HyperLogLog                                                              */
 /* ======================================================================== */
 
+/* One block: the header, then the sparse hashes or the dense registers, so
+ * that a tile's sketch is one allocation and one pointer away (an update of
+ * a cold entity waits for each level of pointers). Growing moves the block:
+ * add and merge take the owner's pointer. */
 struct agg_hll {
     uint32_t n;             /* sparse: number of hashes; dense: UINT32_MAX */
-    uint32_t cap;
-    uint64_t *hashes;       /* sparse */
-    uint8_t *regs;          /* dense, AGG_HLL_M bytes */
+    uint32_t cap;           /* sparse: room in v[] */
+    uint64_t v[];           /* sparse: hashes; dense: AGG_HLL_M register bytes */
 };
 
 #define HLL_DENSE UINT32_MAX
 #define HLL_Q (64 - AGG_HLL_P)
+#define HLL_CAP0 4
+
+static inline uint8_t *hll_regs(const agg_hll_t *h)
+{
+    return (uint8_t *)h->v;
+}
+
+static agg_hll_t *hll_alloc_sparse(uint32_t cap)
+{
+    agg_hll_t *h = malloc(sizeof(agg_hll_t) + (size_t)cap * sizeof(uint64_t));
+    if (h) {
+        h->n = 0;
+        h->cap = cap;
+    }
+    return h;
+}
 
 agg_hll_t *agg__hll_new(void)
 {
-    return calloc(1, sizeof(agg_hll_t));
+    return hll_alloc_sparse(HLL_CAP0);
 }
 
 void agg__hll_free(agg_hll_t *h)
 {
-    if (!h)
-        return;
-    free(h->hashes);
-    free(h->regs);
     free(h);
 }
 
@@ -66,10 +81,10 @@ void agg__hll_prefetch(const agg_hll_t *h)
 {
     if (h->n == HLL_DENSE)
         return;                 /* 4 KiB of registers: one line would not help */
-    const char *p = (const char *)h->hashes;
-    size_t bytes = (size_t)h->n * sizeof(uint64_t);
-    for (size_t off = 0; p && off < bytes; off += 64)
-        __builtin_prefetch(p + off, 0);
+    const char *p = (const char *)h;
+    size_t bytes = sizeof(*h) + (size_t)h->n * sizeof(uint64_t);
+    for (size_t off = 64; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 0);   /* the first line is the header, already read */
 }
 
 static inline void hll_reg_set(uint8_t *regs, uint64_t hash)
@@ -83,88 +98,92 @@ static inline void hll_reg_set(uint8_t *regs, uint64_t hash)
         regs[idx] = rank;
 }
 
-static int hll_densify(agg_hll_t *h)
+/* Replaces the sparse *hp by its dense form; *hp unchanged on failure. */
+static int hll_densify(agg_hll_t **hp)
 {
-    uint8_t *regs = calloc(AGG_HLL_M, 1);
-    if (!regs)
+    agg_hll_t *h = *hp;
+    agg_hll_t *d = calloc(1, sizeof(agg_hll_t) + AGG_HLL_M);
+    if (!d)
         return SL_ENOMEM;
     for (uint32_t i = 0; i < h->n; i++)
-        hll_reg_set(regs, h->hashes[i]);
-    free(h->hashes);
-    h->hashes = NULL;
-    h->cap = 0;
-    h->regs = regs;
-    h->n = HLL_DENSE;
+        hll_reg_set(hll_regs(d), h->v[i]);
+    d->n = HLL_DENSE;
+    free(h);
+    *hp = d;
     return 0;
 }
 
-int agg__hll_add(agg_hll_t *h, uint64_t hash)
+int agg__hll_add(agg_hll_t **hp, uint64_t hash)
 {
+    agg_hll_t *h = *hp;
+    if (!h && !(h = *hp = agg__hll_new()))
+        return SL_ENOMEM;
     if (h->n == HLL_DENSE) {
-        hll_reg_set(h->regs, hash);
+        hll_reg_set(hll_regs(h), hash);
         return 0;
     }
     for (uint32_t i = 0; i < h->n; i++)
-        if (h->hashes[i] == hash)
+        if (h->v[i] == hash)
             return 0;
     if (h->n == AGG_HLL_SPARSE_MAX) {
-        int rc = hll_densify(h);
+        int rc = hll_densify(hp);
         if (rc)
             return rc;
-        hll_reg_set(h->regs, hash);
+        hll_reg_set(hll_regs(*hp), hash);
         return 0;
     }
     if (h->n == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : 4;
+        uint32_t cap = h->cap ? h->cap * 2 : HLL_CAP0;
         if (cap > AGG_HLL_SPARSE_MAX)
             cap = AGG_HLL_SPARSE_MAX;
-        uint64_t *nh = realloc(h->hashes, cap * sizeof(uint64_t));
+        agg_hll_t *nh = realloc(h, sizeof(agg_hll_t) + (size_t)cap * sizeof(uint64_t));
         if (!nh)
             return SL_ENOMEM;
-        h->hashes = nh;
+        h = *hp = nh;
         h->cap = cap;
     }
-    h->hashes[h->n++] = hash;
+    h->v[h->n++] = hash;
     return 0;
 }
 
 agg_hll_t *agg__hll_copy(const agg_hll_t *h)
 {
-    agg_hll_t *c = agg__hll_new();
-    if (!c)
-        return NULL;
+    agg_hll_t *c;
     if (h->n == HLL_DENSE) {
-        c->regs = malloc(AGG_HLL_M);
-        if (!c->regs)
-            goto fail;
-        memcpy(c->regs, h->regs, AGG_HLL_M);
+        if (!(c = malloc(sizeof(agg_hll_t) + AGG_HLL_M)))
+            return NULL;
+        memcpy(hll_regs(c), hll_regs(h), AGG_HLL_M);
         c->n = HLL_DENSE;
-    } else if (h->n) {
-        c->hashes = malloc(h->n * sizeof(uint64_t));
-        if (!c->hashes)
-            goto fail;
-        memcpy(c->hashes, h->hashes, h->n * sizeof(uint64_t));
-        c->n = c->cap = h->n;
+        c->cap = 0;
+        return c;
     }
+    /* room for one more hash: the copy of a tile's sketch is usually an
+     * accumulator that the next event adds to */
+    uint32_t cap = h->n < AGG_HLL_SPARSE_MAX ? h->n + 1 : h->n;
+    if (cap < HLL_CAP0)
+        cap = HLL_CAP0;
+    if (!(c = hll_alloc_sparse(cap)))
+        return NULL;
+    memcpy(c->v, h->v, (size_t)h->n * sizeof(uint64_t));
+    c->n = h->n;
     return c;
-fail:
-    agg__hll_free(c);
-    return NULL;
 }
 
-int agg__hll_merge(agg_hll_t *dst, const agg_hll_t *src)
+int agg__hll_merge(agg_hll_t **dstp, const agg_hll_t *src)
 {
     int rc;
     if (src->n == HLL_DENSE) {
-        if (dst->n != HLL_DENSE && (rc = hll_densify(dst)))
+        if ((*dstp)->n != HLL_DENSE && (rc = hll_densify(dstp)))
             return rc;
+        uint8_t *d = hll_regs(*dstp);
+        const uint8_t *s = hll_regs(src);
         for (uint32_t i = 0; i < AGG_HLL_M; i++)
-            if (dst->regs[i] < src->regs[i])
-                dst->regs[i] = src->regs[i];
+            if (d[i] < s[i])
+                d[i] = s[i];
         return 0;
     }
     for (uint32_t i = 0; i < src->n; i++)
-        if ((rc = agg__hll_add(dst, src->hashes[i])))
+        if ((rc = agg__hll_add(dstp, src->v[i])))
             return rc;
     return 0;
 }
@@ -236,7 +255,7 @@ static double hll_estimate_regs(const uint8_t *regs)
 static bool hll_sparse_has(const agg_hll_t *h, uint64_t hash)
 {
     for (uint32_t i = 0; i < h->n; i++)
-        if (h->hashes[i] == hash)
+        if (h->v[i] == hash)
             return true;
     return false;
 }
@@ -247,16 +266,16 @@ double agg__hll_estimate2(const agg_hll_t *a, const agg_hll_t *b, uint8_t *regs)
         /* both exact sets: count the union exactly if it stays small */
         uint32_t n = a->n;
         for (uint32_t i = 0; i < b->n; i++)
-            n += !hll_sparse_has(a, b->hashes[i]);
+            n += !hll_sparse_has(a, b->v[i]);
         if (n <= AGG_HLL_SPARSE_MAX)
             return n;
     } else if (!b && a->n != HLL_DENSE) {
         return a->n;
     }
     if (a->n == HLL_DENSE && !b)
-        return hll_estimate_regs(a->regs);
+        return hll_estimate_regs(hll_regs(a));
     if (a->n == HLL_DENSE && b && b->n == HLL_DENSE)
-        return hll_estimate_regs2(a->regs, b->regs);
+        return hll_estimate_regs2(hll_regs(a), hll_regs(b));
     memset(regs, 0, AGG_HLL_M);
     const agg_hll_t *hs[2] = { a, b };
     for (int k = 0; k < 2; k++) {
@@ -265,11 +284,11 @@ double agg__hll_estimate2(const agg_hll_t *a, const agg_hll_t *b, uint8_t *regs)
             continue;
         if (h->n == HLL_DENSE) {
             for (uint32_t i = 0; i < AGG_HLL_M; i++)
-                if (regs[i] < h->regs[i])
-                    regs[i] = h->regs[i];
+                if (regs[i] < hll_regs(h)[i])
+                    regs[i] = hll_regs(h)[i];
         } else {
             for (uint32_t i = 0; i < h->n; i++)
-                hll_reg_set(regs, h->hashes[i]);
+                hll_reg_set(regs, h->v[i]);
         }
     }
     return hll_estimate_regs(regs);
@@ -283,7 +302,7 @@ int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf)
     if (h->n == HLL_DENSE) {
         if ((rc = sl_buf_put_u8(buf, 1)))
             return rc;
-        return sl_buf_append(buf, h->regs, AGG_HLL_M);
+        return sl_buf_append(buf, hll_regs(h), AGG_HLL_M);
     }
     if ((rc = agg__room(buf, 1 + 10 + (size_t)h->n * 8)))
         return rc;
@@ -291,7 +310,7 @@ int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf)
     *w++ = 0;
     w = agg__w_varint(w, h->n);
     for (uint32_t i = 0; i < h->n; i++)
-        w = agg__w_u64be(w, h->hashes[i]);
+        w = agg__w_u64be(w, h->v[i]);
     buf->len = (size_t)(w - buf->data);
     return 0;
 }
@@ -306,48 +325,37 @@ int agg__hll_decode(sl_reader_t *r, agg_hll_t **out)
     *out = NULL;
     if ((rc = sl_read_u8(r, &kind)))
         return rc;
-    h = agg__hll_new();
-    if (!h)
-        return SL_ENOMEM;
     if (kind == 1) {
-        h->regs = malloc(AGG_HLL_M);
-        if (!h->regs) {
-            rc = SL_ENOMEM;
-            goto fail;
-        }
-        if ((rc = sl_read_raw(r, h->regs, AGG_HLL_M)))
+        if (!(h = malloc(sizeof(agg_hll_t) + AGG_HLL_M)))
+            return SL_ENOMEM;
+        h->n = HLL_DENSE;
+        h->cap = 0;
+        uint8_t *regs = hll_regs(h);
+        if ((rc = sl_read_raw(r, regs, AGG_HLL_M)))
             goto fail;
         for (uint32_t i = 0; i < AGG_HLL_M; i++)
-            if (h->regs[i] > HLL_Q + 1) {
+            if (regs[i] > HLL_Q + 1) {
                 rc = SL_ECORRUPT;
                 goto fail;
             }
-        h->n = HLL_DENSE;
     } else if (kind == 0) {
         if ((rc = sl_read_varint(r, &n)))
-            goto fail;
-        if (n == 0 || n > AGG_HLL_SPARSE_MAX || n * 8 > r->left) {
-            rc = SL_ECORRUPT;
-            goto fail;
-        }
-        h->hashes = malloc(n * sizeof(uint64_t));
-        if (!h->hashes) {
-            rc = SL_ENOMEM;
-            goto fail;
-        }
-        h->cap = (uint32_t)n;
+            return rc;
+        if (n == 0 || n > AGG_HLL_SPARSE_MAX || n * 8 > r->left)
+            return SL_ECORRUPT;
+        if (!(h = hll_alloc_sparse((uint32_t)n)))
+            return SL_ENOMEM;
         for (uint32_t i = 0; i < n; i++) {
-            if ((rc = sl_read_u64be(r, &h->hashes[i])))
+            if ((rc = sl_read_u64be(r, &h->v[i])))
                 goto fail;
-            if (hll_sparse_has(h, h->hashes[i])) {    /* h->n == i here */
+            if (hll_sparse_has(h, h->v[i])) {    /* h->n == i here */
                 rc = SL_ECORRUPT;
                 goto fail;
             }
             h->n = i + 1;
         }
     } else {
-        rc = SL_ECORRUPT;
-        goto fail;
+        return SL_ECORRUPT;
     }
     *out = h;
     return 0;
@@ -358,7 +366,7 @@ fail:
 
 size_t agg__hll_mem(const agg_hll_t *h)
 {
-    return sizeof(*h) + (h->n == HLL_DENSE ? AGG_HLL_M : h->cap * sizeof(uint64_t));
+    return sizeof(*h) + (h->n == HLL_DENSE ? AGG_HLL_M : (size_t)h->cap * sizeof(uint64_t));
 }
 
 /* ======================================================================== */
