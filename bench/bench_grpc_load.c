@@ -9,18 +9,34 @@
  *
  *   bench_grpc_load HOST:PORT METHOD REQUEST_FILE CALLS CONCURRENCY CHANNELS [RPS]
  *
- * Closed loop (CONCURRENCY calls in flight over CHANNELS channels), or with
- * RPS a constant rate: call i is due at start + i/RPS and its latency is
- * counted from when it was due (no coordinated omission), with at most
- * CONCURRENCY in flight. Prints one line:
- *   calls=N ok=N qps=X p50_ms=X p99_ms=X client_cpu_us_per_call=X
- * Exit 1 when any call fails. One thread, one completion queue.
+ * Closed loop (no RPS): CONCURRENCY calls in flight over CHANNELS channels,
+ * one thread and one completion queue; latency from start to completion.
+ *
+ * Open loop (RPS): a sender thread starts call i at t0 + i/RPS, whatever is
+ * in flight (CONCURRENCY is ignored: a slow answer never delays the next
+ * send), sleeping to each due time with clock_nanosleep (gRPC's own timers
+ * round to milliseconds), while a receiver thread drains the completion
+ * queue. Latency counts from when the call was *due*, so a backlog shows in
+ * full (no coordinated omission); the sender's own lateness (start - due)
+ * and the latency from the actual start are printed too, to tell a late
+ * client from a slow server.
+ *
+ * Prints one line of key=value:
+ *   calls=N ok=N qps=X p50_ms=X p99_ms=X p999_ms=X max_ms=X client_cpu_us_per_call=X
+ * and, open loop, also send_lag_p99_ms=X send_lag_max_ms=X svc_p50_ms=X svc_p99_ms=X
+ * svc_p999_ms=X max_in_flight=N (svc_* from the actual start).
+ * Exit 1 when any call fails.
  */
+#define _GNU_SOURCE
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +49,23 @@ typedef struct slot {
     grpc_byte_buffer *resp;
     grpc_status_code status;
     grpc_slice details;
-    int64_t due_ns;
+    int64_t due_ns;           /* when the call was due (closed loop: when started) */
+    int64_t start_ns;         /* when it was started */
 } slot_t;
+
+typedef struct load {
+    grpc_channel **ch;
+    long n_ch;
+    grpc_completion_queue *cq;
+    grpc_slice method;
+    grpc_slice req;
+    long calls;
+    double rps;
+    slot_t *slots;            /* open loop: one per call */
+    int64_t t0;
+    _Atomic long started;     /* open loop: calls the sender has started */
+    int failed;               /* the sender could not start a call */
+} load_t;
 
 static int64_t now_ns(void)
 {
@@ -57,6 +88,84 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* The value at quantile q of n sorted values, in ms. */
+static double q_ms(const int64_t *v, long n, double q)
+{
+    long i = (long)((double)n * q);
+    if (i >= n) i = n - 1;
+    return (double)v[i] / 1e6;
+}
+
+/* Starts call number `i` on slot s, due at `due`. Returns 0, or -1 when
+ * gRPC refuses the batch. */
+static int start_call(load_t *ld, slot_t *s, long i, int64_t due)
+{
+    memset(s, 0, sizeof *s);
+    s->due_ns = due;
+    grpc_metadata_array_init(&s->md_init);
+    grpc_metadata_array_init(&s->md_trail);
+    s->call = grpc_channel_create_call(ld->ch[i % ld->n_ch], NULL, GRPC_PROPAGATE_DEFAULTS, ld->cq,
+                                       ld->method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&ld->req, 1);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->md_init;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &s->resp;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &s->md_trail;
+    ops[5].data.recv_status_on_client.status = &s->status;
+    ops[5].data.recv_status_on_client.status_details = &s->details;
+    s->start_ns = now_ns();
+    grpc_call_error e = grpc_call_start_batch(s->call, ops, 6, s, NULL);
+    grpc_byte_buffer_destroy(bb);
+    if (e != GRPC_CALL_OK) {
+        fprintf(stderr, "bench_grpc_load: start_batch failed (%d)\n", (int)e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Frees what a completed call holds; returns whether it succeeded. */
+static int finish_call(slot_t *s, int success, long n_failed)
+{
+    int ok = success && s->status == GRPC_STATUS_OK && s->resp;
+    if (!ok && n_failed < 5)
+        fprintf(stderr, "bench_grpc_load: call failed, status %d: %.*s\n", (int)s->status,
+                (int)GRPC_SLICE_LENGTH(s->details), (const char *)GRPC_SLICE_START_PTR(s->details));
+    if (s->resp) grpc_byte_buffer_destroy(s->resp);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->md_init);
+    grpc_metadata_array_destroy(&s->md_trail);
+    grpc_call_unref(s->call);
+    return ok;
+}
+
+/* Open loop: starts every call at its due time. */
+static void *sender_main(void *arg)
+{
+    load_t *ld = arg;
+    for (long i = 0; i < ld->calls; i++) {
+        int64_t due = ld->t0 + (int64_t)((double)i * 1e9 / ld->rps);
+        if (due > now_ns()) {
+            struct timespec ts = { .tv_sec = due / 1000000000, .tv_nsec = due % 1000000000 };
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+            }
+        }
+        if (start_call(ld, &ld->slots[i], i, due)) {
+            ld->failed = 1;
+            break;
+        }
+        atomic_store_explicit(&ld->started, i + 1, memory_order_release);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 7) {
@@ -64,10 +173,11 @@ int main(int argc, char **argv)
                         "CHANNELS [RPS]\n");
         return 2;
     }
-    const char *target = argv[1], *method = argv[2];
-    long calls = atol(argv[4]), conc = atol(argv[5]), n_ch = atol(argv[6]);
-    double rps = argc > 7 ? atof(argv[7]) : 0;
-    if (calls < 1 || conc < 1 || n_ch < 1) return 2;
+    const char *target = argv[1];
+    load_t ld = { .calls = atol(argv[4]), .n_ch = atol(argv[6]),
+                  .rps = argc > 7 ? atof(argv[7]) : 0 };
+    long conc = atol(argv[5]);
+    if (ld.calls < 1 || conc < 1 || ld.n_ch < 1 || ld.rps < 0) return 2;
     FILE *f = fopen(argv[3], "rb");
     if (!f) {
         perror(argv[3]);
@@ -78,110 +188,106 @@ int main(int argc, char **argv)
     fclose(f);
 
     grpc_init();
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    ld.cq = grpc_completion_queue_create_for_next(NULL);
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel **ch = calloc((size_t)n_ch, sizeof *ch);
-    for (long i = 0; i < n_ch; i++) {
+    ld.ch = calloc((size_t)ld.n_ch, sizeof *ld.ch);
+    for (long i = 0; i < ld.n_ch; i++) {
         /* distinct channel args so each channel gets its own connection */
         grpc_arg arg = { .type = GRPC_ARG_INTEGER, .key = (char *)"sluice.bench.channel",
                          .value.integer = (int)i };
         grpc_channel_args args = { 1, &arg };
-        ch[i] = grpc_channel_create(target, creds, &args);
+        ld.ch[i] = grpc_channel_create(target, creds, &args);
     }
-    grpc_slice method_slice = grpc_slice_from_static_string(method);
-    grpc_slice req_slice = grpc_slice_from_copied_buffer(reqbuf, reqlen);
-    slot_t *slots = calloc((size_t)conc, sizeof *slots);
-    int64_t *lat = calloc((size_t)calls, sizeof *lat);
-    long started = 0, done = 0, ok = 0;
-    int64_t t0 = now_ns();
-    double c0 = cpu_s();
-
-    /* starts call number `started` on slot s (due at due_ns) */
-#define START(s, due)                                                                          \
-    do {                                                                                       \
-        slot_t *sl_ = (s);                                                                     \
-        memset(sl_, 0, sizeof *sl_);                                                           \
-        sl_->due_ns = (due);                                                                   \
-        grpc_metadata_array_init(&sl_->md_init);                                               \
-        grpc_metadata_array_init(&sl_->md_trail);                                              \
-        sl_->call = grpc_channel_create_call(ch[started % n_ch], NULL, GRPC_PROPAGATE_DEFAULTS, \
-                                             cq, method_slice, NULL,                           \
-                                             gpr_inf_future(GPR_CLOCK_REALTIME), NULL);        \
-        grpc_byte_buffer *bb_ = grpc_raw_byte_buffer_create(&req_slice, 1);                     \
-        grpc_op ops_[6];                                                                       \
-        memset(ops_, 0, sizeof ops_);                                                          \
-        ops_[0].op = GRPC_OP_SEND_INITIAL_METADATA;                                            \
-        ops_[1].op = GRPC_OP_SEND_MESSAGE;                                                     \
-        ops_[1].data.send_message.send_message = bb_;                                          \
-        ops_[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;                                           \
-        ops_[3].op = GRPC_OP_RECV_INITIAL_METADATA;                                            \
-        ops_[3].data.recv_initial_metadata.recv_initial_metadata = &sl_->md_init;              \
-        ops_[4].op = GRPC_OP_RECV_MESSAGE;                                                     \
-        ops_[4].data.recv_message.recv_message = &sl_->resp;                                   \
-        ops_[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;                                            \
-        ops_[5].data.recv_status_on_client.trailing_metadata = &sl_->md_trail;                 \
-        ops_[5].data.recv_status_on_client.status = &sl_->status;                              \
-        ops_[5].data.recv_status_on_client.status_details = &sl_->details;                     \
-        if (grpc_call_start_batch(sl_->call, ops_, 6, sl_, NULL) != GRPC_CALL_OK) {            \
-            fprintf(stderr, "bench_grpc_load: start_batch failed\n");                          \
-            return 1;                                                                          \
-        }                                                                                      \
-        grpc_byte_buffer_destroy(bb_);                                                         \
-        started++;                                                                             \
-    } while (0)
-
+    ld.method = grpc_slice_from_static_string(argv[2]);
+    ld.req = grpc_slice_from_copied_buffer(reqbuf, reqlen);
+    bool open_loop = ld.rps > 0;
+    long n_slots = open_loop ? ld.calls : conc;
+    ld.slots = calloc((size_t)n_slots, sizeof *ld.slots);
+    int64_t *lat = calloc((size_t)ld.calls, sizeof *lat);
+    int64_t *svc = open_loop ? calloc((size_t)ld.calls, sizeof *svc) : NULL;
+    int64_t *lag = open_loop ? calloc((size_t)ld.calls, sizeof *lag) : NULL;
     slot_t **free_slots = calloc((size_t)conc, sizeof *free_slots);
-    long n_free = 0;
-    for (long i = 0; i < conc; i++) free_slots[n_free++] = &slots[i];
-    while (done < calls) {
-        /* start what is due (closed loop: everything a free slot allows) */
-        int64_t now = now_ns();
-        while (n_free > 0 && started < calls) {
-            int64_t due = rps > 0 ? t0 + (int64_t)((double)started * 1e9 / rps) : now;
-            if (due > now) break;
-            START(free_slots[--n_free], due);
-        }
-        gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
-        if (rps > 0 && started < calls && n_free > 0) {
-            int64_t due = t0 + (int64_t)((double)started * 1e9 / rps);
-            int64_t wait = due - now_ns();
-            deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                    gpr_time_from_nanos(wait > 0 ? wait : 0, GPR_TIMESPAN));
-        }
-        grpc_event ev = grpc_completion_queue_next(cq, deadline, NULL);
-        if (ev.type == GRPC_QUEUE_TIMEOUT) continue;
-        if (ev.type != GRPC_OP_COMPLETE) break;
-        slot_t *s = ev.tag;
-        lat[done++] = now_ns() - s->due_ns;
-        if (ev.success && s->status == GRPC_STATUS_OK && s->resp) ok++;
-        else if (ok + 5 > done)
-            fprintf(stderr, "bench_grpc_load: call failed, status %d: %.*s\n", (int)s->status,
-                    (int)GRPC_SLICE_LENGTH(s->details), (const char *)GRPC_SLICE_START_PTR(s->details));
-        if (s->resp) grpc_byte_buffer_destroy(s->resp);
-        grpc_slice_unref(s->details);
-        grpc_metadata_array_destroy(&s->md_init);
-        grpc_metadata_array_destroy(&s->md_trail);
-        grpc_call_unref(s->call);
-        free_slots[n_free++] = s;
+    if (!ld.ch || !ld.slots || !lat || !free_slots || (open_loop && (!svc || !lag))) {
+        fprintf(stderr, "bench_grpc_load: out of memory\n");
+        return 2;
     }
-    double wall = (double)(now_ns() - t0) / 1e9;
+    long done = 0, ok = 0, started = 0, max_in_flight = 0;
+    double c0 = cpu_s();
+    ld.t0 = now_ns();
+    pthread_t sender;
+
+    if (open_loop) {
+        if (pthread_create(&sender, NULL, sender_main, &ld)) return 2;
+        while (done < ld.calls) {
+            grpc_event ev = grpc_completion_queue_next(
+                ld.cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN)),
+                NULL);
+            if (ev.type == GRPC_QUEUE_TIMEOUT) {
+                if (ld.failed && done >= atomic_load(&ld.started)) break;
+                continue;
+            }
+            if (ev.type != GRPC_OP_COMPLETE) break;
+            int64_t t = now_ns();
+            slot_t *s = ev.tag;
+            long in_flight = atomic_load_explicit(&ld.started, memory_order_acquire) - done;
+            if (in_flight > max_in_flight) max_in_flight = in_flight;
+            lat[done] = t - s->due_ns;
+            svc[done] = t - s->start_ns;
+            lag[done] = s->start_ns - s->due_ns;
+            done++;
+            ok += finish_call(s, ev.success, done - 1 - ok);
+        }
+        pthread_join(sender, NULL);
+    } else {
+        long n_free = 0;
+        for (long i = 0; i < conc; i++) free_slots[n_free++] = &ld.slots[i];
+        while (done < ld.calls) {
+            while (n_free > 0 && started < ld.calls) {
+                if (start_call(&ld, free_slots[--n_free], started, now_ns())) return 1;
+                started++;
+            }
+            grpc_event ev = grpc_completion_queue_next(ld.cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+            if (ev.type != GRPC_OP_COMPLETE) break;
+            slot_t *s = ev.tag;
+            lat[done++] = now_ns() - s->due_ns;
+            ok += finish_call(s, ev.success, done - 1 - ok);
+            free_slots[n_free++] = s;
+        }
+    }
+    double wall = (double)(now_ns() - ld.t0) / 1e9;
     double cpu = cpu_s() - c0;
+    if (done == 0) {
+        fprintf(stderr, "bench_grpc_load: no call completed\n");
+        return 1;
+    }
     qsort(lat, (size_t)done, sizeof *lat, cmp_i64);
-    printf("calls=%ld ok=%ld qps=%.1f p50_ms=%.3f p99_ms=%.3f client_cpu_us_per_call=%.1f\n", done,
-           ok, (double)done / wall, (double)lat[done / 2] / 1e6,
-           (double)lat[(size_t)((double)done * 0.99)] / 1e6, cpu * 1e6 / (double)done);
-    grpc_slice_unref(req_slice);
-    for (long i = 0; i < n_ch; i++) grpc_channel_destroy(ch[i]);
+    printf("calls=%ld ok=%ld qps=%.1f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f "
+           "client_cpu_us_per_call=%.1f",
+           done, ok, (double)done / wall, q_ms(lat, done, 0.5), q_ms(lat, done, 0.99),
+           q_ms(lat, done, 0.999), q_ms(lat, done, 1.0), cpu * 1e6 / (double)done);
+    if (open_loop) {
+        qsort(svc, (size_t)done, sizeof *svc, cmp_i64);
+        qsort(lag, (size_t)done, sizeof *lag, cmp_i64);
+        printf(" send_lag_p99_ms=%.3f send_lag_max_ms=%.3f svc_p50_ms=%.3f svc_p99_ms=%.3f "
+               "svc_p999_ms=%.3f max_in_flight=%ld",
+               q_ms(lag, done, 0.99), q_ms(lag, done, 1.0), q_ms(svc, done, 0.5),
+               q_ms(svc, done, 0.99), q_ms(svc, done, 0.999), max_in_flight);
+    }
+    printf("\n");
+    grpc_slice_unref(ld.req);
+    for (long i = 0; i < ld.n_ch; i++) grpc_channel_destroy(ld.ch[i]);
     grpc_channel_credentials_release(creds);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+    grpc_completion_queue_shutdown(ld.cq);
+    while (grpc_completion_queue_next(ld.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
            GRPC_QUEUE_SHUTDOWN) {
     }
-    grpc_completion_queue_destroy(cq);
-    free(ch);
-    free(slots);
+    grpc_completion_queue_destroy(ld.cq);
+    free(ld.ch);
+    free(ld.slots);
     free(free_slots);
     free(lat);
+    free(svc);
+    free(lag);
     grpc_shutdown();
-    return ok == done ? 0 : 1;
+    return ok == done && !ld.failed ? 0 : 1;
 }

@@ -20,11 +20,20 @@ every response (dynamic protobuf), which costs it several times the
 server's CPU and more for a feature vector than for an echo: on shared
 cores that sets the ratio. So the same comparison is repeated with
 bench_grpc_load (responses counted, not decoded: equal cost for both).
-Then a constant 10 000 QPS for 1 entity and for echo (the p99 target), with
-bench_grpc_load and with ghz --rps.
+Then a constant rate (--rate, default 10 000 QPS) for 1 entity and for echo
+(the p99 target), interleaved, --reps times: bench_grpc_load in open loop
+(each call sent at its scheduled time whatever is in flight; latency from
+the scheduled time, so a late client or a backlog counts in full: p50, p99,
+p99.9, max; and how late the client itself was, send lag, to tell a busy
+client from a slow server), then ghz --rps (latency from ghz's actual
+send, so its own lateness is not counted; its CPU per call is printed).
+
+--nice N runs the servers and the load generators at that nice value (e.g.
+-10: ahead of other work on a shared box; needs root).
 
 usage: serving_bench.py --build DIR [--entities N] [--requests N] [--reps N]
-                        [--threads N] [--quick]
+                        [--threads N] [--parts resp,grpc,fixed] [--rate QPS]
+                        [--nice N] [--quick]
 """
 import argparse
 import csv
@@ -128,7 +137,7 @@ def median(xs):
 def redis_benchmark(port, n, pipeline, nkeys):
     cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-P", str(pipeline),
            "-r", str(nkeys), "--csv", "HGETALL", "user_stats:u__rand_int__"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, preexec_fn=nice_fn).stdout
     rows = list(csv.reader(io.StringIO(out)))
     hdr, row = rows[0], rows[-1]
     d = dict(zip(hdr, row))
@@ -162,7 +171,7 @@ def ghz_run(ghz, target, proto, import_path, call, data, n, conc, rps=None):
     if rps:
         cmd += ["--rps", str(rps)]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd + [target], capture_output=True, text=True)
+    out = subprocess.run(cmd + [target], capture_output=True, text=True, preexec_fn=nice_fn)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     global GHZ_CPU_US
     GHZ_CPU_US = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) * 1e6 / n
@@ -179,19 +188,30 @@ def ghz_run(ghz, target, proto, import_path, call, data, n, conc, rps=None):
     return r["rps"], lat.get(50, float("nan")), lat.get(99, float("nan"))
 
 
+LOAD_LAST = {}               # every figure of the last bench_grpc_load run
+NICE = 0
+
+
+def nice_fn():
+    """preexec_fn of the processes under test (--nice)."""
+    if NICE:
+        os.nice(NICE)
+
+
 def load_run(load, target, method, req, n, conc, rps=None):
-    """bench_grpc_load (responses not decoded): (qps, p50 ms, p99 ms), and
-    its CPU per call in LOAD_CPU_US."""
+    """bench_grpc_load (responses not decoded): (qps, p50 ms, p99 ms), its
+    CPU per call in LOAD_CPU_US and every printed figure in LOAD_LAST."""
     with tempfile.NamedTemporaryFile(prefix="grpcload-", suffix=".bin", delete=False) as bf:
         bf.write(req)
     cmd = [load, target, method, bf.name, str(n), str(conc), "4"] + ([str(rps)] if rps else [])
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=nice_fn)
     os.unlink(bf.name)
     if out.returncode != 0:
         sys.exit("bench_grpc_load failed: %s %s" % (out.stdout, out.stderr))
     d = dict(kv.split("=") for kv in out.stdout.split())
-    global LOAD_CPU_US
+    global LOAD_CPU_US, LOAD_LAST
     LOAD_CPU_US = float(d["client_cpu_us_per_call"])
+    LOAD_LAST = {k: float(v) for k, v in d.items()}
     return float(d["qps"]), float(d["p50_ms"]), float(d["p99_ms"])
 
 
@@ -255,11 +275,16 @@ def main():
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="serve_threads of sluice and threads of the echo server")
-    ap.add_argument("--parts", default="resp,grpc", help="resp, grpc or both (comma-separated)")
+    ap.add_argument("--parts", default="resp,grpc,fixed",
+                    help="resp, grpc (closed loop), fixed (constant rate), comma-separated")
+    ap.add_argument("--rate", type=int, default=10000, help="QPS of the constant-rate part")
+    ap.add_argument("--nice", type=int, default=0, help="nice value of servers and load generators")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:
         a.entities, a.requests, a.reps = 1000, 20000, 1
+    global NICE
+    NICE = a.nice
     sluice = os.path.join(a.build, "cmd", "sluice")
     seed = os.path.join(a.build, "tests", "serving", "seed_state")
     echo = os.path.join(a.build, "bench", "bench_grpc_echo")
@@ -284,12 +309,14 @@ def main():
         sl = subprocess.Popen([sluice, "serve", "-c", os.path.join(work, "config.yaml"),
                                "--set", "resp_port=%d" % resp_port, "--set", "grpc_port=%d" % grpc_port,
                                "--set", "serve_threads=%d" % a.threads, "--set", "max_clients=4096"],
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.DEVNULL, preexec_fn=nice_fn)
         procs.append(sl)
         rd = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-                               "--bind", "127.0.0.1", "--dir", work], stdout=subprocess.DEVNULL)
+                               "--bind", "127.0.0.1", "--dir", work], stdout=subprocess.DEVNULL,
+                              preexec_fn=nice_fn)
         procs.append(rd)
-        ec = subprocess.Popen([echo, str(echo_port), str(a.threads)], stderr=subprocess.DEVNULL)
+        ec = subprocess.Popen([echo, str(echo_port), str(a.threads)], stderr=subprocess.DEVNULL,
+                              preexec_fn=nice_fn)
         procs.append(ec)
         wait_port(resp_port, sl, "sluice")
         wait_port(redis_port, rd, "redis-server")
@@ -337,23 +364,25 @@ def main():
                 med["sluice"][2] / med["redis-server"][2], med["sluice"][3] / med["redis-server"][3], ratios))
 
         # gRPC
-        if "grpc" not in parts:
+        closed = "grpc" in parts
+        if not closed and "fixed" not in parts:
             return
         ghz = shutil.which("ghz") or os.path.expanduser("~/go/bin/ghz")
         use_ghz = os.path.exists(ghz)
-        print()
         n = a.requests // 4
-        print("gRPC: GetOnlineFeatures vs echo on the same gRPC core (load: %s, 50 concurrent, %d calls per run "
-              "(100 entities: %d), median of %d interleaved runs)" % (
-                  "ghz, 4 connections" if use_ghz else "python grpcio, 4 processes", n, n // 10, a.reps))
-        print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call",
-                                                  "ghz us/call"))
+        if closed:
+            print()
+            print("gRPC: GetOnlineFeatures vs echo on the same gRPC core (load: %s, 50 concurrent, %d calls per run "
+                  "(100 entities: %d), median of %d interleaved runs)" % (
+                      "ghz, 4 connections" if use_ghz else "python grpcio, 4 processes", n, n // 10, a.reps))
+            print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call",
+                                                      "ghz us/call"))
         sys.path.insert(0, os.path.join(a.build, "serving-py"))
         from sluice.v1 import feature_service_pb2 as pb
         fs_proto = (os.path.join(ROOT, "proto", "sluice", "v1", "feature_service.proto"), os.path.join(ROOT, "proto"),
                     "sluice.v1.FeatureService.GetOnlineFeatures")
         echo_proto = (os.path.join(ROOT, "bench", "echo.proto"), os.path.join(ROOT, "bench"), "sluice.bench.Echo.Echo")
-        for n_ent in (1, 100):
+        for n_ent in ((1, 100) if closed else ()):
             n = a.requests // 4 if n_ent == 1 else a.requests // 40     # 100 entities: 1/10 the calls
             ents = [{"keys": {"user_id": "u%012d" % rnd.randrange(a.entities)}} for _ in range(n_ent)]
 
@@ -383,11 +412,12 @@ def main():
         # responses (ghz's decoding cost differs between the two services)
         load = os.path.join(a.build, "bench", "bench_grpc_load")
         lreps = max(a.reps, 5) if not a.quick else 1
-        print()
-        print("gRPC, light client (bench_grpc_load: no response decoding, 1 thread, 4 channels, 50 in flight), "
-              "median of %d interleaved runs" % lreps)
-        print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call", "load us/call"))
-        for n_ent in (1, 100):
+        if closed:
+            print()
+            print("gRPC, light client (bench_grpc_load: no response decoding, 1 thread, 4 channels, 50 in flight), "
+                  "median of %d interleaved runs" % lreps)
+            print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call", "load us/call"))
+        for n_ent in ((1, 100) if closed else ()):
             nl = a.requests // 5 if n_ent == 1 else a.requests // 20
             ents = [pb.EntityRow(keys={"user_id": "u%012d" % rnd.randrange(a.entities)}) for _ in range(n_ent)]
             req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=ents).SerializeToString()
@@ -404,32 +434,58 @@ def main():
             print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med["echo"]))
             ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["features"], runs["echo"]))
             print("%-24s %11.2fx   (per run: %s)" % ("features/echo QPS", med["features"][0] / med["echo"][0], ratios))
+        if "fixed" not in parts:
+            return
+        # constant rate, open loop: every call sent at its scheduled time,
+        # latency from that time (a late client or a server backlog counts)
         req1 = pb.GetOnlineFeaturesRequest(feature_service="user_model",
                                            entities=[pb.EntityRow(keys={"user_id": "u%012d" % 7})]).SerializeToString()
+        ed1 = echo_msg(len(req1))
+        nfix = a.rate * 5 if not a.quick else a.rate
+        cases = (("features 1 entity", grpc_port, sl.pid, "/sluice.v1.FeatureService/GetOnlineFeatures", req1),
+                 ("echo (same size)", echo_port, ec.pid, "/sluice.bench.Echo/Echo", ed1))
         print()
-        print("constant rate 10 000 QPS, light client, %d calls (target: p99 < 1 ms for 1 entity)" % (a.requests // 4))
-        print("%-24s %12s %9s %9s" % ("call", "reached QPS", "p50 ms", "p99 ms"))
+        print("constant rate %d QPS, bench_grpc_load open loop (sender thread on a fixed schedule, 4 channels, "
+              "latency from the scheduled send), %d calls per run, %d interleaved runs "
+              "(target: p99 < 1 ms for 1 entity)" % (a.rate, nfix, a.reps))
+        keys = ("qps", "p50_ms", "p99_ms", "p999_ms", "max_ms", "send_lag_p99_ms", "svc_p99_ms")
+        hdr = ("%-20s %9s %8s %8s %8s %8s %9s %9s %9s %9s" %
+               ("call", "reached", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lag p99", "svc p99",
+                "srv us/c", "load us/c"))
+        print(hdr)
+        runs = {c[0]: [] for c in cases}
         for rep in range(a.reps):
-            r = load_run(load, "127.0.0.1:%d" % grpc_port, "/sluice.v1.FeatureService/GetOnlineFeatures", req1,
-                         a.requests // 4, 50, rps=10000)
-            print("%-24s %12.0f %9.3f %9.3f" % ("features 1 entity", *r))
-            r = load_run(load, "127.0.0.1:%d" % echo_port, "/sluice.bench.Echo/Echo", echo_msg(len(req1)),
-                         a.requests // 4, 50, rps=10000)
-            print("%-24s %12.0f %9.3f %9.3f" % ("echo (same size)", *r))
+            for name, port, pid, meth, body in cases:
+                _, cpu, _ = measure(pid, lambda: load_run(load, "127.0.0.1:%d" % port, meth, body, nfix, 50,
+                                                          rps=a.rate))
+                row = [LOAD_LAST[k] for k in keys] + [cpu * 1e6 / nfix, LOAD_CPU_US]
+                runs[name].append(row)
+                print("%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.3f %9.3f %9.1f %9.1f" % (name, *row))
+        print("median of %d:" % a.reps)
+        med = {k: [median([r[i] for r in v]) for i in range(len(keys) + 2)] for k, v in runs.items()}
+        for name, *_ in cases:
+            print("%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.3f %9.3f %9.1f %9.1f" % (name, *med[name]))
+        f, e = med[cases[0][0]], med[cases[1][0]]
+        print("%-20s %9s %7.2fx %7.2fx %7.2fx %8s %9s %9s %8.2fx" % (
+            "features/echo", "", f[1] / e[1], f[2] / e[2], f[3] / e[3], "", "", "", f[7] / e[7]))
+        print("(lag: how late the client itself started calls; svc: latency from the actual start)")
         if use_ghz:
             print()
-            nfix = 50000 if not a.quick else 10000
-
-            req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
-                                              entities=[pb.EntityRow(keys={"user_id": "u%012d" % 7})]).SerializeToString()
-            ed = echo_msg(len(req))
-            print("constant rate: ghz --rps 10000, %d calls, 50 concurrent (target: p99 < 1 ms for 1 entity)" % nfix)
-            print("%-24s %12s %9s %9s" % ("call", "reached QPS", "p50 ms", "p99 ms"))
+            print("constant rate: ghz --rps %d, %d calls, -c 50, 4 connections (latency from ghz's own send: "
+                  "its lateness is not counted), %d interleaved runs" % (a.rate, nfix, a.reps))
+            print("%-20s %9s %8s %8s %9s %9s" % ("call", "reached", "p50 ms", "p99 ms", "srv us/c", "ghz us/c"))
+            runs = {"features 1 entity": [], "echo (same size)": []}
             for rep in range(a.reps):
-                fixed = ghz_run(ghz, "127.0.0.1:%d" % grpc_port, *fs_proto, req, nfix, 50, rps=10000)
-                print("%-24s %12.0f %9.3f %9.3f" % ("features 1 entity", *fixed))
-                fixed = ghz_run(ghz, "127.0.0.1:%d" % echo_port, *echo_proto, ed, nfix, 50, rps=10000)
-                print("%-24s %12.0f %9.3f %9.3f" % ("echo (same size)", *fixed))
+                for name, port, pid, pr, body in (("features 1 entity", grpc_port, sl.pid, fs_proto, req1),
+                                                  ("echo (same size)", echo_port, ec.pid, echo_proto, ed1)):
+                    (qps, p50, p99), cpu, _ = measure(pid, lambda: ghz_run(ghz, "127.0.0.1:%d" % port, *pr, body,
+                                                                          nfix, 50, rps=a.rate))
+                    row = [qps, p50, p99, cpu * 1e6 / nfix, GHZ_CPU_US]
+                    runs[name].append(row)
+                    print("%-20s %9.0f %8.3f %8.3f %9.1f %9.1f" % (name, *row))
+            print("median of %d:" % a.reps)
+            for name, v in runs.items():
+                print("%-20s %9.0f %8.3f %8.3f %9.1f %9.1f" % (name, *[median([r[i] for r in v]) for i in range(5)]))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
