@@ -9,7 +9,25 @@
  *       |                   SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER
  *       |                   and a fresh request is posted in its place
  *       |                        \--> SENDING --(tag)--> freed
+ *       |         \--(handler deferred)--> waiter queue --> handler runs
+ *       |                   again on the waiter thread, batch sent --> SENDING
  *       \--(tag not ok: shutting down)--> freed
+ *
+ * Thread layout. Only worker 0's queue polls (GRPC_CQ_DEFAULT_POLLING): it
+ * reads and writes every connection, and since gRPC gives a new call to the
+ * queue of its connection first, it runs the handlers too, so a call costs
+ * no thread hand-off. The other workers' queues do not poll
+ * (GRPC_CQ_NON_POLLING): a call reaches them only when all of worker 0's
+ * pending requests are taken (worker 0 busy), and they wake on a condition
+ * variable, not through the poller. With a polling queue per worker (the
+ * earlier layout) the threads took turns at epoll and kicked the owner of
+ * each call across threads: on the 2-core bench box, echo calls at a fixed
+ * 4 000/s cost 58-68 us of server CPU and ~1 context switch each, against
+ * 40-52 us and ~0.3 with one poller (docs/serving.md). Because worker 0
+ * carries all I/O, no handler waits: a handler that must (a read-your-
+ * writes token not reached yet) defers the call (rpc_reply_defer) to the
+ * waiter thread, which runs it again every ~2 ms until it answers, so a
+ * waiting call holds up no other, and shutdown answers the rest UNAVAILABLE.
  *
  * Transport: plaintext HTTP/2, or TLS (grpc_ssl_server_credentials_create
  * with one PEM certificate chain and key, no client certificates); the
@@ -21,6 +39,7 @@
  */
 #include "rpc_server.h"
 #include "sl_err.h"
+#include "sl_time.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -53,6 +72,8 @@ typedef struct rpc_call {
     grpc_slice details;
     grpc_call_details call_details;   /* unregistered methods only */
     int cancelled;
+    int64_t since_ns;                 /* when the handler first ran; 0 = not yet */
+    struct rpc_call *next;            /* waiter queue */
 } rpc_call_t;
 
 #define RPC_UNREGISTERED ((size_t)-1)
@@ -76,6 +97,14 @@ struct rpc_server {
     rpc_worker_t *workers;
     int n_workers;
     int port;
+    /* the waiter thread: deferred calls, first in first out */
+    pthread_mutex_t wait_mu;
+    pthread_cond_t wait_cv;
+    rpc_call_t *wait_head, *wait_tail;
+    bool wait_stop;
+    bool waiter_started;
+    pthread_t waiter;
+    void *waiter_tctx;
     _Atomic uint64_t calls, errors, unauthenticated;
 };
 
@@ -87,6 +116,11 @@ int rpc_reply_fail(rpc_reply_t *reply, int status, const char *fmt, ...)
     va_end(ap);
     reply->status = status;
     return status;
+}
+
+void rpc_reply_defer(rpc_reply_t *reply)
+{
+    reply->deferred = true;
 }
 
 static int rpc__post(rpc_worker_t *w, size_t method)
@@ -144,13 +178,59 @@ static bool rpc__authorized(const rpc_server_t *srv, const rpc_call_t *c)
     return false;
 }
 
-/* Runs the handler and sends the whole response in one batch. */
-static void rpc__handle(rpc_call_t *c)
+/* Sends a call's whole response in one batch (the message only when
+ * status is OK; details only otherwise); the batch's tag frees the call. */
+static void rpc__send(rpc_server_t *srv, rpc_call_t *c, int status, const char *details,
+                      const void *body, size_t len)
 {
-    rpc_worker_t *w = c->w;
-    rpc_server_t *srv = w->srv;
-    rpc_reply_t reply = { .body = SL_BUF_INIT, .status = RPC_OK };
     atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
+    if (status != RPC_OK) atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = 0;
+    n++;
+    if (status == RPC_OK) {
+        grpc_slice s = grpc_slice_from_copied_buffer(body, len);
+        c->response = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->response;
+        n++;
+    }
+    c->details = grpc_slice_from_copied_string(status == RPC_OK ? "" : details);
+    c->state = RPC_CALL_SENDING;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)status;
+    ops[n].data.send_status_from_server.status_details = &c->details;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+    n++;
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) rpc__call_free(c);
+}
+
+/* Hands a deferred call to the waiter thread. */
+static void rpc__defer(rpc_server_t *srv, rpc_call_t *c)
+{
+    pthread_mutex_lock(&srv->wait_mu);
+    c->next = NULL;
+    if (srv->wait_tail) srv->wait_tail->next = c;
+    else srv->wait_head = c;
+    srv->wait_tail = c;
+    pthread_cond_signal(&srv->wait_cv);
+    pthread_mutex_unlock(&srv->wait_mu);
+}
+
+/* Runs the handler with the running thread's context and sends the whole
+ * response in one batch, or queues the call for the waiter thread when the
+ * handler deferred it. */
+static void rpc__handle(rpc_server_t *srv, rpc_call_t *c, void *tctx)
+{
+    if (!c->since_ns) c->since_ns = sl_mono_ns();
+    rpc_reply_t reply = { .body = SL_BUF_INIT, .status = RPC_OK, .since_ns = c->since_ns };
 
     if (c->method == RPC_UNREGISTERED) {
         rpc_reply_fail(&reply, RPC_UNIMPLEMENTED, "unknown method %.*s",
@@ -177,39 +257,18 @@ static void rpc__handle(rpc_call_t *c)
                 rpc_reply_fail(&reply, RPC_RESOURCE_EXHAUSTED, "request of %zu bytes exceeds %zu",
                                n, srv->opts.max_message_bytes);
             else
-                srv->methods[c->method].fn(srv->opts.ctx, w->tctx,
+                srv->methods[c->method].fn(srv->opts.ctx, tctx,
                                            n ? GRPC_SLICE_START_PTR(req) : NULL, n, &reply);
         }
         grpc_slice_unref(req);
     }
-    if (reply.status != RPC_OK) atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
-
-    grpc_op ops[4];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = 0;
-    n++;
-    if (reply.status == RPC_OK) {
-        grpc_slice s = grpc_slice_from_copied_buffer((const char *)reply.body.data, reply.body.len);
-        c->response = grpc_raw_byte_buffer_create(&s, 1);
-        grpc_slice_unref(s);
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n].data.send_message.send_message = c->response;
-        n++;
+    if (reply.deferred && reply.status == RPC_OK) {
+        sl_buf_free(&reply.body);
+        rpc__defer(srv, c);           /* the payload stays with the call */
+        return;
     }
-    c->details = grpc_slice_from_copied_string(reply.status == RPC_OK ? "" : reply.message);
-    c->state = RPC_CALL_SENDING;
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.trailing_metadata_count = 0;
-    ops[n].data.send_status_from_server.status = (grpc_status_code)reply.status;
-    ops[n].data.send_status_from_server.status_details = &c->details;
-    n++;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
-    n++;
+    rpc__send(srv, c, reply.status, reply.message, reply.body.data, reply.body.len);
     sl_buf_free(&reply.body);
-    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) rpc__call_free(c);
 }
 
 static void *rpc__worker_main(void *arg)
@@ -226,12 +285,38 @@ static void *rpc__worker_main(void *arg)
                 continue;
             }
             rpc__post(w, c->method);    /* keep the same number pending */
-            rpc__handle(c);
+            rpc__handle(w->srv, c, w->tctx);
         } else {
             rpc__call_free(c);
         }
     }
     return NULL;
+}
+
+/* The waiter thread: runs the deferred calls again, all that are queued
+ * in one pass (a call deferred again goes back in the queue), then sleeps
+ * 2 ms while any are left. After rpc_server_stop asked it to stop, it
+ * answers those still queued UNAVAILABLE and exits. */
+static void *rpc__waiter_main(void *arg)
+{
+    rpc_server_t *srv = arg;
+    pthread_mutex_lock(&srv->wait_mu);
+    for (;;) {
+        while (!srv->wait_head && !srv->wait_stop) pthread_cond_wait(&srv->wait_cv, &srv->wait_mu);
+        rpc_call_t *c = srv->wait_head;
+        bool stopping = srv->wait_stop;
+        srv->wait_head = srv->wait_tail = NULL;
+        pthread_mutex_unlock(&srv->wait_mu);
+        for (rpc_call_t *next; c; c = next) {
+            next = c->next;
+            if (stopping) rpc__send(srv, c, RPC_UNAVAILABLE, "server shutting down", NULL, 0);
+            else rpc__handle(srv, c, srv->waiter_tctx);
+        }
+        if (stopping) return NULL;
+        struct timespec ts = { 0, 2 * 1000000 };
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&srv->wait_mu);
+    }
 }
 
 int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods, size_t n,
@@ -253,6 +338,8 @@ int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods,
     srv->handles = calloc(n, sizeof *srv->handles);
     srv->workers = calloc((size_t)srv->opts.threads, sizeof *srv->workers);
     if (!srv->handles || !srv->workers) goto nomem;
+    pthread_mutex_init(&srv->wait_mu, NULL);
+    pthread_cond_init(&srv->wait_cv, NULL);
 
     grpc_init();
     grpc_arg args[2];
@@ -273,7 +360,16 @@ int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods,
     srv->n_workers = srv->opts.threads;
     for (int i = 0; i < srv->n_workers; i++) {
         srv->workers[i].srv = srv;
-        srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        if (i == 0) {
+            srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        } else {
+            /* (gRPC logs at INFO that a server queue does not poll: intended) */
+            grpc_completion_queue_attributes attr = { .version = GRPC_CQ_CURRENT_VERSION,
+                                                      .cq_completion_type = GRPC_CQ_NEXT,
+                                                      .cq_polling_type = GRPC_CQ_NON_POLLING };
+            srv->workers[i].cq = grpc_completion_queue_create(
+                grpc_completion_queue_factory_lookup(&attr), &attr, NULL);
+        }
         grpc_server_register_completion_queue(srv->server, srv->workers[i].cq, NULL);
     }
     char addr[300];
@@ -313,6 +409,9 @@ int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods,
         if (pthread_create(&w->thread, NULL, rpc__worker_main, w)) goto nomem_started;
         w->started = true;
     }
+    if (opts->thread_ctx_new && !(srv->waiter_tctx = opts->thread_ctx_new(opts->ctx))) goto nomem_started;
+    if (pthread_create(&srv->waiter, NULL, rpc__waiter_main, srv)) goto nomem_started;
+    srv->waiter_started = true;
     *out = srv;
     return 0;
 nomem_started:
@@ -320,6 +419,10 @@ nomem_started:
     rpc_server_stop(srv);
     return SL_ENOMEM;
 nomem:
+    if (srv->handles && srv->workers) {
+        pthread_mutex_destroy(&srv->wait_mu);
+        pthread_cond_destroy(&srv->wait_cv);
+    }
     free(srv->handles);
     free(srv->workers);
     free(srv->auth_value);
@@ -345,6 +448,21 @@ void rpc_server_stop(rpc_server_t *srv)
     static int shutdown_tag;
     grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &shutdown_tag);
     grpc_server_cancel_all_calls(srv->server);
+    /* the waiter first: its calls keep their channels open, and the
+     * workers must still be running to free them once sent */
+    pthread_mutex_lock(&srv->wait_mu);
+    srv->wait_stop = true;
+    pthread_cond_signal(&srv->wait_cv);
+    pthread_mutex_unlock(&srv->wait_mu);
+    if (srv->waiter_started) {
+        pthread_join(srv->waiter, NULL);
+    } else {
+        for (rpc_call_t *c = srv->wait_head, *next; c; c = next) {
+            next = c->next;
+            rpc__send(srv, c, RPC_UNAVAILABLE, "server shutting down", NULL, 0);
+        }
+        srv->wait_head = srv->wait_tail = NULL;
+    }
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq,
                                                    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -363,6 +481,10 @@ void rpc_server_stop(rpc_server_t *srv)
         grpc_completion_queue_destroy(w->cq);
         if (w->tctx && srv->opts.thread_ctx_free) srv->opts.thread_ctx_free(srv->opts.ctx, w->tctx);
     }
+    if (srv->waiter_tctx && srv->opts.thread_ctx_free)
+        srv->opts.thread_ctx_free(srv->opts.ctx, srv->waiter_tctx);
+    pthread_mutex_destroy(&srv->wait_mu);
+    pthread_cond_destroy(&srv->wait_cv);
     grpc_completion_queue_shutdown(srv->shutdown_cq);
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq,

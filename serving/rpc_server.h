@@ -6,10 +6,15 @@
  * Sluice service (serve_grpc.c) and the benchmark's echo service use it the
  * same way, so the echo service measures the ceiling of this very code.
  *
- * Threads: `threads` workers, each with its own completion queue, handling
- * calls to completion one at a time; a handler runs on a worker and may
- * block briefly (a read-your-writes wait). Each worker owns a user context
- * made by thread_ctx_new (per-thread scratch).
+ * Threads: `threads` completion-queue workers plus one waiter thread, each
+ * owning a user context made by thread_ctx_new (per-thread scratch). Worker
+ * 0 polls: it does the network I/O of every call and runs most handlers;
+ * the other workers take the calls that arrive while worker 0 is busy (see
+ * rpc_server.c for why). So a handler never waits: when it needs something
+ * that is not there yet (a read-your-writes token) it calls
+ * rpc_reply_defer and returns; it is then called again for the same call on
+ * the waiter thread, about every 2 ms, until it answers. reply->since_ns
+ * tells when the call first ran, for its deadline.
  */
 #ifndef RPC_SERVER_H
 #define RPC_SERVER_H
@@ -34,11 +39,19 @@ typedef struct rpc_reply {
     sl_buf_t body;            /* response message (sent only when status is OK) */
     int status;               /* RPC_* */
     char message[512];        /* status details for errors */
+    int64_t since_ns;         /* set by the server: when the call first ran (sl_mono_ns) */
+    bool deferred;            /* set by rpc_reply_defer */
 } rpc_reply_t;
 
 /* Fills reply->status and message; returns status for one-line error paths. */
 int rpc_reply_fail(rpc_reply_t *reply, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* From a handler that would have to wait: nothing is sent, the handler
+ * runs again for this call on the waiter thread ~2 ms later (and again,
+ * while it defers). Leave body empty. At shutdown, deferred calls get
+ * UNAVAILABLE. */
+void rpc_reply_defer(rpc_reply_t *reply);
 
 /* req may be NULL when len == 0 (empty message). */
 typedef void (*rpc_handler_fn)(void *ctx, void *thread_ctx, const void *req, size_t len,

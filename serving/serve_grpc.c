@@ -647,17 +647,17 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     if (req->min_token && req->min_token->n_partitions) {
         int64_t wait = req->min_token_wait_ms ? req->min_token_wait_ms : 1000;
         if (wait > g->opts.max_token_wait_ms) wait = g->opts.max_token_wait_ms;
-        int64_t until = sl_mono_ns() + wait * 1000000;
+        /* never waits here (rpc_server.h): not reached yet, the call is
+         * deferred and this handler asked again ~2 ms later */
+        int64_t since = reply->since_ns ? reply->since_ns : sl_mono_ns();
         char why[300] = "";
-        while (!serve_grpc__token_reached(req->min_token, t->pp, n_pp, why, sizeof why)) {
-            if (sl_mono_ns() >= until) {
+        if (!serve_grpc__token_reached(req->min_token, t->pp, n_pp, why, sizeof why)) {
+            if (sl_mono_ns() >= since + wait * 1000000)
                 rpc_reply_fail(reply, RPC_UNAVAILABLE, "consistency token not reached within %lld ms: %s",
                                (long long)wait, why);
-                goto out;
-            }
-            struct timespec ts = { 0, 2 * 1000000 };
-            nanosleep(&ts, NULL);
-            n_pp = serve_grpc__progress(be, t);
+            else
+                rpc_reply_defer(reply);
+            goto out;
         }
     }
     /* then the generation: a cached answer serves only while no commit

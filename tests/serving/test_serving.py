@@ -595,6 +595,34 @@ class Grpc(unittest.TestCase):
         self.assertIn("not reached", cm.exception.details())
         self.assertGreaterEqual(time.time() - t0, 0.19)
 
+    def test_waiting_token_holds_up_no_other_call(self):
+        # calls waiting for a token are set aside (rpc_server.c): more of
+        # them than serve_threads must not delay the other calls
+        req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=["user_stats:*"]),
+                                          entities=[pb.EntityRow(keys={"user_id": "u1"})])
+        want = self.stub.GetOnlineFeatures(req)
+        waiting = pb.GetOnlineFeaturesRequest()
+        waiting.CopyFrom(req)
+        waiting.min_token.CopyFrom(want.token)
+        waiting.min_token.partitions[0].next_offset += 1000
+        waiting.min_token_wait_ms = 3000
+        t0 = time.time()
+        futs = [self.stub.GetOnlineFeatures.future(waiting) for _ in range(4)]
+        time.sleep(0.2)
+        for _ in range(10):
+            got = self.stub.GetOnlineFeatures(req)
+            _, vals, _ = oracle_user(EVENTS, "u1", got.served_at_ms)
+            self.assertTrue(vals)
+            for i, f in enumerate(USER_FEATURES):
+                self.assertTrue(close(vals[f], value_of(got.results[0].values[i].value)), (f, vals[f]))
+        self.assertFalse(any(f.done() for f in futs), "the waiting calls ended before the others were served")
+        for f in futs:
+            with self.assertRaises(grpc.RpcError) as cm:
+                f.result()
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("not reached within 3000 ms", cm.exception.details())
+        self.assertGreaterEqual(time.time() - t0, 2.9)
+
     def test_errors(self):
         def call(req):
             with self.assertRaises(grpc.RpcError) as cm:
