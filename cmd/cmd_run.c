@@ -29,8 +29,12 @@
  * version; the store marks its backfill pending, so a full-A worker would
  * refuse it); rerunning the command resumes. A node restarted (kill -9)
  * with a backfill pending for a view of the schema files resumes it by
- * itself; it has lost the old definition, so lookups of that view get a
- * clear error until the cut-over, and every other view is served live.
+ * itself. The schema files no longer hold the definition V's current
+ * version was built with, so a backfill request stores it first: the packed
+ * texts of A's files (schema_load_pack) under view.<V>.serving_schema, and
+ * the restarted node serves V from them until the cut-over, as before the
+ * crash. (A store without that row, written by an older node, answers V
+ * with a clear error until the cut-over.)
  *
  * Schemas, serving backends and stopped workers the node used are kept until
  * exit: older serving generations may still reference them, and metrics
@@ -82,6 +86,8 @@ typedef struct run_node {
     backfill_ctl_t *ctl;
     node_metrics_t *nm;           /* NULL without a metrics port */
     const schema_t *schema;       /* what the node ingests and serves now */
+    char *pack;                   /* its files' texts (schema_load_pack), NULL if unknown */
+    size_t pack_len;
     /* kept until exit */
     schema_t *schemas[RUN_MAX_KEEP];
     size_t n_schemas;
@@ -106,6 +112,8 @@ typedef struct run_node {
     char bf_view[256];
     backfill_ctl_request_t bf_req;
     const schema_t *bf_schema;
+    char *bf_pack;                /* bf_schema's files' texts */
+    size_t bf_pack_len;
     serve_state_backend_t *bf_backend;
     double bf_pause_ms;
     bool stopping;
@@ -255,6 +263,10 @@ static void *run__backfill_main(void *arg)
         /* The new version and definition serve: ingest the new schema. */
         pthread_mutex_lock(&n->mu);
         n->schema = n->bf_schema;
+        free(n->pack);
+        n->pack = n->bf_pack;
+        n->pack_len = n->bf_pack_len;
+        n->bf_pack = NULL;
         pthread_mutex_unlock(&n->mu);
         if (rc != SL_ESHUTDOWN && run__worker_start(n, n->bf_schema, NULL, werr, sizeof werr)) {
             run__fatal(n, "after the cut-over of '%s': cannot start live ingest: %s", view, werr);
@@ -326,6 +338,47 @@ static int run__backfill_start(run_node_t *n, const schema_t *schema, int vi,
     return 0;
 }
 
+/* Before a backfill of `view` starts afresh (its recorded definition is the
+ * node's), stores the texts of the node's schema files, which V's current
+ * version was built with: a node restarted mid-backfill serves V from them
+ * (run__serving_schema). A resumed backfill keeps the row written when it
+ * started. Failing to store it only costs that fallback: logged. */
+static void run__keep_serving_schema(run_node_t *n, const char *view)
+{
+    int vi = schema_view_index(n->schema, view);
+    state_view_fp_t kind;
+    uint64_t fp;
+    if (vi < 0 || !n->pack || state_view_fp_get(n->st, view, &kind, &fp, NULL, 0) != 0 ||
+        kind != STATE_VIEW_FP_BUILT || fp != n->schema->views[vi].fingerprint)
+        return;
+    char name[600];
+    snprintf(name, sizeof name, "view.%s.serving_schema", view);
+    if (state_meta_put(n->st, name, n->pack, n->pack_len) != 0)
+        sl_warn("run", "cannot store the current definition of view '%s': a restart during its backfill "
+                "would answer it with an error until the cut-over", view);
+}
+
+/* The schema V's current version was built with, stored by
+ * run__keep_serving_schema; NULL (logged) when absent or unusable. */
+static schema_t *run__serving_schema(run_node_t *n, const char *view)
+{
+    char name[600], err[1024];
+    sl_buf_t b = SL_BUF_INIT;
+    schema_t *s = NULL;
+    snprintf(name, sizeof name, "view.%s.serving_schema", view);
+    int rc = state_meta_get(n->st, name, &b);
+    if (rc == 0 && schema_load_packed(b.data, b.len, &s, err, sizeof err) != 0) {
+        sl_warn("run", "the stored definition of view '%s' does not load: %s", view, err);
+        s = NULL;
+    } else if (rc == 0 && schema_view_index(s, view) < 0) {
+        sl_warn("run", "the stored definition of view '%s' does not hold it", view);
+        schema_free(s);
+        s = NULL;
+    }
+    sl_buf_free(&b);
+    return s;
+}
+
 /* Control socket handler (listener thread): checks the request against the
  * schema files as they are now and starts the backfill. */
 static int run__on_request(void *arg, const backfill_ctl_request_t *req, char *msg, size_t msgsize)
@@ -355,8 +408,10 @@ static int run__on_request(void *arg, const backfill_ctl_request_t *req, char *m
         snprintf(msg, msgsize, "too many backfills in one process: restart the node first");
         goto out;
     }
-    if (schema_load((const char *const *)n->cfg->schema_files, n->cfg->n_schema_files, &schema, err,
-                    sizeof err)) {
+    char *pack = NULL;
+    size_t pack_len = 0;
+    if (schema_load_pack((const char *const *)n->cfg->schema_files, n->cfg->n_schema_files, &schema,
+                         &pack, &pack_len, err, sizeof err)) {
         snprintf(msg, msgsize, "the schema files do not load: %s", err);
         goto out;
     }
@@ -380,15 +435,21 @@ static int run__on_request(void *arg, const backfill_ctl_request_t *req, char *m
                  "use --force to rebuild it anyway", req->view);
         goto out;
     }
+    run__keep_serving_schema(n, req->view);
     if ((status = run__backfill_start(n, schema, vi, req, msg, msgsize))) goto out;
     n->schemas[n->n_schemas++] = schema;
     schema = NULL;
+    free(n->bf_pack);
+    n->bf_pack = pack;
+    n->bf_pack_len = pack_len;
+    pack = NULL;
     snprintf(msg, msgsize, "node pid %ld hosts the backfill of view '%s'; serving goes on", (long)getpid(),
              req->view);
     sl_info("run", "control socket: backfill of view '%s' requested", req->view);
 out:
     pthread_mutex_unlock(&n->mu);
     schema_free(schema);
+    free(pack);
     return status;
 }
 
@@ -484,6 +545,18 @@ int cmd_run(int argc, char **argv)
     }
     n->schemas[n->n_schemas++] = schema;
     n->schema = schema;
+    {   /* The files' texts, kept for a backfill's restart (run__keep_serving_schema);
+         * read again, so they must still be what was loaded. */
+        schema_t *again = NULL;
+        if (schema_load_pack((const char *const *)cfg.schema_files, cfg.n_schema_files, &again, &n->pack,
+                             &n->pack_len, err, sizeof err) != 0 ||
+            again->fingerprint != schema->fingerprint) {
+            free(n->pack);
+            n->pack = NULL;
+        }
+        schema_free(again);
+        err[0] = '\0';
+    }
     state_options_t so = { .create_if_missing = true, .read_only = false };
     if (state_open(cfg.state_dir, &so, &n->st, err, sizeof err)) {
         fprintf(stderr, "sluice run: %s\n", err);
@@ -496,14 +569,23 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "sluice run: %s\n", err);
         goto out_state;
     }
+    /* A view being rebuilt keeps serving with the definition its current
+     * version was built with, as before the restart. */
+    schema_t *prior = pending >= 0 ? run__serving_schema(n, schema->views[pending].name) : NULL;
+    if (prior) {
+        n->schemas[n->n_schemas++] = prior;
+        sl_info("run", "view '%s' serves its current version with its stored definition until the cut-over",
+                schema->views[pending].name);
+    }
     serve_state_backend_t *sb = NULL;
-    if (serve_state_backend_new(schema, n->st, &sb, err, sizeof err) || serve_swap_new(serve_state_backend(sb), &n->sw)) {
+    if (serve_state_backend_new(prior ? prior : schema, n->st, &sb, err, sizeof err) ||
+        serve_swap_new(serve_state_backend(sb), &n->sw)) {
         fprintf(stderr, "sluice run: %s\n", err[0] ? err : "out of memory");
         serve_state_backend_free(sb);
         goto out_worker;
     }
     n->backends[n->n_backends++] = sb;
-    if (pending >= 0) {
+    if (pending >= 0 && !prior) {
         char why[700];
         snprintf(why, sizeof why, "view '%s' is being rebuilt by a backfill resumed after a restart (the old "
                  "definition is gone); it serves again after the cut-over", schema->views[pending].name);
@@ -537,6 +619,10 @@ int cmd_run(int argc, char **argv)
         snprintf(req.view, sizeof req.view, "%s", schema->views[pending].name);
         char msg[1024];
         pthread_mutex_lock(&n->mu);
+        if (n->pack && (n->bf_pack = malloc(n->pack_len))) {   /* the files' texts serve after the cut-over */
+            memcpy(n->bf_pack, n->pack, n->pack_len);
+            n->bf_pack_len = n->pack_len;
+        }
         int bst = run__backfill_start(n, schema, pending, &req, msg, sizeof msg);
         pthread_mutex_unlock(&n->mu);
         if (bst) {
@@ -597,6 +683,8 @@ out_config:
     for (size_t i = 0; i < n->n_subs; i++) free(n->subviews[i]);
     for (size_t i = 0; i < n->n_schemas; i++) schema_free(n->schemas[i]);
     if (!n->n_schemas) schema_free(schema);
+    free(n->pack);
+    free(n->bf_pack);
     sl_config_free(&cfg);
     pthread_mutex_destroy(&n->mu);
     free(n);

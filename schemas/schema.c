@@ -921,8 +921,32 @@ static int read_file(const char *path, char **text, size_t *len, char *errstr, s
     return SL_OK;
 }
 
-int schema_load(const char *const *paths, size_t n_paths, schema_t **out, char *errstr,
-                size_t errsize)
+/* The pack: "sluice-schema-pack 1\n", then per file "NAMELEN TEXTLEN\n",
+ * the name and the text (no terminators). */
+#define PACK_MAGIC "sluice-schema-pack 1\n"
+
+static int pack_texts(const char *const *names, char *const *texts, const size_t *lens, size_t n,
+                      char **pack, size_t *pack_len)
+{
+    sl_buf_t b = SL_BUF_INIT;
+    int rc = sl_buf_append_str(&b, PACK_MAGIC);
+    for (size_t i = 0; !rc && i < n; i++) {
+        size_t nl = strlen(names[i]);
+        rc = sl_buf_printf(&b, "%zu %zu\n", nl, lens[i]);
+        if (!rc) rc = sl_buf_append(&b, names[i], nl);
+        if (!rc) rc = sl_buf_append(&b, texts[i], lens[i]);
+    }
+    if (rc) {
+        sl_buf_free(&b);
+        return SL_ENOMEM;
+    }
+    *pack = (char *)b.data;
+    *pack_len = b.len;
+    return SL_OK;
+}
+
+static int load_files(const char *const *paths, size_t n_paths, schema_t **out, char **pack,
+                      size_t *pack_len, char *errstr, size_t errsize)
 {
     char **texts = calloc(n_paths ? n_paths : 1, sizeof *texts);
     size_t *lens = calloc(n_paths ? n_paths : 1, sizeof *lens);
@@ -932,9 +956,105 @@ int schema_load(const char *const *paths, size_t n_paths, schema_t **out, char *
     for (size_t i = 0; i < n_paths; i++)
         if ((rc = read_file(paths[i], &texts[i], &lens[i], errstr, errsize))) goto done;
     rc = load_texts(paths, (const char *const *)texts, lens, n_paths, out, errstr, errsize);
+    if (!rc && pack && (rc = pack_texts(paths, texts, lens, n_paths, pack, pack_len))) {
+        schema_free(*out);
+        *out = NULL;
+        snprintf(errstr, errsize, "out of memory");
+    }
 done:
     if (texts)
         for (size_t i = 0; i < n_paths; i++) free(texts[i]);
+    free(texts);
+    free(lens);
+    return rc;
+}
+
+int schema_load(const char *const *paths, size_t n_paths, schema_t **out, char *errstr,
+                size_t errsize)
+{
+    return load_files(paths, n_paths, out, NULL, NULL, errstr, errsize);
+}
+
+int schema_load_pack(const char *const *paths, size_t n_paths, schema_t **out, char **pack,
+                     size_t *pack_len, char *errstr, size_t errsize)
+{
+    *pack = NULL;
+    *pack_len = 0;
+    return load_files(paths, n_paths, out, pack, pack_len, errstr, errsize);
+}
+
+/* Reads "A B\n" at *p (decimal, no sign), advancing *p; false if malformed. */
+static bool pack_header(const char **p, const char *end, size_t *a, size_t *b)
+{
+    size_t *outs[2] = { a, b };
+    for (int k = 0; k < 2; k++) {
+        size_t v = 0, digits = 0;
+        while (*p < end && **p >= '0' && **p <= '9' && digits < 19) {
+            v = v * 10 + (size_t)(**p - '0');
+            (*p)++;
+            digits++;
+        }
+        if (!digits || *p >= end || **p != (k ? '\n' : ' ')) return false;
+        (*p)++;
+        *outs[k] = v;
+    }
+    return true;
+}
+
+int schema_load_packed(const void *pack, size_t len, schema_t **out, char *errstr, size_t errsize)
+{
+    const char *p = pack, *end = p + len;
+    const size_t ml = sizeof PACK_MAGIC - 1;
+    *out = NULL;
+    if (len < ml || memcmp(p, PACK_MAGIC, ml) != 0) {
+        snprintf(errstr, errsize, "not a packed schema");
+        return SL_EPARSE;
+    }
+    p += ml;
+    size_t n = 0, cap = 0;
+    char **names = NULL, **texts = NULL;
+    size_t *lens = NULL;
+    int rc = SL_OK;
+    while (p < end) {
+        size_t nl, tl;
+        if (!pack_header(&p, end, &nl, &tl) || nl > (size_t)(end - p) || tl > (size_t)(end - p) - nl) {
+            snprintf(errstr, errsize, "packed schema: file %zu is cut or malformed", n + 1);
+            rc = SL_EPARSE;
+            goto done;
+        }
+        if (memchr(p, '\0', nl + tl)) {
+            snprintf(errstr, errsize, "packed schema: file %zu holds a NUL byte", n + 1);
+            rc = SL_EPARSE;
+            goto done;
+        }
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 4;
+            char **nn = realloc(names, nc * sizeof *nn);
+            if (!nn) { rc = SL_ENOMEM; goto done; }
+            names = nn;
+            char **nt = realloc(texts, nc * sizeof *nt);
+            if (!nt) { rc = SL_ENOMEM; goto done; }
+            texts = nt;
+            size_t *nls = realloc(lens, nc * sizeof *nls);
+            if (!nls) { rc = SL_ENOMEM; goto done; }
+            lens = nls;
+            cap = nc;
+        }
+        names[n] = strndup(p, nl);
+        texts[n] = strndup(p + nl, tl);
+        lens[n] = tl;
+        n++;
+        if (!names[n - 1] || !texts[n - 1]) { rc = SL_ENOMEM; goto done; }
+        p += nl + tl;
+    }
+    rc = load_texts((const char *const *)names, (const char *const *)texts, lens, n, out, errstr, errsize);
+done:
+    if (rc == SL_ENOMEM) snprintf(errstr, errsize, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        free(names[i]);
+        free(texts[i]);
+    }
+    free(names);
     free(texts);
     free(lens);
     return rc;

@@ -205,6 +205,15 @@ int schema_load(const char *const *paths, size_t n_paths, schema_t **out,
 int schema_load_string(const char *name, const char *text, size_t len,
                        schema_t **out, char *errstr, size_t errsize);
 
+/* Loads like schema_load and, with the same bytes, fills *pack (a growable
+ * buffer the caller frees with free(*pack)) with the files' names and texts
+ * in one blob: what schema_load_packed turns back into the same schema (same
+ * fingerprints) after the files changed, e.g. the definition a view keeps
+ * serving while a backfill rebuilds it across a restart. */
+int schema_load_pack(const char *const *paths, size_t n_paths, schema_t **out,
+                     char **pack, size_t *pack_len, char *errstr, size_t errsize);
+int schema_load_packed(const void *pack, size_t len, schema_t **out, char *errstr, size_t errsize);
+
 void schema_free(schema_t *s);
 
 /* Lookups by name; NULL / -1 when absent. */

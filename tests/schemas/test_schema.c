@@ -113,6 +113,64 @@ Test(schema, examples_load)
     schema_free(s);
 }
 
+/* A pack of the three example files loads back into the same schema (every
+ * fingerprint, view and feature); a cut of the pack loads the files it still
+ * holds whole or is a clean error, as is a byte flipped in its header (ASan
+ * checks the reads). */
+Test(schema, pack_round_trip_and_cuts)
+{
+    const char *dir = getenv("SLUICE_EXAMPLES_DIR");
+    cr_assert_not_null(dir);
+    const char *names[] = { "card_fraud.yaml", "clickstream.yaml", "ride_hailing.yaml" };
+    char paths[3][512];
+    const char *pp[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, names[i]);
+        pp[i] = paths[i];
+    }
+    schema_t *a, *b, *plain;
+    char err[1024], *pack;
+    size_t plen;
+    cr_assert_eq(schema_load_pack(pp, 3, &a, &pack, &plen, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(schema_load(pp, 3, &plain, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(schema_load_packed(pack, plen, &b, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(a->fingerprint, plain->fingerprint);
+    cr_assert_eq(b->fingerprint, a->fingerprint);
+    cr_assert_eq(b->n_views, a->n_views);
+    cr_assert_eq(b->n_services, a->n_services);
+    for (size_t v = 0; v < a->n_views; v++) {
+        cr_assert_str_eq(b->views[v].name, a->views[v].name);
+        cr_assert_eq(b->views[v].fingerprint, a->views[v].fingerprint, "%s", a->views[v].name);
+        cr_assert_eq(b->views[v].n_features, a->views[v].n_features);
+    }
+    schema_free(b);
+    for (size_t cut = 0; cut < plen; cut += (cut < 64 ? 1 : 97)) {
+        b = NULL;
+        int rc = schema_load_packed(pack, cut, &b, err, sizeof err);
+        if (rc == 0) {
+            /* a cut between two files is a valid pack of the first ones */
+            cr_assert_lt(b->n_views, a->n_views, "cut %zu", cut);
+            schema_free(b);
+        } else {
+            cr_assert_null(b);
+            cr_assert_gt(strlen(err), 0);
+        }
+    }
+    char *bad = malloc(plen);
+    memcpy(bad, pack, plen);
+    bad[0] = 'S';
+    cr_assert_neq(schema_load_packed(bad, plen, &b, err, sizeof err), 0);
+    cr_assert(strstr(err, "not a packed schema"), "%s", err);
+    memcpy(bad, pack, plen);
+    bad[sizeof "sluice-schema-pack 1\n" - 1] = 'x';             /* the first length */
+    cr_assert_neq(schema_load_packed(bad, plen, &b, err, sizeof err), 0);
+    cr_assert(strstr(err, "malformed"), "%s", err);
+    free(bad);
+    free(pack);
+    schema_free(a);
+    schema_free(plain);
+}
+
 Test(errors, not_yaml)        { expect_error("a: [1, 2\nb: 3\n", "t.yaml:2:2: not valid YAML"); }
 Test(errors, empty_file)      { expect_error("", "t.yaml:1:1: empty file"); }
 Test(errors, comments_only)   { expect_error("# nothing here\n", "empty file"); }
