@@ -1,11 +1,58 @@
 /*
- * cmd_common.c — config + schema loading shared by the worker commands.
+ * cmd_common.c — options, config + schema loading and the signal mask shared
+ * by the worker commands (cmd_common.h).
  */
 #include "cmd_common.h"
 #include "sl_log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+
+int cmd_parse_args(const char *prog, int argc, char **argv, const cmd_flag_t *flags, size_t n_flags,
+                   void (*usage)(FILE *), const char **config)
+{
+    *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + 1 < argc) {
+            *config = argv[++i];
+            continue;
+        }
+        if ((!strcmp(a, "--set") || !strcmp(a, "--log-format") || !strcmp(a, "--log-level")) && i + 1 < argc) {
+            i++;                           /* applied by cmd_load_config_and_schema */
+            continue;
+        }
+        size_t f = 0;
+        while (f < n_flags && strcmp(a, flags[f].name) != 0) f++;
+        if (f < n_flags) {
+            *flags[f].value = true;
+            continue;
+        }
+        fprintf(stderr, "%s: unexpected argument '%s'\n\n", prog, a);
+        usage(stderr);
+        return 2;
+    }
+    if (!*config) {
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+void cmd_block_stop_signals(sigset_t *set, bool usr1)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    if (usr1) sigaddset(set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
 
 int cmd_load_config_and_schema(const char *prog, const char *config, int argc, char **argv,
                                sl_config_t *cfg, schema_t **schema)

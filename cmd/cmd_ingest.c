@@ -62,31 +62,10 @@ int cmd_ingest(int argc, char **argv)
     node_metrics_t *node_metrics = NULL;
 
     sl_config_defaults(&cfg);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            status = 0;
-            goto out_config;
-        } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
-            config = argv[++i];
-        } else if ((!strcmp(argv[i], "--log-format") || !strcmp(argv[i], "--log-level")) && i + 1 < argc) {
-            i++;                           /* applied by cmd_load_config_and_schema */
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            i++;   /* applied after the file, below */
-        } else if (!strcmp(argv[i], "--exit-at-eof")) {
-            opts.exit_at_eof = true;
-        } else if (!strcmp(argv[i], "--stats")) {
-            print_stats = true;
-        } else {
-            fprintf(stderr, "sluice ingest: unexpected argument '%s'\n\n", argv[i]);
-            usage(stderr);
-            status = 2;
-            goto out_config;
-        }
-    }
-    if (!config) {
-        usage(stderr);
-        status = 2;
+    const cmd_flag_t flags[] = { { "--exit-at-eof", &opts.exit_at_eof }, { "--stats", &print_stats } };
+    int parsed = cmd_parse_args("sluice ingest", argc, argv, flags, 2, usage, &config);
+    if (parsed >= 0) {
+        status = parsed;
         goto out_config;
     }
     int load_status = cmd_load_config_and_schema("sluice ingest", config, argc, argv, &cfg, &schema);

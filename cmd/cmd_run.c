@@ -501,41 +501,15 @@ int cmd_run(int argc, char **argv)
     n->cfg = &cfg;
 
     sl_config_defaults(&cfg);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            status = 0;
-            goto out_config;
-        } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
-            config = argv[++i];
-        } else if ((!strcmp(argv[i], "--log-format") || !strcmp(argv[i], "--log-level")) && i + 1 < argc) {
-            i++;                           /* applied by cmd_load_config_and_schema */
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            i++;
-        } else if (!strcmp(argv[i], "--stats")) {
-            print_stats = true;
-        } else {
-            fprintf(stderr, "sluice run: unexpected argument '%s'\n\n", argv[i]);
-            usage(stderr);
-            status = 2;
-            goto out_config;
-        }
-    }
-    if (!config) {
-        usage(stderr);
-        status = 2;
+    const cmd_flag_t flags[] = { { "--stats", &print_stats } };
+    int parsed = cmd_parse_args("sluice run", argc, argv, flags, 1, usage, &config);
+    if (parsed >= 0) {
+        status = parsed;
         goto out_config;
     }
-    /* Blocked before any thread exists (RocksDB's and librdkafka's included),
-     * so only sigwait below ever takes them: a stray SIGTERM or SIGUSR1 on
-     * another thread would kill the process without its final commit. */
+    /* Blocked before any thread exists (RocksDB's and librdkafka's included). */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cmd_block_stop_signals(&set, true);
     n->main_thread = pthread_self();
 
     int load_status = cmd_load_config_and_schema("sluice run", config, argc, argv, &cfg, &schema);

@@ -201,41 +201,15 @@ int cmd_serve(int argc, char **argv)
     char scratch[64] = "";
 
     sl_config_defaults(&cfg);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            status = 0;
-            goto out_config;
-        } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
-            config = argv[++i];
-        } else if ((!strcmp(argv[i], "--log-format") || !strcmp(argv[i], "--log-level")) && i + 1 < argc) {
-            i++;                           /* applied by cmd_load_config_and_schema */
-        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            i++;
-        } else if (!strcmp(argv[i], "--read-only")) {
-            read_only = true;
-        } else if (!strcmp(argv[i], "--stats")) {
-            print_stats = true;
-        } else {
-            fprintf(stderr, "sluice serve: unexpected argument '%s'\n\n", argv[i]);
-            usage(stderr);
-            status = 2;
-            goto out_config;
-        }
-    }
-    if (!config) {
-        usage(stderr);
-        status = 2;
+    const cmd_flag_t flags[] = { { "--read-only", &read_only }, { "--stats", &print_stats } };
+    int parsed = cmd_parse_args("sluice serve", argc, argv, flags, 2, usage, &config);
+    if (parsed >= 0) {
+        status = parsed;
         goto out_config;
     }
-    /* Blocked before any thread exists (RocksDB's included), so only the
-     * sigwait below takes them. */
+    /* Blocked before any thread exists (RocksDB's included). */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cmd_block_stop_signals(&set, false);
 
     int load_status = cmd_load_config_and_schema("sluice serve", config, argc, argv, &cfg, &schema);
     if (load_status) {
