@@ -14,6 +14,7 @@
  * is up to date), 130 detached from the node by Ctrl-C.
  */
 #include "backfill.h"
+#include "cmd_common.h"
 #include "backfill_ctl.h"
 #include "replay.h"
 #include "schema.h"
@@ -87,7 +88,9 @@ static void usage(FILE *f)
         "  --commit-interval D commit the new version every D (default 10s: nobody reads\n"
         "                      it yet; a crash replays at most D of work)\n"
         "  --quiet             no progress output\n"
-        "  --set key=value     override a config option\n");
+        "  --set key=value     override a config option\n"
+        "  --log-format F      text (default) or json: one JSON object per log line\n"
+        "  --log-level L       debug, info (default), warn or error\n");
 }
 
 static int parse_from(const char *s, int64_t *out)
@@ -134,7 +137,8 @@ int cmd_backfill(int argc, char **argv)
             }
         }
         else if (!strcmp(a, "--quiet")) o.progress_ms = 0;
-        else if (!strcmp(a, "--set") && has) i++;
+        else if ((!strcmp(a, "--set") || !strcmp(a, "--log-format") || !strcmp(a, "--log-level")) && has)
+            i++;                           /* applied by cmd_load_config_and_schema */
         else {
             fprintf(stderr, "sluice backfill: unexpected argument '%s'\n\n", a);
             usage(stderr);
@@ -143,21 +147,9 @@ int cmd_backfill(int argc, char **argv)
         }
     }
     if (!config || !o.view) { usage(stderr); status = 2; goto out; }
-    if (sl_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "sluice backfill: %s\n", err);
-        goto out;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--set") || i + 1 >= argc) continue;
-        if (sl_config_set(&cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "sluice backfill: --set %s: %s\n", argv[i], err);
-            status = 2;
-            goto out;
-        }
-    }
-    sl_log_configure(cfg.log_level, cfg.log_format);
-    if (schema_load((const char *const *)cfg.schema_files, cfg.n_schema_files, &schema, err, sizeof err)) {
-        fprintf(stderr, "sluice backfill: %s\n", err);
+    int load_status = cmd_load_config_and_schema("sluice backfill", config, argc, argv, &cfg, &schema);
+    if (load_status) {
+        status = load_status;
         goto out;
     }
     state_options_t so = { .create_if_missing = true };

@@ -6,6 +6,7 @@
  *
  * Exit status: 0 done, 1 failure (message says which), 2 usage.
  */
+#include "cmd_common.h"
 #include "schema.h"
 #include "sl_config.h"
 #include "sl_err.h"
@@ -33,7 +34,9 @@ static void usage(FILE *f)
         "  --time-column NAME    timestamp column (default 'timestamp'): epoch ms or RFC 3339\n"
         "  --buffer N            reorder buffer cap in events (default 100000)\n"
         "  --quiet               no progress output\n"
-        "  --set key=value       override a config option\n");
+        "  --set key=value       override a config option\n"
+        "  --log-format F        text (default) or json: one JSON object per log line\n"
+        "  --log-level L         debug, info (default), warn or error\n");
 }
 
 int cmd_training_set(int argc, char **argv)
@@ -57,7 +60,8 @@ int cmd_training_set(int argc, char **argv)
         else if (!strcmp(a, "--time-column") && has) o.time_column = argv[++i];
         else if (!strcmp(a, "--buffer") && has) o.max_buffered_events = (size_t)strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "--quiet")) o.progress_ms = 0;
-        else if (!strcmp(a, "--set") && has) i++;
+        else if ((!strcmp(a, "--set") || !strcmp(a, "--log-format") || !strcmp(a, "--log-level")) && has)
+            i++;                           /* applied by cmd_load_config_and_schema */
         else {
             fprintf(stderr, "sluice training-set: unexpected argument '%s'\n\n", a);
             usage(stderr);
@@ -70,25 +74,9 @@ int cmd_training_set(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (sl_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "sluice training-set: %s\n", err);
-        goto out;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--set") || i + 1 >= argc) continue;
-        if (sl_config_set(&cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "sluice training-set: --set %s: %s\n", argv[i], err);
-            status = 2;
-            goto out;
-        }
-    }
-    sl_log_configure(cfg.log_level, cfg.log_format);
-    if (cfg.n_schema_files == 0) {
-        fprintf(stderr, "sluice training-set: %s: no schema files (option `schemas`)\n", config);
-        goto out;
-    }
-    if (schema_load((const char *const *)cfg.schema_files, cfg.n_schema_files, &schema, err, sizeof err)) {
-        fprintf(stderr, "sluice training-set: %s\n", err);
+    int load_status = cmd_load_config_and_schema("sluice training-set", config, argc, argv, &cfg, &schema);
+    if (load_status) {
+        status = load_status;
         goto out;
     }
     training_stats_t st;
