@@ -6,7 +6,7 @@
  *   bench_ingest BOOTSTRAP [EVENTS] [PARTITIONS] [SLUICE_BIN]
  *
  * Phases (each on a fresh consumer group and, for ingest, a fresh state dir):
- *   produce  EVENTS JSON events (100k users, 10k merchants) — not timed
+ *   produce  EVENTS JSON events (default 6M; 100k users, 10k merchants) — not timed
  *   raw      consumer_poll loop with the worker's consumer settings, no
  *            processing: events/s wall and per CPU-second
  *   ingest   the worker (one thread) on a view with 5 features — count, sum,
@@ -354,7 +354,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *bootstrap = argv[1];
-    long events = argc > 2 ? atol(argv[2]) : 2000000;
+    long events = argc > 2 ? atol(argv[2]) : 6000000;   /* see bench/ingest_bench.sh */
     int partitions = argc > 3 ? atoi(argv[3]) : 4;
     const char *bin = argc > 4 ? argv[4] : NULL;
     char topic[128], dir[256] = "/tmp/sluice-bench-ingest-XXXXXX";
