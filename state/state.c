@@ -1158,11 +1158,15 @@ static int batch_commit(state_store_t *st, state_batch_t *b, const char *const *
             else
                 rocksdb_writebatch_delete_cf(wb, st->cf[CF_STATES], k, e->klen);
         }
-        /* the entities key is the states key without the partition */
-        qsort_r(ents, n_ents, sizeof *ents, cmp_entities, arena.data);
-        for (size_t i = 0; i < n_ents; i++) {
+        /* The entities key is the states key without the partition. Only
+         * the entries that write or delete an index row are sorted again (a
+         * put_known one's row is already current: in steady state, most). */
+        size_t n_idx = 0;
+        for (size_t i = 0; i < n_ents; i++)
+            if (ents[i].op != OP_PUT_KNOWN) ents[n_idx++] = ents[i];
+        qsort_r(ents, n_idx, sizeof *ents, cmp_entities, arena.data);
+        for (size_t i = 0; i < n_idx; i++) {
             const commit_ent_t *e = &ents[i];
-            if (e->op == OP_PUT_KNOWN) continue;    /* its entities row is already current */
             const unsigned char *k = arena.data + e->koff;
             sl_buf_reset(&kb);
             if (sl_buf_append(&kb, k, 8) || sl_buf_append(&kb, k + 12, e->klen - 12)) {
