@@ -24,16 +24,10 @@ build="$(cd "${1:?usage: hosted_backfill_bench.sh BUILD_DIR [EVENTS] [BOOTSTRAP]
 events="${2:-300000}"
 sluice="$build/cmd/sluice"
 work="$build/bench-hosted"
-script="$here/../tests/kafka/kafka-broker.sh"
 rm -rf "$work"
 mkdir -p "$work"
-if [ -n "${3:-}" ]; then
-  bootstrap="$3"
-else
-  bash "$script" start "$build/bench-hosted-kafka" >/dev/null
-  trap 'bash "$script" stop "$build/bench-hosted-kafka" >/dev/null 2>&1 || true' EXIT
-  bootstrap="$(head -n1 "$build/bench-hosted-kafka/bootstrap")"
-fi
+. "$here/broker.sh"
+bench_broker "$build/bench-hosted-kafka" "${3:-}"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 resp=$(port); grpc=$(port)
 topic="payments-hosted-$$"
@@ -57,7 +51,7 @@ echo "-- standalone (no server; other views live in a thread)"
 
 "$sluice" run -c "$work/c.yaml" 2>"$work/node.log" &
 node=$!
-trap 'kill $node 2>/dev/null || true; bash "$script" stop "$build/bench-hosted-kafka" >/dev/null 2>&1 || true' EXIT
+trap 'kill $node 2>/dev/null || true; bench_broker_stop' EXIT
 for _ in $(seq 100); do redis-cli -p "$resp" PING >/dev/null 2>&1 && break; sleep 0.1; done
 echo "-- hosted, under a lookup load (redis-benchmark: 50 clients, HGETALL card_declines + card_activity)"
 redis-benchmark -p "$resp" -c 25 -n 100000000 -r 100000 -q --csv \

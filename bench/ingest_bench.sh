@@ -19,12 +19,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 build="$(cd "${1:?usage: ingest_bench.sh BUILD_DIR [EVENTS] [crash]}" && pwd)"
 events="${2:-6000000}"
 work="$build/bench-kafka"
-script="$here/../tests/kafka/kafka-broker.sh"
 
-bash "$script" fetch
-bash "$script" start "$work"
-trap 'bash "$script" stop "$work" >/dev/null 2>&1 || true' EXIT
-bootstrap="$(head -n1 "$work/bootstrap")"
+. "$here/broker.sh"
+bench_broker "$work"
 
 echo "== bench_ingest: $events events, broker $bootstrap, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$build/bench/bench_ingest" "$bootstrap" "$events" 4 "$build/cmd/sluice" 2> >(grep -v GETPID >&2)

@@ -24,18 +24,11 @@ events="${2:-1000000}"
 labels="${3:-1000000}"
 sluice="$build/cmd/sluice"
 work="$build/bench-replay"
-script="$here/../tests/kafka/kafka-broker.sh"
 rm -rf "$work"
 mkdir -p "$work"
 
-if [ -n "${4:-}" ]; then
-  bootstrap="$4"
-else
-  bash "$script" fetch
-  bash "$script" start "$build/bench-replay-kafka"
-  trap 'bash "$script" stop "$build/bench-replay-kafka" >/dev/null 2>&1 || true' EXIT
-  bootstrap="$(head -n1 "$build/bench-replay-kafka/bootstrap")"
-fi
+. "$here/broker.sh"
+bench_broker "$build/bench-replay-kafka" "${4:-}"
 
 topic="payments-bench-$$"
 sed "s/topic: payments/topic: $topic/" "$here/../schemas/examples/card_fraud.yaml" > "$work/s1.yaml"
