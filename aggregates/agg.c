@@ -45,6 +45,9 @@ struct agg_entity {
     const agg_plan_t *plan;
 };
 
+/* Where an entity's feature states start in its block (agg_entity_new). */
+#define ENT_OFF_ST ((sizeof(agg_entity_t) + 15) & ~(size_t)15)
+
 /* ---- plan ------------------------------------------------------------------ */
 
 static int plan_fail(char *errstr, size_t errsize, const char *fmt, const char *name)
@@ -208,7 +211,7 @@ agg_entity_t *agg_entity_new(const agg_plan_t *plan)
      * TLB misses per event). */
     size_t nf = plan->n_features ? plan->n_features : 1;
     size_t ni = plan->max_last_n ? (size_t)plan->max_last_n : 1;
-    size_t off_st = (sizeof(agg_entity_t) + 15) & ~(size_t)15;
+    size_t off_st = ENT_OFF_ST;
     size_t off_keep = off_st + nf * sizeof(agg__fstate_t);
     size_t off_items = off_keep + nf * sizeof(agg_part_t);
     unsigned char *blk = calloc(1, off_items + ni * sizeof(agg_scalar_t));
@@ -289,11 +292,16 @@ static bool input_from(const agg__feature_t *f, const agg_event_t *ev, agg__in_t
 void agg_entity_prefetch(const agg_plan_t *plan, const agg_entity_t *ent, int depth)
 {
     if (depth <= 0) {
-        __builtin_prefetch(ent, 1);
+        /* the entity and its feature states: one block (agg_entity_new),
+         * so their lines are known without reading the entity; depth 1
+         * reads every feature's state */
+        const char *p = (const char *)ent;
+        size_t end = ENT_OFF_ST + plan->n_features * sizeof(agg__fstate_t);
+        for (size_t off = 0; off < end; off += 64)
+            __builtin_prefetch(p + off, 1);
+        __builtin_prefetch(p + end - 1, 1);
         return;
     }
-    if (depth == 1)
-        __builtin_prefetch(ent->st, 1);
     for (size_t i = 0; i < plan->n_features; i++)
         agg__win_prefetch(&plan->f[i], &ent->st[i], depth);
 }

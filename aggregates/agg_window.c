@@ -552,7 +552,9 @@ void agg__win_free(const agg__feature_t *f, agg__fstate_t *st)
 {
     if (is_tiles(f)) {
         agg__tiles_t *ts = &st->tiles;
-        for (uint32_t i = 0; i < ts->n; i++) {
+        /* only heap partials hold anything to free: the others' tiles are
+         * cold memory not worth a visit */
+        for (uint32_t i = 0; is_heap_agg(f->agg) && i < ts->n; i++) {
             agg__part_clear(f, &T(f, ts, i)->p);
             if (f->ntiles > 1)
                 agg__part_clear(f, ACC(f, T(f, ts, i)));
