@@ -170,7 +170,7 @@ static int tiles_resplit(const agg__feature_t *f, agg__tiles_t *ts, int64_t spli
 {
     int rc = 0;
     ts->split = split;
-    uint32_t sp = tiles_find(f, ts, split);
+    uint32_t sp = ts->sp = tiles_find(f, ts, split);
     uint32_t lo = tiles_find(f, ts, front_floor(f, ts));
     for (uint32_t k = 0; k < lo; k++)
         agg__part_clear(f, ACC(f, T(f, ts, k)));
@@ -232,15 +232,23 @@ static int tiles_add(const agg__feature_t *f, agg__tiles_t *ts, const agg__in_t 
     if (fresh) {
         if ((rc = tiles_insert(f, ts, pos, idx)))
             return rc;
-        if (ts->n == 1)
+        if (ts->n == 1) {
             ts->split = idx;
+            ts->sp = 0;
+        } else if (idx < ts->split) {
+            ts->sp++;               /* inserted in front of the split */
+        }
     }
     if ((rc = agg__part_add(f, &T(f, ts, pos)->p, in)))
         return rc;
     if (f->ntiles == 1)
         return 0;
 
-    uint32_t sp = tiles_find(f, ts, ts->split);
+    uint32_t sp = ts->sp;
+#ifdef AGG_CHECK_SPLIT_POS
+    if (sp != tiles_find(f, ts, ts->split))
+        abort();
+#endif
     bool heap = is_heap_agg(f->agg);
     if (idx >= ts->split) {
         if (!heap) {
@@ -378,6 +386,7 @@ static void tiles_drop_before(const agg__feature_t *f, agg__tiles_t *ts, int64_t
     }
     ts->off += cut;
     ts->n -= cut;
+    ts->sp = ts->sp > cut ? ts->sp - cut : 0;
     if (!ts->n)
         ts->off = 0;
     if (ts->cap > 16 && ts->n < ts->cap / 4) {
@@ -588,10 +597,7 @@ void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int dep
         return;
     }
     if (depth == 2) {
-        /* the split tile, which every add looks up */
-        int64_t back = t->idx - ts->split;
-        if (back > 0 && back < (int64_t)ts->n)
-            __builtin_prefetch(T(f, ts, ts->n - 1 - (uint32_t)back), 0);
+        /* (an add finds the split by ts->sp, without its tile) */
         if (!is_heap_agg(f->agg))
             return;
         if (t->p.x)
@@ -734,6 +740,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
         }
         if (ts->split > T(f, ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
             return SL_ECORRUPT;
+        ts->sp = tiles_find(f, ts, ts->split);
         /* prefix/suffix partials are built on the first update or expire;
          * until then queries fold (serving decodes, queries once, frees) */
         ts->lazy = f->ntiles > 1;

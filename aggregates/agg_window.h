@@ -20,6 +20,9 @@ typedef struct agg__tile {
 typedef struct agg__tiles {
     unsigned char *v;       /* tiles at slots [off, off+n), idx strictly increasing */
     uint32_t off, n, cap;
+    uint32_t sp;            /* position of the first tile with idx >= split (kept
+                             * by every change of the tiles while !lazy, so an
+                             * update needs no search nor the split tile's line) */
     int64_t split;          /* tiles with idx >= split are the back part */
     bool lazy;              /* decoded, acc not built yet (all zero) */
 } agg__tiles_t;
@@ -45,8 +48,8 @@ int64_t agg__floor_div(int64_t a, int64_t b);
 
 void agg__win_free(const agg__feature_t *f, agg__fstate_t *st);
 /* Memory hints before an update, one level of pointers per depth: 1 the
- * newest tile (reads only st), 2 the split tile and the heap parts the
- * newest tile points to (reads the tile), 3 the arrays of those heap parts.
+ * newest tile (reads only st), 2 the heap parts the newest tile points to
+ * (reads the tile), 3 the arrays of those heap parts.
  * No effect on state. */
 void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int depth);
 int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
