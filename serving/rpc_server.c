@@ -212,10 +212,17 @@ static void rpc__send(rpc_server_t *srv, rpc_call_t *c, int status, const char *
     if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) rpc__call_free(c);
 }
 
-/* Hands a deferred call to the waiter thread. */
+/* Hands a deferred call to the waiter thread; once the server is stopping
+ * (the waiter may be gone), answers it UNAVAILABLE instead, so no call is
+ * left unanswered to hold up the shutdown. */
 static void rpc__defer(rpc_server_t *srv, rpc_call_t *c)
 {
     pthread_mutex_lock(&srv->wait_mu);
+    if (srv->wait_stop) {
+        pthread_mutex_unlock(&srv->wait_mu);
+        rpc__send(srv, c, RPC_UNAVAILABLE, "server shutting down", NULL, 0);
+        return;
+    }
     c->next = NULL;
     if (srv->wait_tail) srv->wait_tail->next = c;
     else srv->wait_head = c;
@@ -451,17 +458,15 @@ void rpc_server_stop(rpc_server_t *srv)
     /* the waiter first: its calls keep their channels open, and the
      * workers must still be running to free them once sent */
     pthread_mutex_lock(&srv->wait_mu);
-    srv->wait_stop = true;
+    srv->wait_stop = true;           /* from now on rpc__defer answers at once */
+    rpc_call_t *left = srv->waiter_started ? NULL : srv->wait_head;
+    if (left) srv->wait_head = srv->wait_tail = NULL;
     pthread_cond_signal(&srv->wait_cv);
     pthread_mutex_unlock(&srv->wait_mu);
-    if (srv->waiter_started) {
-        pthread_join(srv->waiter, NULL);
-    } else {
-        for (rpc_call_t *c = srv->wait_head, *next; c; c = next) {
-            next = c->next;
-            rpc__send(srv, c, RPC_UNAVAILABLE, "server shutting down", NULL, 0);
-        }
-        srv->wait_head = srv->wait_tail = NULL;
+    if (srv->waiter_started) pthread_join(srv->waiter, NULL);
+    for (rpc_call_t *next; left; left = next) {
+        next = left->next;
+        rpc__send(srv, left, RPC_UNAVAILABLE, "server shutting down", NULL, 0);
     }
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq,

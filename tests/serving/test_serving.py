@@ -776,6 +776,37 @@ class GrpcTls(unittest.TestCase):
         self.assertIn("TLS", err)
 
 
+class GrpcShutdown(unittest.TestCase):
+    def test_stop_answers_waiting_calls(self):
+        # calls waiting for a token do not hold up a stop: they get
+        # UNAVAILABLE at once instead of when their 10 s run out
+        srv = Server("shutdown", os.path.join(ARGS.work, "state"), [])
+        ch = grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port)
+        try:
+            stub = pbg.FeatureServiceStub(ch)
+            req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
+                                              entities=[pb.EntityRow(keys={"user_id": "u1"})])
+            resp = stub.GetOnlineFeatures(req, wait_for_ready=True, timeout=20)
+            self.assertTrue(resp.token.partitions)
+            req.min_token.CopyFrom(resp.token)
+            req.min_token.partitions[0].next_offset += 1000
+            req.min_token_wait_ms = 10000
+            futs = [stub.GetOnlineFeatures.future(req) for _ in range(3)]
+            time.sleep(0.3)
+            self.assertFalse(any(f.done() for f in futs))
+            t0 = time.time()
+            srv.stop()
+            self.assertLess(time.time() - t0, 8)
+            for f in futs:
+                with self.assertRaises(grpc.RpcError) as cm:
+                    f.result(timeout=10)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        finally:
+            ch.close()
+            if srv.proc.poll() is None:
+                srv.proc.kill()
+
+
 class GrpcLimited(unittest.TestCase):
     def test_partial_window_status(self):
         ch = grpc.insecure_channel("127.0.0.1:%d" % LIMITED.grpc_port)
