@@ -26,6 +26,7 @@
  * ordering and range and never reads outside the input.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,18 +36,35 @@
 #include "agg_window.h"
 #include "sl_err.h"
 
+/* One block (agg_entity_new): this header, the feature states right after
+ * it (an update reads the header and every state: 5 lines for 5 features),
+ * then the query scratch, which ingest never touches: one "keep" partial
+ * per feature and the last_n item slots (ent_keep, ent_items). */
 struct agg_entity {
     int64_t last_event_ms;
-    bool any;                       /* an event was applied */
-    size_t n;
-    agg__fstate_t *st;
-    agg_part_t *keep;               /* per feature */
-    agg_scalar_t *items;            /* sum of last_n over features */
     const agg_plan_t *plan;
+    bool any;                       /* an event was applied */
+    agg__fstate_t st[];             /* per feature */
 };
 
-/* Where an entity's feature states start in its block (agg_entity_new). */
-#define ENT_OFF_ST ((sizeof(agg_entity_t) + 15) & ~(size_t)15)
+/* Where an entity's feature states start in its block. */
+#define ENT_OFF_ST offsetof(agg_entity_t, st)
+
+static inline size_t ent_off_keep(const agg_plan_t *plan)
+{
+    return ENT_OFF_ST + (plan->n_features ? plan->n_features : 1) * sizeof(agg__fstate_t);
+}
+
+static inline agg_part_t *ent_keep(const agg_entity_t *ent)
+{
+    return (agg_part_t *)((unsigned char *)ent + ent_off_keep(ent->plan));
+}
+
+static inline agg_scalar_t *ent_items(const agg_entity_t *ent)
+{
+    size_t nf = ent->plan->n_features ? ent->plan->n_features : 1;
+    return (agg_scalar_t *)((unsigned char *)ent + ent_off_keep(ent->plan) + nf * sizeof(agg_part_t));
+}
 
 /* ---- plan ------------------------------------------------------------------ */
 
@@ -211,18 +229,11 @@ agg_entity_t *agg_entity_new(const agg_plan_t *plan)
      * TLB misses per event). */
     size_t nf = plan->n_features ? plan->n_features : 1;
     size_t ni = plan->max_last_n ? (size_t)plan->max_last_n : 1;
-    size_t off_st = ENT_OFF_ST;
-    size_t off_keep = off_st + nf * sizeof(agg__fstate_t);
-    size_t off_items = off_keep + nf * sizeof(agg_part_t);
-    unsigned char *blk = calloc(1, off_items + ni * sizeof(agg_scalar_t));
-    if (!blk)
+    size_t off_items = ent_off_keep(plan) + nf * sizeof(agg_part_t);
+    agg_entity_t *ent = calloc(1, off_items + ni * sizeof(agg_scalar_t));
+    if (!ent)
         return NULL;
-    agg_entity_t *ent = (agg_entity_t *)blk;
     ent->plan = plan;
-    ent->n = plan->n_features;
-    ent->st = (agg__fstate_t *)(blk + off_st);
-    ent->keep = (agg_part_t *)(blk + off_keep);
-    ent->items = (agg_scalar_t *)(blk + off_items);
     return ent;
 }
 
@@ -230,10 +241,12 @@ void agg_entity_free(agg_entity_t *ent)
 {
     if (!ent)
         return;
-    for (size_t i = 0; i < ent->n; i++)
+    size_t n = ent->plan->n_features;
+    agg_part_t *keep = ent_keep(ent);
+    for (size_t i = 0; i < n; i++)
         agg__win_free(&ent->plan->f[i], &ent->st[i]);
-    for (size_t i = 0; i < ent->n; i++)
-        agg__part_clear(&ent->plan->f[i], &ent->keep[i]);
+    for (size_t i = 0; i < n; i++)
+        agg__part_clear(&ent->plan->f[i], &keep[i]);
     free(ent);
 }
 
@@ -338,7 +351,8 @@ void agg_entity_query(const agg_plan_t *plan, const agg_entity_t *ent,
                       int64_t t_ms, agg_value_t *out)
 {
     agg_entity_t *e = (agg_entity_t *)ent;     /* scratch only; see the top */
-    agg_scalar_t *items = e->items;
+    agg_scalar_t *items = ent_items(e);
+    agg_part_t *keep = ent_keep(e);
     /* HLL union registers: per call on the stack, not per entity (4 KiB
      * that a cache of entities would otherwise carry for queries alone) */
     uint8_t regs[AGG_HLL_M];
@@ -350,7 +364,7 @@ void agg_entity_query(const agg_plan_t *plan, const agg_entity_t *ent,
         t_ms = -2 * AGG_TIME_LIMIT;
     for (size_t i = 0; i < plan->n_features; i++) {
         const agg__feature_t *f = &plan->f[i];
-        agg__win_query(f, &ent->st[i], t_ms, &sc, items, &e->keep[i], &out[i]);
+        agg__win_query(f, &ent->st[i], t_ms, &sc, items, &keep[i], &out[i]);
         items += f->last_n;
     }
 }
@@ -500,9 +514,9 @@ int agg_entity_merge(const agg_plan_t *plan, agg_entity_t *dst, const agg_entity
 size_t agg_entity_mem_size(const agg_entity_t *ent)
 {
     const agg_plan_t *plan = ent->plan;
-    size_t m = sizeof(*ent) + ent->n * (sizeof(agg__fstate_t) + sizeof(agg_part_t)) +
+    size_t m = sizeof(*ent) + plan->n_features * (sizeof(agg__fstate_t) + sizeof(agg_part_t)) +
                (size_t)plan->max_last_n * sizeof(agg_scalar_t);
-    for (size_t i = 0; i < ent->n; i++)
+    for (size_t i = 0; i < plan->n_features; i++)
         m += agg__win_mem(&plan->f[i], &ent->st[i]);
     return m;
 }
