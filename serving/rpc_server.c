@@ -370,7 +370,7 @@ int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods,
         if (i == 0) {
             srv->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
         } else {
-            /* (gRPC logs at INFO that a server queue does not poll: intended) */
+            /* no pollset: woken by the poller through a condition variable */
             grpc_completion_queue_attributes attr = { .version = GRPC_CQ_CURRENT_VERSION,
                                                       .cq_completion_type = GRPC_CQ_NEXT,
                                                       .cq_polling_type = GRPC_CQ_NON_POLLING };
