@@ -71,8 +71,9 @@ agg_hll_t *agg__hll_copy(const agg_hll_t *h);
 /* add and merge may move the sketch (it grows in place of *hp); add makes
  * one when *hp is NULL. 0 or SL_ENOMEM (then *hp is as before). */
 int agg__hll_add(agg_hll_t **hp, uint64_t hash);
-/* Memory hint: starts loading the sparse hashes past the header's line
- * (an add scans them). */
+/* Memory hint: starts loading the sparse hashes past the block's first
+ * three lines (an add scans them; agg__win_prefetch starts those three
+ * one level earlier, from the tile's pointer). */
 void agg__hll_prefetch(const agg_hll_t *h);
 int agg__hll_merge(agg_hll_t **dstp, const agg_hll_t *src);
 /* Estimate of the union of a and b (b may be NULL); `regs` is AGG_HLL_M bytes

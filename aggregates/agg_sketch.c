@@ -83,8 +83,8 @@ void agg__hll_prefetch(const agg_hll_t *h)
         return;                 /* 4 KiB of registers: one line would not help */
     const char *p = (const char *)h;
     size_t bytes = sizeof(*h) + (size_t)h->n * sizeof(uint64_t);
-    for (size_t off = 64; off < bytes; off += 64)
-        __builtin_prefetch(p + off, 0);   /* the first line is the header, already read */
+    for (size_t off = 192; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 0);   /* the first three lines: agg__win_prefetch */
 }
 
 static inline void hll_reg_set(uint8_t *regs, uint64_t hash)

@@ -600,10 +600,15 @@ void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int dep
         /* (an add finds the split by ts->sp, without its tile) */
         if (!is_heap_agg(f->agg))
             return;
-        if (t->p.x)
-            __builtin_prefetch(t->p.x, 1);
-        if (f->ntiles > 1 && ACC(f, t)->x)
-            __builtin_prefetch(ACC(f, t)->x, 1);
+        /* a sparse sketch is one block: its first three lines (up to 23
+         * hashes) without waiting for its header; depth 3 starts the rest */
+        int lines = f->agg == SCHEMA_AGG_APPROX_DISTINCT ? 3 : 1;
+        for (int l = 0; l < lines; l++) {
+            if (t->p.x)
+                __builtin_prefetch((const char *)t->p.x + 64 * l, 1);
+            if (f->ntiles > 1 && ACC(f, t)->x)
+                __builtin_prefetch((const char *)ACC(f, t)->x + 64 * l, 1);
+        }
         return;
     }
     if (depth == 3 && f->agg == SCHEMA_AGG_APPROX_DISTINCT) {

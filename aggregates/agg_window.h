@@ -49,7 +49,8 @@ int64_t agg__floor_div(int64_t a, int64_t b);
 void agg__win_free(const agg__feature_t *f, agg__fstate_t *st);
 /* Memory hints before an update, one level of pointers per depth: 1 the
  * newest tile (reads only st), 2 the heap parts the newest tile points to
- * (reads the tile), 3 the arrays of those heap parts.
+ * (reads the tile; a sparse sketch's first three lines), 3 the rest of a
+ * long sparse sketch (reads its header).
  * No effect on state. */
 void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int depth);
 int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
