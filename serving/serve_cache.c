@@ -69,21 +69,54 @@ static inline uint64_t serve_cache__mix(uint64_t h)
     return h;
 }
 
-uint64_t serve_cache_hash(int view, const void *key, size_t klen)
+static inline uint64_t serve_cache__load8(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* One multiply and shift per 8 bytes, the last 8 read overlapping (no
+ * byte loop, no variable-length memcpy call for keys of 8 bytes or more);
+ * the full mix comes once, with the view. */
+uint64_t serve_cache_hash_key(const void *key, size_t klen)
 {
     const unsigned char *p = key;
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(unsigned)view << 32) ^ klen;
-    while (klen >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ serve_cache__mix(w)) * 0x100000001b3ull;
-        p += 8;
-        klen -= 8;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (klen * 0xff51afd7ed558ccdull);
+    size_t n = klen;
+    for (; n > 8; p += 8, n -= 8) {
+        h = (h ^ serve_cache__load8(p)) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
     }
     uint64_t w = 0;
-    memcpy(&w, p, klen);
-    h = (h ^ serve_cache__mix(w ^ 0xa5)) * 0x100000001b3ull;
-    return serve_cache__mix(h);
+    if (klen >= 8) {
+        w = serve_cache__load8((const unsigned char *)key + klen - 8);
+    } else {
+        for (size_t i = 0; i < n; i++) w |= (uint64_t)p[i] << (8 * i);
+    }
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    return h ^ (h >> 29);
+}
+
+uint64_t serve_cache_hash_view(uint64_t key_hash, int view)
+{
+    return serve_cache__mix(key_hash ^ (((uint64_t)(unsigned)view + 1) * 0x9e3779b97f4a7c15ull));
+}
+
+uint64_t serve_cache_hash(int view, const void *key, size_t klen)
+{
+    return serve_cache_hash_view(serve_cache_hash_key(key, klen), view);
+}
+
+/* Key bytes equal? Keys of 8 to 16 bytes (most entity keys) in two
+ * overlapping words, no memcmp call. */
+static inline bool serve_cache__key_eq(const unsigned char *a, const void *key, size_t n)
+{
+    const unsigned char *b = key;
+    if (n >= 8 && n <= 16)
+        return ((serve_cache__load8(a) ^ serve_cache__load8(b)) |
+                (serve_cache__load8(a + n - 8) ^ serve_cache__load8(b + n - 8))) == 0;
+    return memcmp(a, b, n) == 0;
 }
 
 /* The slot holding (owner, view, key), or the empty slot ending its probe
@@ -97,7 +130,7 @@ static size_t serve_cache__find(const serve_cache_t *c, uint64_t hash, const voi
         if (!sl->e) return i;
         const serve_cache_entry_t *e = sl->e;
         if (sl->hash == hash && e->view == view && e->owner == owner && e->klen == klen &&
-            memcmp(e->key, key, klen) == 0)
+            serve_cache__key_eq(e->key, key, klen))
             return i;
     }
 }

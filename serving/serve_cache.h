@@ -43,7 +43,11 @@ typedef struct serve_cache_entry {
 serve_cache_t *serve_cache_new(size_t max_bytes);
 void serve_cache_free(serve_cache_t *c);
 
+/* The hash of (view, key): serve_cache_hash_view(serve_cache_hash_key(key),
+ * view). A caller probing several views for one key hashes the key once. */
 uint64_t serve_cache_hash(int view, const void *key, size_t klen);
+uint64_t serve_cache_hash_key(const void *key, size_t klen);
+uint64_t serve_cache_hash_view(uint64_t key_hash, int view);
 
 /* The entry for (owner, view, key) when its generation is `gen` and now <
  * its until; NULL otherwise. */

@@ -20,9 +20,11 @@
  * Requests are unpacked into, and responses built in, the worker's arena
  * (emptied after each call, its block kept: no malloc per call). Each
  * worker thread owns a backend scratch, a value array and a cache of packed
- * FeatureValue messages per (view, entity) (serve_cache.h), so a repeated
+ * FeatureValue records per (view, entity) (serve_cache.h), so a repeated
  * lookup is a hash probe and a copy; the FeatureVectors are assembled from
- * those bytes (see serve_grpc__get). Each call
+ * those bytes (see serve_grpc__get): a row whose views all hit is copied
+ * straight from the cache into the response, which rpc_server.c hands to
+ * gRPC without another copy. Each call
  * pins the backend (serve_lookup.h: a swappable one may carry a newer
  * schema) and reads schema and values through the pinned one only.
  */
@@ -517,6 +519,40 @@ int serve_grpc_parse_check(const void *data, size_t len)
     return same ? 1 : -1;
 }
 
+static unsigned char *serve_grpc__put_varint(unsigned char *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        *w++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *w++ = (unsigned char)v;
+    return w;
+}
+
+/* Copies n bytes; 8 to 32 (a packed FeatureValue record, usually) in
+ * overlapping words instead of a memcpy call. */
+static inline void serve_grpc__copy(unsigned char *d, const unsigned char *src, size_t n)
+{
+    uint64_t w0, w1, w2, w3;
+    if (n >= 8 && n <= 16) {
+        memcpy(&w0, src, 8);
+        memcpy(&w1, src + n - 8, 8);
+        memcpy(d, &w0, 8);
+        memcpy(d + n - 8, &w1, 8);
+    } else if (n > 16 && n <= 32) {
+        memcpy(&w0, src, 8);
+        memcpy(&w1, src + 8, 8);
+        memcpy(&w2, src + n - 16, 8);
+        memcpy(&w3, src + n - 8, 8);
+        memcpy(d, &w0, 8);
+        memcpy(d + 8, &w1, 8);
+        memcpy(d + n - 16, &w2, 8);
+        memcpy(d + n - 8, &w3, 8);
+    } else {
+        memcpy(d, src, n);
+    }
+}
+
 /* The cache key of one entity: each key part as a 4-byte length and its
  * bytes (the text the client sent; a part may hold any byte). */
 static int serve_grpc__cache_key(sl_buf_t *b, const serve_key_t *key)
@@ -530,8 +566,9 @@ static int serve_grpc__cache_key(sl_buf_t *b, const serve_key_t *key)
     return 0;
 }
 
-/* One entity's values of `view` as packed FeatureValue messages, slice f =
- * feature f: from the thread's cache while the backend says they hold
+/* One entity's values of `view` as FeatureVector.values records (tag 0x0a,
+ * length, packed FeatureValue: a vector is its columns' records one after
+ * the other), slice f = feature f's record: from the thread's cache while the backend says they hold
  * (generation `gen` read before, request time before valid_until), else
  * one lookup at `now`, packed and cached. *data / *slices stay valid until
  * the thread's next vector. Returns RPC_OK or the reply's failure. */
@@ -571,9 +608,15 @@ static int serve_grpc__vector(serve_grpc_thread_t *t, const serve_backend_t *be,
     for (size_t f = 0; f < v->n_features; f++) {
         Sluice__V1__FeatureValue *fv = serve_grpc__value(&t->a, &t->vals[f]);
         size_t off = t->vbuf.len;
-        if (!fv || t->a.failed || serve_grpc__append_packed(&t->vbuf, &fv->base) ||
-            t->vbuf.len > UINT32_MAX)
+        size_t n = fv && !t->a.failed ? protobuf_c_message_get_packed_size(&fv->base) : 0;
+        if (!fv || t->a.failed || sl_buf_reserve(&t->vbuf, 11 + n) || t->vbuf.len + 11 + n > UINT32_MAX)
             return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        /* the record as a FeatureVector holds it: values (1) = the message */
+        unsigned char *w = t->vbuf.data + off;
+        *w++ = 0x0a;
+        w = serve_grpc__put_varint(w, n);
+        w += protobuf_c_message_pack(&fv->base, w);
+        t->vbuf.len = (size_t)(w - t->vbuf.data);
         t->slices[2 * f] = (uint32_t)off;
         t->slices[2 * f + 1] = (uint32_t)(t->vbuf.len - off);
     }
@@ -586,27 +629,43 @@ static int serve_grpc__vector(serve_grpc_thread_t *t, const serve_backend_t *be,
     return RPC_OK;
 }
 
-static unsigned char *serve_grpc__put_varint(unsigned char *w, uint64_t v)
+/* An entity row's vectors of every view in views[] straight from the
+ * cache, stored or built nothing: true when all of them hit (vd[k], vs[k]
+ * then hold view k's data and slices until the next put on the cache);
+ * false on a miss, or on a bad row with the reply failed. The key is built
+ * and hashed once per entity, not per view. */
+static bool serve_grpc__row_cached(serve_grpc_thread_t *t, const serve_backend_t *be,
+                                   const int *views, size_t n_views,
+                                   const Sluice__V1__EntityRow *row, size_t row_i, int64_t now,
+                                   uint64_t gen, const unsigned char **vd, const uint32_t **vs,
+                                   rpc_reply_t *reply)
 {
-    while (v >= 0x80) {
-        *w++ = (unsigned char)(v | 0x80);
-        v >>= 7;
+    const schema_t *s = be->schema;
+    int ent = -1;
+    uint64_t kh = 0;
+    for (size_t k = 0; k < n_views; k++) {
+        int view = views[k];
+        if (s->views[view].entity != ent) {
+            serve_key_t key;
+            if (serve_grpc__row_key(s, view, row, row_i, &key, reply) != RPC_OK ||
+                serve_grpc__cache_key(&t->key, &key))
+                return false;             /* (out of memory: the slow path says so) */
+            kh = serve_cache_hash_key(t->key.data, t->key.len);
+            ent = s->views[view].entity;
+        }
+        const serve_cache_entry_t *e = serve_cache_get(t->cache, serve_cache_hash_view(kh, view), be,
+                                                       view, t->key.data, t->key.len, gen, now);
+        if (!e) return false;
+        vd[k] = e->data;
+        vs[k] = e->slices;
     }
-    *w++ = (unsigned char)v;
-    return w;
-}
-
-static size_t serve_grpc__varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) { v >>= 7; n++; }
-    return n;
+    return true;
 }
 
 /* GetOnlineFeatures. The response is written in three parts, in field
  * order: feature_names packed by protobuf-c; then the results (field 2),
- * each FeatureVector assembled from the packed FeatureValue bytes of its
- * columns (cached per view and entity); then token and served_at_ms packed
+ * each FeatureVector its columns' FeatureValue records one after the other
+ * (cached per view and entity, see serve_grpc__vector); then token and served_at_ms packed
  * by protobuf-c. Concatenated protobuf messages are one message, so a
  * client parses exactly what a single pack would have produced. */
 static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len, rpc_reply_t *reply)
@@ -672,7 +731,11 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     int *views = arena_alloc(a, (n_cols + 1) * sizeof *views);   /* distinct views */
     size_t *col_off = arena_alloc(a, (n_cols + 1) * sizeof *col_off);
     size_t *col_len = arena_alloc(a, (n_cols + 1) * sizeof *col_len);
-    if (!head.feature_names || !views || !col_off || !col_len) {
+    size_t *col_vk = arena_alloc(a, (n_cols + 1) * sizeof *col_vk);     /* column -> k in views */
+    const unsigned char **col_src = arena_alloc(a, (n_cols + 1) * sizeof *col_src);
+    const unsigned char **vdk = arena_alloc(a, (n_cols + 1) * sizeof *vdk);  /* per view k */
+    const uint32_t **vsk = arena_alloc(a, (n_cols + 1) * sizeof *vsk);
+    if (!head.feature_names || !views || !col_off || !col_len || !col_vk || !col_src || !vdk || !vsk) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -684,46 +747,62 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         char *nm = arena_alloc(a, nl);
         if (nm) snprintf(nm, nl, "%s:%s", v->name, fname);
         head.feature_names[c] = nm ? nm : (char *)"";
-        bool seen = false;
-        for (size_t k = 0; k < n_views; k++) seen |= views[k] == cols[c].view;
-        if (!seen) views[n_views++] = cols[c].view;
+        size_t k = 0;
+        while (k < n_views && views[k] != cols[c].view) k++;
+        if (k == n_views) views[n_views++] = cols[c].view;
+        col_vk[c] = k;
     }
     if (serve_grpc__append_packed(&reply->body, &head.base)) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
+    bool cacheable = t->cache && be->generation && be->valid_until;
     for (size_t e = 0; e < req->n_entities; e++) {
-        /* the row's column values: with one view they stay where the
-         * vector is; with several, each view's are copied out first (the
-         * next vector may reuse the memory) */
-        const unsigned char *base = NULL;
-        sl_buf_reset(&t->row);
-        for (size_t k = 0; k < n_views; k++) {
-            serve_key_t key;
-            const unsigned char *vd = NULL;
-            const uint32_t *vs = NULL;
-            if (serve_grpc__row_key(s, views[k], req->entities[e], e, &key, reply) != RPC_OK ||
-                serve_grpc__vector(t, be, views[k], &key, e, now, gen, &vd, &vs, reply) != RPC_OK)
-                goto out;
+        /* the row's column records: all views cached (the usual case),
+         * read where the cache holds them; otherwise looked up view by
+         * view, and with several views each view's records are copied out
+         * first (the next vector may reuse the memory) */
+        if (cacheable && serve_grpc__row_cached(t, be, views, n_views, req->entities[e], e, now, gen,
+                                                vdk, vsk, reply)) {
             for (size_t c = 0; c < n_cols; c++) {
-                if (cols[c].view != views[k]) continue;
-                col_len[c] = vs[2 * cols[c].feature + 1];
-                if (n_views == 1) {
-                    col_off[c] = vs[2 * cols[c].feature];
-                    continue;
-                }
-                col_off[c] = t->row.len;
-                if (sl_buf_append(&t->row, vd + vs[2 * cols[c].feature], col_len[c])) {
-                    rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+                const uint32_t *sl = vsk[col_vk[c]] + 2 * cols[c].feature;
+                col_src[c] = vdk[col_vk[c]] + sl[0];
+                col_len[c] = sl[1];
+            }
+        } else {
+            if (reply->status != RPC_OK) goto out;
+            sl_buf_reset(&t->row);
+            for (size_t k = 0; k < n_views; k++) {
+                serve_key_t key;
+                const unsigned char *vd = NULL;
+                const uint32_t *vs = NULL;
+                if (serve_grpc__row_key(s, views[k], req->entities[e], e, &key, reply) != RPC_OK ||
+                    serve_grpc__vector(t, be, views[k], &key, e, now, gen, &vd, &vs, reply) != RPC_OK)
                     goto out;
+                for (size_t c = 0; c < n_cols; c++) {
+                    if (col_vk[c] != k) continue;
+                    const uint32_t *sl = vs + 2 * cols[c].feature;
+                    col_len[c] = sl[1];
+                    if (n_views == 1) {
+                        col_src[c] = vd + sl[0];
+                        continue;
+                    }
+                    col_off[c] = t->row.len;
+                    if (sl_buf_append(&t->row, vd + sl[0], sl[1])) {
+                        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+                        goto out;
+                    }
                 }
             }
-            base = n_views == 1 ? vd : t->row.data;
+            if (n_views > 1)
+                for (size_t c = 0; c < n_cols; c++) col_src[c] = t->row.data + col_off[c];
         }
         /* results (field 2): FeatureVector { repeated FeatureValue values = 1 } */
         size_t vec_len = 0;
-        for (size_t c = 0; c < n_cols; c++) vec_len += 1 + serve_grpc__varint_size(col_len[c]) + col_len[c];
-        if (sl_buf_reserve(&reply->body, 1 + 10 + vec_len)) {
+        for (size_t c = 0; c < n_cols; c++) vec_len += col_len[c];
+        /* the first row sizes the body for all (rows of strings may need more) */
+        size_t want = e == 0 ? req->n_entities * (11 + vec_len) + 64 + 48 * n_pp : 11 + vec_len;
+        if (sl_buf_reserve(&reply->body, want)) {
             rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
@@ -731,9 +810,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         *w++ = 0x12;
         w = serve_grpc__put_varint(w, vec_len);
         for (size_t c = 0; c < n_cols; c++) {
-            *w++ = 0x0a;
-            w = serve_grpc__put_varint(w, col_len[c]);
-            memcpy(w, base + col_off[c], col_len[c]);
+            serve_grpc__copy(w, col_src[c], col_len[c]);
             w += col_len[c];
         }
         reply->body.len = (size_t)(w - reply->body.data);
