@@ -75,6 +75,16 @@ static void *arena_alloc(arena_t *a, size_t n)
     return p;
 }
 
+/* arena_alloc without the zeroing, for memory the caller fills whole. */
+static void *arena_alloc_raw(arena_t *a, size_t n)
+{
+    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    if (!a->head || a->head->cap - a->head->used < n) return arena_alloc(a, n);
+    void *p = (char *)a->head->data + a->head->used;
+    a->head->used += n;
+    return p;
+}
+
 static char *arena_strndup(arena_t *a, const char *s, size_t n)
 {
     char *d = arena_alloc(a, n + 1);
@@ -408,11 +418,12 @@ static bool serve_grpc__parse_entry(const uint8_t *p, size_t n, const uint8_t **
     return p == end;
 }
 
-/* One EntityRow holding only map entries. NULL: not this shape. */
+/* One EntityRow holding only map entries. NULL: not this shape. The row,
+ * its entries and their strings are one arena block. */
 static Sluice__V1__EntityRow *serve_grpc__parse_row(arena_t *a, const uint8_t *p, size_t n)
 {
     const uint8_t *end = p + n, *q = p;
-    size_t n_keys = 0;
+    size_t n_keys = 0, strs = 0;
     while (q < end) {                         /* count, checking the shape */
         const uint8_t *e = NULL, *k = NULL, *v = NULL;
         size_t el = 0, kl = 0, vl = 0;
@@ -420,10 +431,18 @@ static Sluice__V1__EntityRow *serve_grpc__parse_row(arena_t *a, const uint8_t *p
             !serve_grpc__parse_entry(e, el, &k, &kl, &v, &vl))
             return NULL;
         n_keys++;
+        strs += kl + vl + 2;
     }
-    Sluice__V1__EntityRow *row = arena_alloc(a, sizeof *row);
-    Sluice__V1__EntityRow__KeysEntry **keys = arena_alloc(a, (n_keys + 1) * sizeof *keys);
-    if (!row || !keys) return NULL;
+    Sluice__V1__EntityRow *row;
+    Sluice__V1__EntityRow__KeysEntry **keys, *ents;
+    size_t head = (sizeof *row + (n_keys + 1) * sizeof *keys + sizeof(max_align_t) - 1) &
+                  ~(sizeof(max_align_t) - 1);
+    unsigned char *blk = arena_alloc_raw(a, head + n_keys * sizeof *ents + strs);
+    if (!blk) return NULL;
+    row = (Sluice__V1__EntityRow *)blk;
+    keys = (Sluice__V1__EntityRow__KeysEntry **)(row + 1);
+    ents = (Sluice__V1__EntityRow__KeysEntry *)(blk + head);
+    char *str = (char *)(ents + n_keys);
     sluice__v1__entity_row__init(row);
     row->n_keys = n_keys;
     row->keys = keys;
@@ -433,12 +452,16 @@ static Sluice__V1__EntityRow *serve_grpc__parse_row(arena_t *a, const uint8_t *p
         size_t el = 0, kl = 0, vl = 0;
         serve_grpc__len_field(&q, end, 0x0a, &e, &el);
         serve_grpc__parse_entry(e, el, &k, &kl, &v, &vl);
-        Sluice__V1__EntityRow__KeysEntry *ke = arena_alloc(a, sizeof *ke);
-        if (!ke) return NULL;
+        Sluice__V1__EntityRow__KeysEntry *ke = &ents[i];
         sluice__v1__entity_row__keys_entry__init(ke);
-        ke->key = serve_grpc__arena_str(a, k, kl);
-        ke->value = serve_grpc__arena_str(a, v, vl);
-        if (!ke->key || !ke->value) return NULL;
+        ke->key = str;
+        memcpy(str, k, kl);
+        str[kl] = 0;
+        str += kl + 1;
+        ke->value = str;
+        memcpy(str, v, vl);
+        str[vl] = 0;
+        str += vl + 1;
         keys[i] = ke;
     }
     return row;
