@@ -14,29 +14,12 @@
  * around those two calls; a document that outgrows the arena continues in
  * malloc. Releasing a document that fit is a reset of the arena. Every other
  * cJSON use in the process (tl_arena NULL) gets plain malloc and free.
- *
- * Most payloads are one flat object of escape-free strings, numbers and
- * literals. json_scan reads exactly that shape in one pass, without a tree
- * (no cJSON items, no per-member key lookups, numbers converted in place):
- * it accepts only the strict RFC 8259 grammar with flat members, which cJSON
- * accepts too and reads to the same values, and declines everything else
- * (nesting, escapes, control bytes, whitespace other than the four JSON
- * ones, a BOM, number tokens over 40 bytes, any malformation) before any
- * verdict. A declined payload is parsed by cJSON as before, so the fast path
- * changes no verdict, reason or value; tests/ingest/test_decode_fast.c
- * checks both paths against each other on mutated payloads. Numbers: a
- * mantissa of at most 19 significant digits that fits 2^53 with a decimal
- * exponent within +-22 is w * 10^e or w / 10^-e, one correctly rounded
- * operation on exact operands, hence the double strtod returns (Clinger's
- * fast path); any other token goes to strtod on a copy prepared exactly as
- * cJSON prepares it.
  */
 #include "decode.h"
 #include "sl_err.h"
 #include "sl_time.h"
 
 #include <cjson/cJSON.h>
-#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -90,16 +73,6 @@ __attribute__((constructor)) static void json_hooks_install(void)
     cJSON_InitHooks(&hooks);
 }
 
-/* One member's value as the field checks see it, from either path. */
-typedef enum { JV_ABSENT = 0, JV_NULL, JV_FALSE, JV_TRUE, JV_NUMBER, JV_STRING, JV_OTHER } jv_kind_t;
-
-typedef struct jv {
-    jv_kind_t kind;
-    double d;                 /* NUMBER */
-    const char *s;            /* STRING: NUL-terminated, decoder-owned */
-    size_t slen;
-} jv_t;
-
 struct ingest_decoder {
     const decoder_ops_t *ops;
     json_arena_t arena;
@@ -107,11 +80,6 @@ struct ingest_decoder {
     size_t max_bytes;
     bool *required;           /* per field */
     agg_input_t *vals;        /* per field, borrowed by records */
-    jv_t *jv;                 /* per field: the member read by either path */
-    size_t *name_len;         /* per field: strlen of its name */
-    char *sbuf;               /* fast path: copies of string values */
-    size_t scap;
-    bool fast;                /* try json_scan first (tests switch it off) */
     int64_t time_ms;
     void *doc;                /* implementation's last document */
 };
@@ -159,16 +127,16 @@ static void json_release(ingest_decoder_t *dec)
     dec->doc = NULL;
 }
 
-static ingest_bad_t json_time(ingest_decoder_t *dec, const jv_t *item, char *why, size_t whysize)
+static ingest_bad_t json_time(ingest_decoder_t *dec, const cJSON *item, char *why, size_t whysize)
 {
     const schema_source_t *src = dec->src;
     const char *name = src->fields[src->time_field].name;
     switch (src->time_format) {
     case SCHEMA_TIME_EPOCH_MS:
     case SCHEMA_TIME_EPOCH_S: {
-        if (item->kind != JV_NUMBER)
+        if (!cJSON_IsNumber(item))
             return bad(INGEST_BAD_BAD_TIMESTAMP, why, whysize, "field '%s': not a number", name);
-        double v = item->d;
+        double v = item->valuedouble;
         if (src->time_format == SCHEMA_TIME_EPOCH_S) v *= 1000.0;
         else if (v != floor(v))
             return bad(INGEST_BAD_BAD_TIMESTAMP, why, whysize, "field '%s': epoch_ms not integral", name);
@@ -178,265 +146,18 @@ static ingest_bad_t json_time(ingest_decoder_t *dec, const jv_t *item, char *why
         return INGEST_OK;
     }
     case SCHEMA_TIME_RFC3339:
-        if (item->kind != JV_STRING || sl_rfc3339_parse(item->s, item->slen, &dec->time_ms) != 0)
+        if (!cJSON_IsString(item) ||
+            sl_rfc3339_parse(item->valuestring, strlen(item->valuestring), &dec->time_ms) != 0)
             return bad(INGEST_BAD_BAD_TIMESTAMP, why, whysize, "field '%s': not an RFC 3339 timestamp", name);
         return INGEST_OK;
     }
     return bad(INGEST_BAD_BAD_TIMESTAMP, why, whysize, "unknown time format");
 }
 
-/* ---- JSON fast path (see the top) ------------------------------------ */
-
-#define JSON_FAST_NUM_MAX 40      /* longer number tokens: cJSON's path */
-
-static const double pow10_exact[23] = {
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-};
-
-static inline bool json_is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static inline bool json_is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-size_t ingest__json_number(const char *p, size_t len, double *out)
-{
-    const char *s = p, *e = p + len;
-    uint64_t w = 0;
-    int sig = 0;              /* significant digits in w */
-    int64_t exp10 = 0;
-    bool slow = false;
-
-    if (p < e && *p == '-') p++;
-    if (p == e || !json_is_digit(*p)) return 0;
-    if (*p == '0') {
-        p++;
-    } else {
-        for (; p < e && json_is_digit(*p); p++) {
-            if (sig < 19) {
-                w = w * 10 + (uint64_t)(*p - '0');
-                sig++;
-            } else {
-                slow = true;
-            }
-        }
-    }
-    if (p < e && *p == '.') {
-        p++;
-        if (p == e || !json_is_digit(*p)) return 0;
-        for (; p < e && json_is_digit(*p); p++) {
-            if (sig < 19) {
-                w = w * 10 + (uint64_t)(*p - '0');
-                if (w) sig++;         /* leading zeros of 0.00x are not significant */
-                exp10--;
-            } else {
-                slow = true;
-            }
-        }
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        bool eneg = false;
-        if (p < e && (*p == '+' || *p == '-')) eneg = *p++ == '-';
-        if (p == e || !json_is_digit(*p)) return 0;
-        int64_t x = 0;
-        for (; p < e && json_is_digit(*p); p++)
-            if (x < 100000) x = x * 10 + (*p - '0');
-        exp10 += eneg ? -x : x;
-    }
-    size_t n = (size_t)(p - s);
-    if (n > JSON_FAST_NUM_MAX) return 0;
-    if (!slow && w == 0) {
-        *out = *s == '-' ? -0.0 : 0.0;
-        return n;
-    }
-    if (!slow && w <= ((uint64_t)1 << 53) && exp10 >= -22 && exp10 <= 22) {
-        double d = (double)w;
-        d = exp10 < 0 ? d / pow10_exact[-exp10] : d * pow10_exact[exp10];
-        *out = *s == '-' ? -d : d;
-        return n;
-    }
-    /* as cJSON's parse_number: '.' becomes the locale's decimal point */
-    char buf[JSON_FAST_NUM_MAX + 1], *end = NULL;
-    char point = localeconv()->decimal_point[0];
-    for (size_t i = 0; i < n; i++) buf[i] = s[i] == '.' ? point : s[i];
-    buf[n] = '\0';
-    *out = strtod(buf, &end);
-    return end == buf + n ? n : 0;
-}
-
-static int json_field_of(const ingest_decoder_t *dec, const char *k, size_t klen)
-{
-    const schema_source_t *src = dec->src;
-    for (size_t i = 0; i < src->n_fields; i++)
-        if (dec->name_len[i] == klen && memcmp(src->fields[i].name, k, klen) == 0)
-            return (int)i;
-    return -1;
-}
-
-/* Scans an escape-free string whose opening quote is at *pp; leaves *pp past
- * the closing one. false: escape, control byte or no closing quote. */
-static inline bool json_scan_string(const char **pp, const char *e, const char **s, size_t *n)
-{
-    const char *p = *pp + 1, *b = p;
-    for (; p < e && *p != '"'; p++)
-        if ((unsigned char)*p < 0x20 || *p == '\\') return false;
-    if (p == e) return false;
-    *s = b;
-    *n = (size_t)(p - b);
-    *pp = p + 1;
-    return true;
-}
-
-/* Reads a flat object into dec->jv (first occurrence of a key wins, as
- * with cJSON_GetObjectItemCaseSensitive). false: declined (see the top);
- * dec->jv then holds garbage and the caller starts over with cJSON. */
-static bool json_scan(ingest_decoder_t *dec, const char *p, size_t len)
-{
-    const char *e = p + len;
-    size_t nf = dec->src->n_fields, sused = 0;
-    if (len + nf > dec->scap) {
-        char *nb = realloc(dec->sbuf, len + nf);
-        if (!nb) return false;
-        dec->sbuf = nb;
-        dec->scap = len + nf;
-    }
-    for (size_t i = 0; i < nf; i++) dec->jv[i].kind = JV_ABSENT;
-    while (p < e && json_is_ws(*p)) p++;
-    if (p == e || *p != '{') return false;
-    p++;
-    while (p < e && json_is_ws(*p)) p++;
-    if (p < e && *p == '}') {
-        p++;
-        goto tail;
-    }
-    for (;;) {
-        const char *k, *vs;
-        size_t klen, vn;
-        if (p == e || *p != '"' || !json_scan_string(&p, e, &k, &klen)) return false;
-        while (p < e && json_is_ws(*p)) p++;
-        if (p == e || *p != ':') return false;
-        p++;
-        while (p < e && json_is_ws(*p)) p++;
-        if (p == e) return false;
-        int fi = json_field_of(dec, k, klen);
-        jv_t scratch, *v = fi >= 0 && dec->jv[fi].kind == JV_ABSENT ? &dec->jv[fi] : &scratch;
-        switch (*p) {
-        case '"':
-            if (!json_scan_string(&p, e, &vs, &vn)) return false;
-            v->kind = JV_STRING;
-            if (v != &scratch) {
-                memcpy(dec->sbuf + sused, vs, vn);
-                dec->sbuf[sused + vn] = '\0';
-                v->s = dec->sbuf + sused;
-                v->slen = vn;
-                sused += vn + 1;
-            }
-            break;
-        case 't':
-            if (e - p < 4 || memcmp(p, "true", 4) != 0) return false;
-            v->kind = JV_TRUE;
-            p += 4;
-            break;
-        case 'f':
-            if (e - p < 5 || memcmp(p, "false", 5) != 0) return false;
-            v->kind = JV_FALSE;
-            p += 5;
-            break;
-        case 'n':
-            if (e - p < 4 || memcmp(p, "null", 4) != 0) return false;
-            v->kind = JV_NULL;
-            p += 4;
-            break;
-        default:
-            if (!(vn = ingest__json_number(p, (size_t)(e - p), &v->d))) return false;
-            v->kind = JV_NUMBER;
-            p += vn;
-            break;
-        }
-        while (p < e && json_is_ws(*p)) p++;
-        if (p == e) return false;
-        if (*p == '}') {
-            p++;
-            break;
-        }
-        if (*p != ',') return false;
-        p++;
-        while (p < e && json_is_ws(*p)) p++;
-    }
-tail:
-    while (p < e && json_is_ws(*p)) p++;
-    return p == e;
-}
-
-/* The field checks of decode.h on dec->jv, filling dec->vals. */
-static ingest_bad_t json_fields(ingest_decoder_t *dec, char *why, size_t whysize)
-{
-    const schema_source_t *src = dec->src;
-    for (size_t i = 0; i < src->n_fields; i++) {
-        const schema_field_t *f = &src->fields[i];
-        agg_input_t *v = &dec->vals[i];
-        const jv_t *item = &dec->jv[i];
-        memset(v, 0, sizeof *v);
-        if (item->kind == JV_ABSENT || item->kind == JV_NULL) {
-            if (dec->required[i])
-                return bad(INGEST_BAD_MISSING_FIELD, why, whysize, "field '%s' missing", f->name);
-            continue;
-        }
-        if ((int)i == src->time_field) {
-            ingest_bad_t r = json_time(dec, item, why, whysize);
-            if (r) return r;
-        }
-        switch (f->type) {
-        case SCHEMA_TYPE_STRING:
-            if (item->kind != JV_STRING) goto mistyped;
-            v->type = AGG_IN_STRING;
-            v->s = item->s;
-            v->slen = item->slen;
-            break;
-        case SCHEMA_TYPE_BOOL:
-            if (item->kind != JV_TRUE && item->kind != JV_FALSE) goto mistyped;
-            v->type = AGG_IN_BOOL;
-            v->i = item->kind == JV_TRUE;
-            break;
-        case SCHEMA_TYPE_DOUBLE:
-            if (item->kind != JV_NUMBER) goto mistyped;
-            v->type = AGG_IN_DOUBLE;
-            v->d = item->d;
-            break;
-        case SCHEMA_TYPE_INT: {
-            if (item->kind != JV_NUMBER) goto mistyped;
-            double d = item->d;
-            if (d != floor(d) || fabs(d) > JSON_MAX_EXACT_INT)
-                return bad((int)i == src->time_field ? INGEST_BAD_BAD_TIMESTAMP : INGEST_BAD_TYPE_MISMATCH,
-                           why, whysize, "field '%s': not an exact integer", f->name);
-            v->type = AGG_IN_INT;
-            v->i = (int64_t)d;
-            break;
-        }
-        default:
-            goto mistyped;
-        }
-        continue;
-    mistyped:
-        return bad((int)i == src->time_field ? INGEST_BAD_BAD_TIMESTAMP : INGEST_BAD_TYPE_MISMATCH,
-                   why, whysize, "field '%s': expected %s", f->name, schema_type_name(f->type));
-    }
-    return INGEST_OK;
-}
-
 static ingest_bad_t json_decode(ingest_decoder_t *dec, const void *payload, size_t len,
                                 char *why, size_t whysize)
 {
     const schema_source_t *src = dec->src;
-    if (dec->fast && json_scan(dec, payload, len))
-        return json_fields(dec, why, whysize);
-
     const char *end = NULL;
     tl_arena = dec->arena.base ? &dec->arena : NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(payload, len, &end, 0);
@@ -455,18 +176,55 @@ static ingest_bad_t json_decode(ingest_decoder_t *dec, const void *payload, size
         return bad(INGEST_BAD_MALFORMED, why, whysize, "not a JSON object");
 
     for (size_t i = 0; i < src->n_fields; i++) {
-        const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, src->fields[i].name);
-        jv_t *v = &dec->jv[i];
-        if (!item) v->kind = JV_ABSENT;
-        else if (cJSON_IsNull(item)) v->kind = JV_NULL;
-        else if (cJSON_IsFalse(item)) v->kind = JV_FALSE;
-        else if (cJSON_IsTrue(item)) v->kind = JV_TRUE;
-        else if (cJSON_IsNumber(item)) v->kind = JV_NUMBER, v->d = item->valuedouble;
-        else if (cJSON_IsString(item))
-            v->kind = JV_STRING, v->s = item->valuestring, v->slen = strlen(item->valuestring);
-        else v->kind = JV_OTHER;
+        const schema_field_t *f = &src->fields[i];
+        agg_input_t *v = &dec->vals[i];
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, f->name);
+        memset(v, 0, sizeof *v);
+        if (!item || cJSON_IsNull(item)) {
+            if (dec->required[i])
+                return bad(INGEST_BAD_MISSING_FIELD, why, whysize, "field '%s' missing", f->name);
+            continue;
+        }
+        if ((int)i == src->time_field) {
+            ingest_bad_t r = json_time(dec, item, why, whysize);
+            if (r) return r;
+        }
+        switch (f->type) {
+        case SCHEMA_TYPE_STRING:
+            if (!cJSON_IsString(item)) goto mistyped;
+            v->type = AGG_IN_STRING;
+            v->s = item->valuestring;
+            v->slen = strlen(item->valuestring);
+            break;
+        case SCHEMA_TYPE_BOOL:
+            if (!cJSON_IsBool(item)) goto mistyped;
+            v->type = AGG_IN_BOOL;
+            v->i = cJSON_IsTrue(item);
+            break;
+        case SCHEMA_TYPE_DOUBLE:
+            if (!cJSON_IsNumber(item)) goto mistyped;
+            v->type = AGG_IN_DOUBLE;
+            v->d = item->valuedouble;
+            break;
+        case SCHEMA_TYPE_INT: {
+            if (!cJSON_IsNumber(item)) goto mistyped;
+            double d = item->valuedouble;
+            if (d != floor(d) || fabs(d) > JSON_MAX_EXACT_INT)
+                return bad((int)i == src->time_field ? INGEST_BAD_BAD_TIMESTAMP : INGEST_BAD_TYPE_MISMATCH,
+                           why, whysize, "field '%s': not an exact integer", f->name);
+            v->type = AGG_IN_INT;
+            v->i = (int64_t)d;
+            break;
+        }
+        default:
+            goto mistyped;
+        }
+        continue;
+    mistyped:
+        return bad((int)i == src->time_field ? INGEST_BAD_BAD_TIMESTAMP : INGEST_BAD_TYPE_MISMATCH,
+                   why, whysize, "field '%s': expected %s", f->name, schema_type_name(f->type));
     }
-    return json_fields(dec, why, whysize);
+    return INGEST_OK;
 }
 
 static const decoder_ops_t json_ops = { json_decode, json_release };
@@ -494,14 +252,10 @@ int ingest_decoder_new(const schema_t *schema, int source, size_t max_bytes,
     dec->arena.base = malloc(JSON_ARENA_BYTES);   /* NULL: cJSON uses malloc */
     dec->required = calloc(src->n_fields ? src->n_fields : 1, sizeof *dec->required);
     dec->vals = calloc(src->n_fields ? src->n_fields : 1, sizeof *dec->vals);
-    dec->jv = calloc(src->n_fields ? src->n_fields : 1, sizeof *dec->jv);
-    dec->name_len = calloc(src->n_fields ? src->n_fields : 1, sizeof *dec->name_len);
-    if (!dec->required || !dec->vals || !dec->jv || !dec->name_len) {
+    if (!dec->required || !dec->vals) {
         ingest_decoder_free(dec);
         return SL_ENOMEM;
     }
-    for (size_t i = 0; i < src->n_fields; i++) dec->name_len[i] = strlen(src->fields[i].name);
-    dec->fast = true;
     if (src->time_field >= 0 && (size_t)src->time_field < src->n_fields)
         dec->required[src->time_field] = true;
     for (size_t v = 0; v < schema->n_views; v++) {
@@ -522,9 +276,6 @@ void ingest_decoder_free(ingest_decoder_t *dec)
     free(dec->arena.base);
     free(dec->required);
     free(dec->vals);
-    free(dec->jv);
-    free(dec->name_len);
-    free(dec->sbuf);
     free(dec);
 }
 
@@ -573,11 +324,6 @@ static int cmp_num(const schema_filter_t *f, const agg_input_t *v, int *out)
     default:
         return -1;
     }
-}
-
-void ingest__decoder_set_fast(ingest_decoder_t *dec, bool on)
-{
-    dec->fast = on;
 }
 
 bool ingest_filter_match(const schema_filter_t *f, const agg_input_t *fields)

@@ -75,13 +75,6 @@ void ingest_decoder_free(ingest_decoder_t *dec);
 ingest_bad_t ingest_decode(ingest_decoder_t *dec, const void *payload, size_t len,
                            ingest_record_t *rec, char *why, size_t whysize);
 
-/* For tests (module-internal): the decoder's flat-object fast path on or off
- * (on by default; off, every payload goes through cJSON), and its number
- * reader: the length of the JSON number token at p (0 if none, or longer
- * than 40 bytes) with its value, the double strtod gives, in *out. */
-void ingest__decoder_set_fast(ingest_decoder_t *dec, bool on);
-size_t ingest__json_number(const char *p, size_t len, double *out);
-
 /* Does a decoded event pass a view's filter? Comparisons with a missing field
  * are false (SQL NULL semantics), so such events are filtered out. */
 bool ingest_filter_match(const schema_filter_t *f, const agg_input_t *fields);
