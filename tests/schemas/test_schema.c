@@ -90,17 +90,23 @@ Test(schema, base_is_valid)
     schema_free(s);
 }
 
-Test(schema, examples_load)
+/* The three shipped example files (SLUICE_EXAMPLES_DIR). */
+static void example_paths(char paths[3][512], const char *pp[3])
 {
     const char *dir = getenv("SLUICE_EXAMPLES_DIR");
     cr_assert_not_null(dir);
     const char *names[] = { "card_fraud.yaml", "clickstream.yaml", "ride_hailing.yaml" };
-    char paths[3][512];
-    const char *pp[3];
     for (int i = 0; i < 3; i++) {
-        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, names[i]);
+        snprintf(paths[i], 512, "%s/%s", dir, names[i]);
         pp[i] = paths[i];
     }
+}
+
+Test(schema, examples_load)
+{
+    char paths[3][512];
+    const char *pp[3];
+    example_paths(paths, pp);
     schema_t *s;
     char err[1024];
     cr_assert_eq(schema_load(pp, 3, &s, err, sizeof err), 0, "%s", err);
@@ -119,15 +125,9 @@ Test(schema, examples_load)
  * checks the reads). */
 Test(schema, pack_round_trip_and_cuts)
 {
-    const char *dir = getenv("SLUICE_EXAMPLES_DIR");
-    cr_assert_not_null(dir);
-    const char *names[] = { "card_fraud.yaml", "clickstream.yaml", "ride_hailing.yaml" };
     char paths[3][512];
     const char *pp[3];
-    for (int i = 0; i < 3; i++) {
-        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, names[i]);
-        pp[i] = paths[i];
-    }
+    example_paths(paths, pp);
     schema_t *a, *b, *plain;
     char err[1024], *pack;
     size_t plen;
