@@ -1040,11 +1040,17 @@ int schema_load_packed(const void *pack, size_t len, schema_t **out, char *errst
             lens = nls;
             cap = nc;
         }
-        names[n] = strndup(p, nl);
-        texts[n] = strndup(p + nl, tl);
+        /* copies with a terminator (the pack has none: not strndup, which
+         * may look for one past the end) */
+        names[n] = malloc(nl + 1);
+        texts[n] = malloc(tl + 1);
         lens[n] = tl;
         n++;
         if (!names[n - 1] || !texts[n - 1]) { rc = SL_ENOMEM; goto done; }
+        memcpy(names[n - 1], p, nl);
+        names[n - 1][nl] = '\0';
+        memcpy(texts[n - 1], p + nl, tl);
+        texts[n - 1][tl] = '\0';
         p += nl + tl;
     }
     rc = load_texts((const char *const *)names, (const char *const *)texts, lens, n, out, errstr, errsize);
