@@ -45,12 +45,7 @@ static int hand_to_node(const char *state_dir, const backfill_options_t *o, cons
                                    .catchup_lag = o->catchup_lag,
                                    .commit_interval_ms = o->commit_interval_ms };
     snprintf(req.view, sizeof req.view, "%s", o->view);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cmd_on_stop_signals(on_signal);
     char err[2048];
     int st = backfill_ctl_request(state_dir, &req, &detach, err, sizeof err);
     if (st < 0) {
@@ -160,12 +155,7 @@ int cmd_backfill(int argc, char **argv)
     }
     if (rc) { fprintf(stderr, "sluice backfill: %s\n", err); goto out; }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cmd_on_stop_signals(on_signal);
 
     backfill_stats_t bs;
     rc = backfill_run(&cfg, schema, st, &o, &bs, err, sizeof err);

@@ -93,3 +93,13 @@ int cmd_load_config_and_schema(const char *prog, const char *config, int argc, c
     }
     return 0;
 }
+
+void cmd_on_stop_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}

@@ -34,6 +34,10 @@ int cmd_parse_args(const char *prog, int argc, char **argv, const cmd_flag_t *fl
  * there would end the process without its final commit). Ignores SIGPIPE. */
 void cmd_block_stop_signals(sigset_t *set, bool usr1);
 
+/* For a command that stops from a handler instead: `handler` runs on SIGINT
+ * and SIGTERM (sigaction, no SA_RESTART: a blocking call returns EINTR). */
+void cmd_on_stop_signals(void (*handler)(int));
+
 /* Loads `config` into cfg, applies every "--set key=value" of argv[1..argc)
  * (and of "--log-format F" / "--log-level L", shorthands for --set
  * log_format=F / log_level=L), configures the process logger (util/sl_log)

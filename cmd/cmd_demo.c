@@ -16,6 +16,7 @@
  * after --duration stops everything in order: generator, ingest (final
  * commit), servers, metrics.
  */
+#include "cmd_common.h"
 #include "gen.h"
 #include "ingest.h"
 #include "metrics.h"
@@ -456,12 +457,7 @@ int cmd_demo(int argc, char **argv)
         goto fail;
     if (sl_metrics_listen(d->metrics, d->cfg.metrics_bind, d->metrics_port, err, sizeof err)) goto fail;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cmd_on_stop_signals(on_signal);
     signal(SIGPIPE, SIG_IGN);
 
     pthread_create(&d->ingest_thr, NULL, ingest_main, d);

@@ -98,13 +98,8 @@ int cmd_ingest(int argc, char **argv)
             sl_warn("ingest", "metrics endpoint not started: %s", metrics ? err : "out of memory");
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
     running = w;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cmd_on_stop_signals(on_signal);
 
     int rc = ingest_worker_run(w, err, sizeof err);
     running = NULL;

@@ -162,6 +162,18 @@ static void swap__unpin(const serve_backend_t *be, const serve_backend_t *pinned
     atomic_fetch_sub(&g->inflight, 1);
 }
 
+/* The entries a generation's backend and the outer one share: lookups go
+ * through swap__lookup, which tells them apart by ctx (NULL: the outer). */
+static void swap__backend_init(serve_backend_t *be, const serve_backend_t *inner, void *ctx)
+{
+    be->schema = inner->schema;
+    be->ctx = ctx;
+    be->scratch_new = swap__scratch_new;
+    be->scratch_free = swap__scratch_free;
+    be->lookup = swap__lookup;
+    be->progress = inner->progress ? swap__progress : NULL;
+}
+
 static swap_gen_t *swap__gen_new(serve_swap_t *sw, const serve_backend_t *inner)
 {
     swap_gen_t *g = calloc(1, sizeof *g);
@@ -174,12 +186,7 @@ static swap_gen_t *swap__gen_new(serve_swap_t *sw, const serve_backend_t *inner)
     }
     g->inner = inner;
     g->sw = sw;
-    g->be.schema = inner->schema;
-    g->be.ctx = g;
-    g->be.scratch_new = swap__scratch_new;
-    g->be.scratch_free = swap__scratch_free;
-    g->be.lookup = swap__lookup;
-    g->be.progress = inner->progress ? swap__progress : NULL;
+    swap__backend_init(&g->be, inner, g);
     if (inner->generation && inner->valid_until) {
         g->be.generation = swap__generation;
         g->be.valid_until = swap__valid_until;
@@ -205,12 +212,7 @@ int serve_swap_new(const serve_backend_t *inner, serve_swap_t **out)
     /* The outer backend: be.ctx NULL tells it apart from a generation's.
      * Its schema is the first generation's; servers read schemas only
      * through a pin. */
-    sw->be.schema = inner->schema;
-    sw->be.ctx = NULL;
-    sw->be.scratch_new = swap__scratch_new;
-    sw->be.scratch_free = swap__scratch_free;
-    sw->be.lookup = swap__lookup;
-    sw->be.progress = inner->progress ? swap__progress : NULL;
+    swap__backend_init(&sw->be, inner, NULL);
     sw->be.pin = swap__pin;
     sw->be.unpin = swap__unpin;
     *out = sw;
