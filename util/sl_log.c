@@ -35,6 +35,56 @@ void sl_log_set(sl_log_level_t level, bool json)
 
 bool sl_log_enabled(sl_log_level_t level) { return level >= min_level; }
 
+/* Length of the well-formed UTF-8 sequence at p (1..4), or 0 when the bytes
+ * there are not one (stray continuation, overlong form, surrogate, beyond
+ * U+10FFFF, cut short). p[0] >= 0x80. */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;           /* bounds of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0) lo = 0xA0;                  /* overlong */
+        if (c == 0xED) hi = 0x9F;                  /* UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0) lo = 0x90;                  /* overlong */
+        if (c == 0xF4) hi = 0x8F;                  /* beyond U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (p[1] < lo || p[1] > hi) return 0;          /* also stops at the terminator */
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    return n;
+}
+
+/* Writes s as the inside of a JSON string into out (always terminated):
+ * quotes, backslashes and control characters escaped, bytes that are not
+ * well-formed UTF-8 replaced by U+FFFD (so every line is valid JSON for any
+ * message, e.g. one quoting a malformed Kafka payload). Stops early, between
+ * two characters, when out is full. */
+static void json_escape(char *out, size_t size, const char *s)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && o + 7 < size) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') { out[o++] = '\\'; out[o++] = (char)c; p++; }
+        else if (c == '\n') { out[o++] = '\\'; out[o++] = 'n'; p++; }
+        else if (c < 0x20) { o += (size_t)snprintf(out + o, size - o, "\\u%04x", c); p++; }
+        else if (c < 0x80) { out[o++] = (char)c; p++; }
+        else {
+            size_t n = utf8_len(p);
+            if (n) { memcpy(out + o, p, n); o += n; p += n; }
+            else { memcpy(out + o, "\xEF\xBF\xBD", 3); o += 3; p++; }
+        }
+    }
+    out[o] = '\0';
+}
+
 void sl_log(sl_log_level_t level, const char *component, const char *fmt, ...)
 {
     if (level < min_level) return;
@@ -51,18 +101,11 @@ void sl_log(sl_log_level_t level, const char *component, const char *fmt, ...)
     va_end(ap);
     int n;
     if (json_format) {
-        char esc[4200];
-        size_t o = 0;
-        for (const char *p = msg; *p && o + 7 < sizeof esc; p++) {
-            unsigned char c = (unsigned char)*p;
-            if (c == '"' || c == '\\') { esc[o++] = '\\'; esc[o++] = (char)c; }
-            else if (c == '\n') { esc[o++] = '\\'; esc[o++] = 'n'; }
-            else if (c < 0x20) o += (size_t)snprintf(esc + o, sizeof esc - o, "\\u%04x", c);
-            else esc[o++] = (char)c;
-        }
-        esc[o] = '\0';
+        char esc[4200], comp[128];
+        json_escape(esc, sizeof esc, msg);
+        json_escape(comp, sizeof comp, component);
         n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"%s\",\"msg\":\"%s\"}\n",
-                     ts, level_names[level], component, esc);
+                     ts, level_names[level], comp, esc);
     } else {
         n = snprintf(line, sizeof line, "%s %-5s %s: %s\n", ts, level_names[level], component, msg);
     }
