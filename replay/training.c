@@ -35,11 +35,18 @@
  *    fetch): above it every unfinished partition except those holding the
  *    frontier is paused (replay_pause_partition), below half it resumes.
  *    The frontier partition always reads, so the frontier always advances.
- *    Entity states live in a hash map per view for the pass, then freed.
- *    Total: O(labels + entities + buffer), never O(topic).
+ *    Only LABELLED entities get a state: before the pass every (view,
+ *    entity key) some label names gets a node counting its labels; events
+ *    of other entities are not applied (entities are independent; the
+ *    watermarks are judged per partition before, on every event). A state
+ *    is created by its entity's first event and freed once its last label
+ *    is answered. Total: O(labels + labelled entities awaiting a label +
+ *    buffer), never O(topic), nor O(entities of the topic).
  *
  * 5. Output: label rows in input order, each followed by one cell per
  *    feature of the service, formatted as the serving tier formats values.
+ *    Answers are kept per (label, view) as one offset into an arena of
+ *    length-prefixed cells (~24 B + the text for 3 views), not per cell.
  *
  * Threads: one.
  */
@@ -56,6 +63,7 @@
 #include "sl_log.h"
 #include "sl_time.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -73,10 +81,9 @@ typedef struct label {
     size_t key_off;           /* keys arena: per entity of the service, [u32 len][key bytes] */
 } label_t;
 
-typedef struct answer {
-    size_t off;
-    uint32_t len;
-} answer_t;
+/* No answer stored for a (label, view slot): every cell of it is empty. */
+#define NO_ANSWER SIZE_MAX
+#define MAX_SLOTS 64          /* distinct views of one service */
 
 typedef struct job {
     const sl_config_t *cfg;
@@ -91,7 +98,16 @@ typedef struct job {
     label_t *labels;
     size_t n_labels, cap_labels;
     uint32_t *order;          /* label indexes sorted by (ts, row) */
-    answer_t *answers;        /* [label * n_refs + ref] */
+    /* Answers: per (label, slot), slot = one distinct view of the service,
+     * the offset in vals of that view's cells for the label, each cell
+     * [varint length][text], in the order of the service's refs; NO_ANSWER
+     * when the entity had no state at the label's time. ~1 offset per view
+     * and 1-2 bytes per cell on top of the text: compact for millions of
+     * rows. */
+    int slot_view[MAX_SLOTS]; /* slot -> view index */
+    size_t n_slots;
+    int *ref_slot;            /* [n_refs] */
+    size_t *answers;          /* [label * n_slots + slot] */
 } job_t;
 
 static void seterr(char *errstr, size_t errsize, const char *fmt, ...)
@@ -298,11 +314,16 @@ static int cmp_label(const void *a, const void *b)
 
 /* ---- per-view entity maps --------------------------------------------- */
 
+/* One labelled entity of a view: its state exists from its first event
+ * until its last label is answered (pending == 0), then it is freed and the
+ * entity's further events are skipped. An entity no label asks for has no
+ * node, and its events are never applied. */
 typedef struct enode {
     struct enode *next;
     uint64_t hash;
-    agg_entity_t *ent;
+    agg_entity_t *ent;        /* NULL before its first event and once done */
     uint32_t updates;
+    uint32_t pending;         /* labels of this entity not answered yet */
     uint32_t klen;
     unsigned char key[];
 } enode_t;
@@ -341,6 +362,7 @@ static enode_t *emap_insert(emap_t *m, const void *key, size_t klen, uint64_t h,
     e->hash = h;
     e->ent = ent;
     e->updates = 0;
+    e->pending = 0;
     e->klen = (uint32_t)klen;
     memcpy(e->key, key, klen);
     e->next = m->slots[h & (m->cap - 1)];
@@ -448,14 +470,48 @@ typedef struct pass {
     int views[64];            /* service views fed by this source */
     size_t n_views;
     int view_ent[64];         /* index into j->ents */
+    size_t slot[64];          /* answer slot of the view (j->slot_view) */
     agg_plan_t *plans[64];
     emap_t maps[64];
     agg_value_t *vals;        /* scratch for queries */
     size_t max_features;
     sl_buf_t key;
+    sl_buf_t cell;            /* scratch: one formatted cell */
     agg_input_t keyvals[16];
     size_t cursor;            /* next label in j->order to answer */
+    uint64_t live, peak;      /* entity states held now, at most */
 } pass_t;
+
+/* The encoded key of entity slot k of a label (the keys arena). */
+static const void *label_key(const job_t *j, const label_t *lb, int k, uint32_t *klen)
+{
+    const unsigned char *kp = j->keys.data + lb->key_off;
+    for (int skip = 0;; skip++) {
+        memcpy(klen, kp, 4);
+        if (skip == k) break;
+        kp += 4 + *klen;
+    }
+    return kp + 4;
+}
+
+static int put_varint(sl_buf_t *b, uint64_t v)
+{
+    unsigned char tmp[10];
+    size_t n = 0;
+    while (v >= 0x80) { tmp[n++] = (unsigned char)(v | 0x80); v >>= 7; }
+    tmp[n++] = (unsigned char)v;
+    return sl_buf_append(b, tmp, n);
+}
+
+static uint64_t get_varint(const unsigned char **p)
+{
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+        unsigned char c = *(*p)++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) return v;
+    }
+}
 
 static int answer_label(pass_t *ps, const label_t *lb)
 {
@@ -464,26 +520,27 @@ static int answer_label(pass_t *ps, const label_t *lb)
     size_t li = (size_t)(lb - j->labels);
     for (size_t v = 0; v < ps->n_views; v++) {
         int vi = ps->views[v];
-        int k = ps->view_ent[v];
-        const unsigned char *kp = j->keys.data + lb->key_off;
         uint32_t kl;
-        for (int skip = 0;; skip++) {
-            memcpy(&kl, kp, 4);
-            if (skip == k) break;
-            kp += 4 + kl;
+        const void *key = label_key(j, lb, ps->view_ent[v], &kl);
+        enode_t *e = emap_find(&ps->maps[v], key, kl, XXH3_64bits(key, kl));
+        assert(e && e->pending > 0);       /* every label's entity has a node (run_pass) */
+        bool present = e->ent && !agg_entity_is_idle(ps->plans[v], e->ent, lb->ts);
+        if (present) {
+            agg_entity_query(ps->plans[v], e->ent, lb->ts, ps->vals);
+            j->answers[li * j->n_slots + ps->slot[v]] = j->vals.len;
+            for (size_t r = 0; r < nref; r++) {
+                if (j->svc->refs[r].view != vi) continue;
+                sl_buf_reset(&ps->cell);
+                if (training_format_value(&ps->cell, &ps->vals[j->svc->refs[r].feature]) ||
+                    put_varint(&j->vals, ps->cell.len) || sl_buf_append(&j->vals, ps->cell.data, ps->cell.len))
+                    return SL_ENOMEM;
+            }
         }
-        const void *key = kp + 4;
-        uint64_t h = XXH3_64bits(key, kl);
-        enode_t *e = emap_find(&ps->maps[v], key, kl, h);
-        bool present = e && !agg_entity_is_idle(ps->plans[v], e->ent, lb->ts);
-        if (present) agg_entity_query(ps->plans[v], e->ent, lb->ts, ps->vals);
-        for (size_t r = 0; r < nref; r++) {
-            if (j->svc->refs[r].view != vi) continue;
-            answer_t *a = &j->answers[li * nref + r];
-            a->off = j->vals.len;
-            if (present && training_format_value(&j->vals, &ps->vals[j->svc->refs[r].feature]))
-                return SL_ENOMEM;
-            a->len = (uint32_t)(j->vals.len - a->off);
+        /* The entity's last label: its state is never read again. */
+        if (--e->pending == 0 && e->ent) {
+            agg_entity_free(e->ent);
+            e->ent = NULL;
+            ps->live--;
         }
     }
     return 0;
@@ -518,13 +575,13 @@ static int apply_event(pass_t *ps, const pev_t *ev)
         if (rc) continue;
         uint64_t h = XXH3_64bits(ps->key.data, ps->key.len);
         enode_t *e = emap_find(&ps->maps[v], ps->key.data, ps->key.len, h);
-        if (!e) {
-            agg_entity_t *a = agg_entity_new(ps->plans[v]);
-            if (!a) return SL_ENOMEM;
-            if (!(e = emap_insert(&ps->maps[v], ps->key.data, ps->key.len, h, a))) {
-                agg_entity_free(a);
-                return SL_ENOMEM;
-            }
+        /* No label asks for this entity (any more): its state would never
+         * be read. Entities are independent, so skipping it changes no
+         * other answer (watermarks are per partition, judged above). */
+        if (!e || e->pending == 0) continue;
+        if (!e->ent) {
+            if (!(e->ent = agg_entity_new(ps->plans[v]))) return SL_ENOMEM;
+            if (++ps->live > ps->peak) ps->peak = ps->live;
         }
         rc = agg_entity_update(ps->plans[v], e->ent, &aev, ev->accept_from);
         if (rc == SL_ENOMEM) return rc;
@@ -562,11 +619,24 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
         ps.views[ps.n_views] = vi;
         for (size_t k = 0; k < j->n_ents; k++)
             if (j->ents[k] == schema->views[vi].entity) ps.view_ent[ps.n_views] = (int)k;
+        for (size_t sl = 0; sl < j->n_slots; sl++)
+            if (j->slot_view[sl] == vi) ps.slot[ps.n_views] = sl;
         if ((rc = agg_plan_new(schema, vi, &ps.plans[ps.n_views], errstr, errsize))) goto out;
         if (schema->views[vi].n_features > ps.max_features) ps.max_features = schema->views[vi].n_features;
         ps.n_views++;
     }
     if (!(ps.vals = calloc(ps.max_features ? ps.max_features : 1, sizeof *ps.vals))) { rc = SL_ENOMEM; goto out; }
+    /* A node per labelled entity and view, counting its labels: only these
+     * entities get a state, each until its last label is answered. */
+    for (size_t v = 0; v < ps.n_views; v++)
+        for (size_t i = 0; i < j->n_labels; i++) {
+            uint32_t kl;
+            const void *key = label_key(j, &j->labels[i], ps.view_ent[v], &kl);
+            uint64_t h = XXH3_64bits(key, kl);
+            enode_t *e = emap_find(&ps.maps[v], key, kl, h);
+            if (!e && !(e = emap_insert(&ps.maps[v], key, kl, h, NULL))) { rc = SL_ENOMEM; goto out; }
+            e->pending++;
+        }
     size_t maxb = j->cfg->max_message_bytes > 0 ? (size_t)j->cfg->max_message_bytes : 0;
     if ((rc = ingest_decoder_new(schema, source, maxb, &dec, errstr, errsize))) goto out;
 
@@ -655,13 +725,15 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
     j->stats->events += n_events;
     j->stats->bad += n_bad;
     j->stats->late += n_late;
-    uint64_t ents = 0;
-    for (size_t v = 0; v < ps.n_views; v++) ents += ps.maps[v].n;
-    if (ents > j->stats->entities) j->stats->entities = ents;
-    sl_info("training", "topic %s: %llu messages, %llu events applied, %llu bad, %llu late, %llu entities, "
-            "reorder buffer peak %llu", src->topic, (unsigned long long)replay_messages(r),
+    uint64_t labelled = 0;
+    for (size_t v = 0; v < ps.n_views; v++) labelled += ps.maps[v].n;
+    if (ps.peak > j->stats->entities) j->stats->entities = ps.peak;
+    sl_info("training", "topic %s: %llu messages, %llu events applied, %llu bad, %llu late; "
+            "%llu labelled entities, at most %llu entity states at once, reorder buffer peak %llu",
+            src->topic, (unsigned long long)replay_messages(r),
             (unsigned long long)n_events, (unsigned long long)n_bad, (unsigned long long)n_late,
-            (unsigned long long)ents, (unsigned long long)j->stats->buffered_max);
+            (unsigned long long)labelled, (unsigned long long)ps.peak,
+            (unsigned long long)j->stats->buffered_max);
 out:
     while (heap.n) free(heap_pop(&heap));
     free(heap.a);
@@ -674,6 +746,7 @@ out:
     }
     free(ps.vals);
     sl_buf_free(&ps.key);
+    sl_buf_free(&ps.cell);
     if (rc == SL_ENOMEM && errstr && !errstr[0]) seterr(errstr, errsize, "out of memory");
     return rc;
 }
@@ -689,6 +762,10 @@ static int write_out(job_t *j, char *errstr, size_t errsize)
     sl_buf_t line = SL_BUF_INIT;
     int rc = 0;
     size_t nref = j->svc->n_refs;
+    /* One row's cells, found by walking each slot's cells in ref order. */
+    const unsigned char **cell = malloc(nref * sizeof *cell);
+    size_t *cell_len = malloc(nref * sizeof *cell_len);
+    if (!cell || !cell_len) { rc = SL_ENOMEM; goto out; }
     sl_buf_append(&line, j->header.data, j->header.len);
     for (size_t r = 0; r < nref; r++) {
         const schema_view_t *v = &j->schema->views[j->svc->refs[r].view];
@@ -700,10 +777,19 @@ static int write_out(job_t *j, char *errstr, size_t errsize)
     for (size_t i = 0; i < j->n_labels; i++) {
         const label_t *lb = &j->labels[i];
         if (sl_buf_append(&line, j->text.data + lb->text_off, lb->text_len)) { rc = SL_ENOMEM; goto out; }
+        for (size_t sl = 0; sl < j->n_slots; sl++) {
+            size_t off = j->answers[i * j->n_slots + sl];
+            const unsigned char *p = off == NO_ANSWER ? NULL : j->vals.data + off;
+            for (size_t r = 0; r < nref; r++) {
+                if ((size_t)j->ref_slot[r] != sl) continue;
+                cell_len[r] = p ? (size_t)get_varint(&p) : 0;
+                cell[r] = p;
+                if (p) p += cell_len[r];
+            }
+        }
         for (size_t r = 0; r < nref; r++) {
-            const answer_t *a = &j->answers[i * nref + r];
             if (sl_buf_append(&line, ",", 1) ||
-                csv_put_field(&line, (const char *)j->vals.data + a->off, a->len)) { rc = SL_ENOMEM; goto out; }
+                csv_put_field(&line, (const char *)cell[r], cell_len[r])) { rc = SL_ENOMEM; goto out; }
         }
         if (sl_buf_append(&line, "\n", 1)) { rc = SL_ENOMEM; goto out; }
         if (line.len > (1u << 16)) {
@@ -718,6 +804,8 @@ out:
     if (rc == SL_EIO) seterr(errstr, errsize, "%s: write failed: %s", to_stdout ? "stdout" : path, strerror(errno));
     if (rc == SL_ENOMEM) seterr(errstr, errsize, "out of memory writing the output");
     sl_buf_free(&line);
+    free(cell);
+    free(cell_len);
     return rc;
 }
 
@@ -759,6 +847,21 @@ int training_set_run(const sl_config_t *cfg, const schema_t *schema,
         }
         j.ents[j.n_ents++] = e;
     }
+    if (!(j.ref_slot = malloc(j.svc->n_refs * sizeof *j.ref_slot))) { seterr(errstr, errsize, "out of memory"); return SL_ENOMEM; }
+    for (size_t r = 0; r < j.svc->n_refs; r++) {
+        int vi = j.svc->refs[r].view;
+        size_t sl = 0;
+        while (sl < j.n_slots && j.slot_view[sl] != vi) sl++;
+        if (sl == j.n_slots) {
+            if (j.n_slots == MAX_SLOTS) {
+                seterr(errstr, errsize, "service '%s' spans too many views", j.svc->name);
+                rc = SL_EINVAL;
+                goto out;
+            }
+            j.slot_view[j.n_slots++] = vi;
+        }
+        j.ref_slot[r] = (int)sl;
+    }
 
     if ((rc = labels_read(&j, errstr, errsize))) goto out;
     stats->labels = j.n_labels;
@@ -766,8 +869,9 @@ int training_set_run(const sl_config_t *cfg, const schema_t *schema,
     sl_info("training", "%zu label rows read in %.2fs", j.n_labels, stats->read_labels_s);
     if (j.n_labels) {
         j.order = malloc(j.n_labels * sizeof *j.order);
-        j.answers = calloc(j.n_labels * j.svc->n_refs, sizeof *j.answers);
+        j.answers = malloc(j.n_labels * j.n_slots * sizeof *j.answers);
         if (!j.order || !j.answers) { rc = SL_ENOMEM; seterr(errstr, errsize, "out of memory"); goto out; }
+        for (size_t i = 0; i < j.n_labels * j.n_slots; i++) j.answers[i] = NO_ANSWER;
         for (size_t i = 0; i < j.n_labels; i++) j.order[i] = (uint32_t)i;
         sort_base = j.labels;
         qsort(j.order, j.n_labels, sizeof *j.order, cmp_label);
@@ -792,5 +896,6 @@ out:
     free(j.labels);
     free(j.order);
     free(j.answers);
+    free(j.ref_slot);
     return rc;
 }

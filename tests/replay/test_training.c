@@ -192,8 +192,9 @@ static uint64_t rng = 99;
 static uint64_t rnd(void) { rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27; return rng * 2685821657736338717ULL; }
 
 /* Labels: random entities (some unknown), random times over the stream and
- * beyond both ends, and many exactly at an event's time (ties: included). */
-static label_t *make_labels(const stream_t *s, size_t n, const char *path, bool rfc3339)
+ * beyond both ends, and many exactly at an event's time (ties: included).
+ * few: only users u0-u2 and the routes eu/0 and eu/1. */
+static label_t *make_labels_of(const stream_t *s, size_t n, const char *path, bool rfc3339, bool few)
 {
     label_t *ls = calloc(n, sizeof *ls);
     FILE *f = fopen(path, "w");
@@ -212,6 +213,11 @@ static label_t *make_labels(const stream_t *s, size_t n, const char *path, bool 
         } else {
             l->ts = t0 + (int64_t)(rnd() % (uint64_t)span);
         }
+        if (few) {
+            l->user %= 3;
+            l->region = 0;
+            l->shard %= 2;
+        }
         if (rfc3339) {
             time_t sec = (time_t)(l->ts / 1000);
             struct tm tm;
@@ -226,6 +232,26 @@ static label_t *make_labels(const stream_t *s, size_t n, const char *path, bool 
     }
     fclose(f);
     return ls;
+}
+
+static label_t *make_labels(const stream_t *s, size_t n, const char *path, bool rfc3339)
+{
+    return make_labels_of(s, n, path, rfc3339, false);
+}
+
+/* Distinct users and routes the labels name: the entity states a pass may
+ * hold at once (only labelled entities get one). */
+static uint64_t labelled_entities(const label_t *ls, size_t n)
+{
+    uint64_t users = 0, routes = 0;
+    char seen_u[4096] = { 0 }, seen_r[3 * 64] = { 0 };
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_lt(ls[i].user, 4096);
+        cr_assert_lt(ls[i].shard, 64);
+        if (!seen_u[ls[i].user]++) users++;
+        if (!seen_r[ls[i].region * 64 + ls[i].shard]++) routes++;
+    }
+    return users + routes;
 }
 
 static void check_output(const env_t *e, const label_t *ls, size_t n, const char *out, bool rfc3339)
@@ -278,6 +304,7 @@ Test(training, matches_brute_force_oracle, .timeout = 120)
     cr_assert_eq(st.labels, n);
     cr_assert_eq(st.messages, 2 * e.s.n, "every message of both topics read once");
     check_output(&e, ls, n, out, false);
+    cr_assert_leq(st.entities, labelled_entities(ls, n), "states only for labelled entities");
 
     /* A tiny reorder buffer forces the flow control: the same answers, byte
      * for byte (ties in event time leave in a fixed order). */
@@ -298,6 +325,16 @@ Test(training, matches_brute_force_oracle, .timeout = 120)
     o.max_buffered_events = 0;
     cr_assert_eq(training_set_run(&e.cfg, e.schema, &o, &st, err, sizeof err), 0, "%s", err);
     check_output(&e, ls, 500, out, true);
+
+    /* Labels on 3 users and 2 routes only: the other entities' events are
+     * skipped (no state is built for them), the answers are the oracle's,
+     * and an entity's state is dropped after its last label. */
+    ls = (free(ls), make_labels_of(&e.s, 2000, labels, false, true));
+    o.time_column = NULL;
+    cr_assert_eq(training_set_run(&e.cfg, e.schema, &o, &st, err, sizeof err), 0, "%s", err);
+    check_output(&e, ls, 2000, out, false);
+    cr_assert_leq(st.entities, 5, "%llu entity states for 5 labelled entities", (unsigned long long)st.entities);
+    cr_assert_gt(st.entities, 0);
     free(ls);
     env_free(&e);
 }
