@@ -31,16 +31,19 @@
 #include "sl_time.h"
 #include "state.h"
 
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -254,41 +257,114 @@ static double freshness_s(demo_t *d)
     return newest ? (double)(sl_now_ms() - newest) / 1000.0 : -1;
 }
 
+/* The example key of view v from whichever generator feeds it; 0 or SL_EINVAL. */
+static int example_key(demo_t *d, int v, char *key, size_t size)
+{
+    for (size_t g = 0; g < d->n_gens; g++)
+        if (gen_example_key(d->gens[g], v, key, size) == 0) return SL_OK;
+    return SL_EINVAL;
+}
+
+/* Does every feature of the service come from views of one entity? (RESP's
+ * FEATURES takes one entity key; a service spanning several needs gRPC.) */
+static bool service_single_entity(const schema_t *schema, const schema_service_t *svc)
+{
+    for (size_t i = 1; i < svc->n_refs; i++)
+        if (schema->views[svc->refs[i].view].entity != schema->views[svc->refs[0].view].entity)
+            return false;
+    return true;
+}
+
+/* The folder holding sluice/v1/feature_service.proto: the source tree's
+ * proto/ or the installed share/sluice/proto; NULL when neither is there. */
+static const char *proto_dir(void)
+{
+    static const char *const candidates[] = { "proto", SLUICE_SOURCE_DIR "/proto",
+                                              SLUICE_DATA_DIR "/proto" };
+    char path[600];
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        snprintf(path, sizeof path, "%s/sluice/v1/feature_service.proto", candidates[i]);
+        if (access(path, R_OK) == 0) return candidates[i];
+    }
+    return NULL;
+}
+
+/* Writes the JSON of a GetOnlineFeaturesRequest for the first service (or
+ * every feature of the first view when the schema has no service), with one
+ * EntityRow giving every key name of every entity involved its example
+ * value. Returns false when some key has no example (its view has no
+ * generated traffic). Key texts come from the generator: [a-z0-9_-]. */
+static bool grpc_request_json(demo_t *d, char *out, size_t size)
+{
+    const schema_t *sc = d->schema;
+    int views[64];
+    size_t n_views = 0, off = 0;
+    if (sc->n_services) {
+        const schema_service_t *svc = &sc->services[0];
+        off += (size_t)snprintf(out, size, "{\"feature_service\":\"%s\",\"entities\":[{\"keys\":{",
+                                svc->name);
+        for (size_t i = 0; i < svc->n_refs && n_views < 64; i++) views[n_views++] = svc->refs[i].view;
+    } else {
+        off += (size_t)snprintf(out, size,
+                                "{\"feature_refs\":{\"refs\":[\"%s:*\"]},\"entities\":[{\"keys\":{",
+                                sc->views[0].name);
+        views[n_views++] = 0;
+    }
+    const char *names[32];
+    size_t n_names = 0;
+    for (size_t i = 0; i < n_views; i++) {
+        const schema_entity_t *e = &sc->entities[sc->views[views[i]].entity];
+        for (size_t k = 0; k < e->n_keys; k++) {
+            bool seen = false;
+            for (size_t j = 0; j < n_names; j++) seen |= !strcmp(names[j], e->keys[k]);
+            if (seen || n_names == 32) continue;
+            char text[96];
+            size_t g = 0;
+            while (g < d->n_gens && gen_example_key_part(d->gens[g], views[i], k, text, sizeof text)) g++;
+            if (g == d->n_gens) return false;
+            names[n_names++] = e->keys[k];
+            if (off < size)
+                off += (size_t)snprintf(out + off, size - off, "%s\"%s\":\"%s\"", n_names > 1 ? "," : "",
+                                        e->keys[k], text);
+        }
+    }
+    if (off < size) off += (size_t)snprintf(out + off, size - off, "}}]}");
+    return off < size;
+}
+
 static void print_try(demo_t *d)
 {
+    int resp = serve_servers_resp_port(d->servers), grpc = serve_servers_grpc_port(d->servers);
     printf("\nSluice demo is running (schema %s)\n", d->schema_path);
     printf("  Kafka (in-process mock): %s, %d partitions per topic, %.0f events/s\n",
            d->bootstrap, d->partitions, d->rate);
     printf("  state: %s\n", d->state_dir);
     printf("  RESP:  127.0.0.1:%d    gRPC: 127.0.0.1:%d    metrics: http://127.0.0.1:%d/metrics\n\n",
-           serve_servers_resp_port(d->servers), serve_servers_grpc_port(d->servers),
-           sl_metrics_port(d->metrics));
+           resp, grpc, sl_metrics_port(d->metrics));
     printf("Try:\n");
     int shown = 0;
+    char key[160];
     for (size_t v = 0; v < d->schema->n_views && shown < 3; v++)
-        for (size_t g = 0; g < d->n_gens; g++) {
-            char key[160];
-            if (gen_example_key(d->gens[g], (int)v, key, sizeof key) == 0) {
-                printf("  redis-cli -p %d HGETALL '%s:%s'\n", serve_servers_resp_port(d->servers),
-                       d->schema->views[v].name, key);
-                shown++;
-                break;
-            }
+        if (example_key(d, (int)v, key, sizeof key) == 0) {
+            printf("  redis-cli -p %d HGETALL '%s:%s'\n", resp, d->schema->views[v].name, key);
+            shown++;
         }
-    if (d->schema->n_services) {
-        char key[160] = "";
-        const schema_service_t *svc = &d->schema->services[0];
-        int v0 = svc->refs[0].view;
-        for (size_t g = 0; g < d->n_gens && !key[0]; g++)
-            if (gen_example_key(d->gens[g], v0, key, sizeof key)) key[0] = '\0';
-        if (key[0])
-            printf("  redis-cli -p %d FEATURES %s '%s'\n", serve_servers_resp_port(d->servers),
-                   svc->name, key);
+    for (size_t s = 0; s < d->schema->n_services; s++) {
+        const schema_service_t *svc = &d->schema->services[s];
+        if (!service_single_entity(d->schema, svc) || example_key(d, svc->refs[0].view, key, sizeof key))
+            continue;
+        printf("  redis-cli -p %d FEATURES %s '%s'\n", resp, svc->name, key);
+        break;
     }
-    printf("  redis-cli -p %d INFO\n", serve_servers_resp_port(d->servers));
+    printf("  redis-cli -p %d INFO\n", resp);
     printf("  curl -s http://127.0.0.1:%d/metrics | grep sluice_\n", sl_metrics_port(d->metrics));
-    printf("  gRPC (python, see docs/serving.md): sluice.v1.FeatureService/GetOnlineFeatures on "
-           "127.0.0.1:%d\n\n", serve_servers_grpc_port(d->servers));
+    char json[2048];
+    const char *proto = proto_dir();
+    if (proto && grpc_request_json(d, json, sizeof json))
+        printf("  grpcurl -plaintext -import-path %s -proto sluice/v1/feature_service.proto \\\n"
+               "    -d '%s' \\\n    127.0.0.1:%d sluice.v1.FeatureService/GetOnlineFeatures\n",
+               proto, json, grpc);
+    printf("  gRPC from Python: docs/serving.md (sluice.v1.FeatureService on 127.0.0.1:%d)\n\n", grpc);
     fflush(stdout);
 }
 
@@ -365,6 +441,24 @@ static int setup_generators(demo_t *d, char *err, size_t size)
     return SL_OK;
 }
 
+/* A port that is free on 127.0.0.1 now: the demo's "0 = any free port" for
+ * the RESP and gRPC servers, whose config treats port 0 as "disabled". (Another
+ * process could take it before the server binds; the server then fails to
+ * start, saying so.) Returns the port, or -1 with errno set. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
 static int parse_port(const char *s, int *out)
 {
     char *end;
@@ -415,6 +509,12 @@ int cmd_demo(int argc, char **argv)
         return 2;
     }
     if (!d->schema_path) d->schema_path = default_schema();
+    if ((d->resp_port == 0 && (d->resp_port = free_port()) < 0) ||
+        (d->grpc_port == 0 && (d->grpc_port = free_port()) < 0)) {
+        perror("sluice demo: finding a free port");
+        free(d);
+        return 1;
+    }
     if (!d->state_dir[0]) {
         snprintf(d->state_dir, sizeof d->state_dir, "/tmp/sluice-demo-XXXXXX");
         if (!mkdtemp(d->state_dir)) {
@@ -478,12 +578,16 @@ int cmd_demo(int argc, char **argv)
         uint64_t msgs = atomic_load(&is->messages), lookups = atomic_load(&d->probe_lookups);
         uint64_t bad = 0;
         for (int r = 1; r < INGEST_BAD__COUNT; r++) bad += atomic_load(&is->bad[r]);
+        char fresh[32];
+        double f = freshness_s(d);
+        if (f < 0) snprintf(fresh, sizeof fresh, "    -");   /* nothing committed yet */
+        else snprintf(fresh, sizeof fresh, "%5.2fs", f);
         printf("[%4llds] events %7.0f/s  total %-9llu bad %-6llu late %-6llu lag %-6lld "
-               "freshness %5.2fs  lookups %5.0f/s p99 %.3fms  commits %llu\n",
+               "freshness %s  lookups %5.0f/s p99 %.3fms  commits %llu\n",
                (long long)((now - start) / 1000000000LL), (double)(msgs - last_msgs) / dt,
                (unsigned long long)msgs, (unsigned long long)bad,
                (unsigned long long)atomic_load(&is->late), (long long)total_lag(d),
-               freshness_s(d), (double)(lookups - last_lookups) / dt,
+               fresh, (double)(lookups - last_lookups) / dt,
                (double)sl_hist_quantile(&d->probe_hist, 0.99) / 1e6,
                (unsigned long long)atomic_load(&is->commits));
         fflush(stdout);

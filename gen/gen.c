@@ -336,6 +336,16 @@ int gen_example_key(const gen_t *g, int view, char *out, size_t size)
     return SL_OK;
 }
 
+int gen_example_key_part(const gen_t *g, int view, size_t k, char *out, size_t size)
+{
+    if (view < 0 || (size_t)view >= g->schema->n_views ||
+        g->schema->sources + g->schema->views[view].source != g->src ||
+        k >= g->schema->entities[g->schema->views[view].entity].n_keys)
+        return SL_EINVAL;
+    key_text(g, g->schema->views[view].key_fields[k], 0, out, size);
+    return SL_OK;
+}
+
 static double number_for(gen_t *g, const char *name, bool integral)
 {
     if (strstr(name, "rating")) return 1.0 + floor(uniform(g) * 40.0 + 0.5) / 10.0;

@@ -72,6 +72,12 @@ int gen_next(gen_t *g, sl_buf_t *payload, sl_buf_t *key, bool *is_null);
  * is not fed by this generator's source. */
 int gen_example_key(const gen_t *g, int view, char *out, size_t size);
 
+/* Writes key part `k` (0-based, in the entity's key order) of the same
+ * entity as plain text, e.g. "city-000001" or "1": the value a gRPC
+ * EntityRow gives for that key name. Returns 0, or SL_EINVAL when the view
+ * is not fed by this generator's source or k is out of range. */
+int gen_example_key_part(const gen_t *g, int view, size_t k, char *out, size_t size);
+
 /* Name of the entity whose key is the message key. */
 const char *gen_key_entity(const gen_t *g);
 

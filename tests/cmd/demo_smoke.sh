@@ -1,54 +1,207 @@
 #!/usr/bin/env bash
-# The embedded demo end to end: start `sluice demo` on free ports, wait until
-# it prints its hints, then query it with the real redis-cli (HGETALL of the
-# hottest card must return every feature of the view with numeric values),
-# read INFO and the Prometheus endpoint, and check it stops cleanly (exit 0)
-# after --duration with events ingested and zero probe errors.
-set -euo pipefail
-SLUICE=${1:?usage: demo_smoke.sh SLUICE_BINARY SCHEMA}
+# demo_smoke.sh SLUICE SCHEMA OPERATIONS_MD [PYTHON] — the embedded demo as a
+# new user meets it (issue 7):
+#   - `sluice demo` with every port 0 picks free ports and prints them (the
+#     servers' config treats 0 as "disabled"; the demo must not);
+#   - every listening socket of the process is on 127.0.0.1 (the kernel's
+#     /proc/net/tcp{,6} is the oracle);
+#   - every redis-cli command of its "Try:" hints runs without an error, and
+#     HGETALL of the hottest card returns the view's 12 features;
+#   - its grpcurl hint is a valid request (parsed by protobuf's own JSON
+#     parser) that the gRPC server answers with PRESENT values, between two
+#     redis-cli reads of the same count (PYTHON: the serving tests' venv);
+#   - the live line comes every few seconds with events/s, lag, freshness,
+#     lookups/s and p99, and shows traffic;
+#   - /metrics has every family docs/operations.md lists;
+#   - the state dir is mode 0700 and a second demo on it is refused, naming
+#     the holder's pid, while the first goes on serving;
+#   - Ctrl-C (SIGINT) stops it: exit 0, probe without errors, and the final
+#     commit holds exactly the messages it says it ingested (`sluice
+#     snapshot list`: next offsets summed over the partitions);
+#   - --duration N stops it by itself.
+set -uo pipefail
+SLUICE=${1:?usage: demo_smoke.sh SLUICE_BINARY SCHEMA OPERATIONS_MD [PYTHON]}
 SCHEMA=${2:?schema}
-work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+OPSDOC=${3:?docs/operations.md}
+PY=${4:-}
+. "$(dirname "$0")/testlib.sh"
+pid=
+on_exit() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-resp=$(free_port); grpc=$(free_port); metrics=$(free_port)
-
-"$SLUICE" demo --schema "$SCHEMA" --duration 12 --rate 3000 --resp-port "$resp" \
-  --grpc-port "$grpc" --metrics-port "$metrics" --state-dir "$work/state" >"$work/out" 2>&1 &
+"$SLUICE" demo --schema "$SCHEMA" --duration 0 --rate 3000 --resp-port 0 --grpc-port 0 \
+  --metrics-port 0 --state-dir "$T/state" >"$T/out" 2>&1 &
 pid=$!
 
 for _ in $(seq 1 100); do
-  grep -q '^Try:' "$work/out" && break
-  kill -0 $pid 2>/dev/null || { cat "$work/out"; echo "demo exited early"; exit 1; }
+  grep -q '^Try:' "$T/out" && break
+  kill -0 $pid 2>/dev/null || { cat "$T/out"; echo "FAIL demo exited early"; exit 1; }
   sleep 0.2
 done
-grep -q '^Try:' "$work/out" || { cat "$work/out"; echo "demo did not start"; exit 1; }
+grep -q '^Try:' "$T/out" || { cat "$T/out"; echo "FAIL demo did not start"; exit 1; }
+
+ports=$(sed -n 's/^  RESP:  127.0.0.1:\([0-9]*\)    gRPC: 127.0.0.1:\([0-9]*\)    metrics: http:\/\/127.0.0.1:\([0-9]*\)\/metrics$/\1 \2 \3/p' "$T/out")
+read -r resp grpc metrics <<<"$ports"
+if [ "${resp:-0}" -gt 0 ] && [ "${grpc:-0}" -gt 0 ] && [ "${metrics:-0}" -gt 0 ]; then
+  ok "port 0 = free ports: resp $resp grpc $grpc metrics $metrics"
+else
+  cat "$T/out"; echo "FAIL ports line: '$ports'"; exit 1
+fi
+
+# Loopback only: the listening sockets on the three ports, from the kernel.
+python3 - "$resp" "$grpc" "$metrics" <<'EOF' || fails=$((fails+1))
+import sys
+ports = {int(p) for p in sys.argv[1:]}
+loop4 = "0100007F"                                   # 127.0.0.1, little-endian hex
+loop6 = {"0000000000000000FFFF00000100007F",         # ::ffff:127.0.0.1
+         "00000000000000000000000001000000"}         # ::1
+seen, bad = set(), []
+for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(name).read().splitlines()[1:]:
+        f = line.split()
+        addr, port = f[1].split(":")
+        if f[3] != "0A" or int(port, 16) not in ports:   # 0A = LISTEN
+            continue
+        seen.add(int(port, 16))
+        if addr != loop4 and addr not in loop6:
+            bad.append((int(port, 16), addr))
+if bad or seen != ports:
+    print("FAIL listening sockets: not loopback %r, ports seen %r of %r" % (bad, sorted(seen), sorted(ports)))
+    sys.exit(1)
+print("ok   every listening socket (%d ports) is on loopback" % len(ports))
+EOF
 
 # The hint names the hottest key; wait until its state is committed and served.
-key=$(sed -n "s/.*HGETALL '\(card_activity:[^']*\)'.*/\1/p" "$work/out" | head -1)
-[ -n "$key" ] || { cat "$work/out"; echo "no HGETALL hint"; exit 1; }
+key=$(sed -n "s/.*HGETALL '\(card_activity:[^']*\)'.*/\1/p" "$T/out" | head -1)
+[ -n "$key" ] || { cat "$T/out"; echo "FAIL no HGETALL hint"; exit 1; }
 fields=0
 for _ in $(seq 1 60); do
   fields=$(redis-cli -p "$resp" HGETALL "$key" | wc -l)
   [ "$fields" -ge 24 ] && break
   sleep 0.5
 done
-redis-cli -p "$resp" HGETALL "$key" | tee "$work/hgetall"
+redis-cli -p "$resp" HGETALL "$key" > "$T/hgetall"
 # card_activity has 12 features: 12 names + 12 values
-[ "$fields" -ge 24 ] || { echo "HGETALL returned $fields lines, expected 24"; exit 1; }
-count=$(awk 'prev=="txn_count_1h"{print; exit} {prev=$0}' "$work/hgetall")
-[[ "$count" =~ ^[0-9]+$ ]] && [ "$count" -gt 0 ] || { echo "txn_count_1h is '$count'"; exit 1; }
-# (outputs captured first: `grep -q` closing a pipe early would fail the pipeline)
-[ "$(redis-cli -p "$resp" PING)" = PONG ] || { echo "PING failed"; exit 1; }
-info=$(redis-cli -p "$resp" INFO)
-grep -q '^# Server' <<<"$info" || { echo "INFO has no Server section"; exit 1; }
-prom=$(curl -sf "http://127.0.0.1:$metrics/metrics")
-grep -q '^sluice_ingest_messages_total [1-9]' <<<"$prom" || { echo "no ingest counter in /metrics"; exit 1; }
-grep -q '^sluice_freshness_seconds ' <<<"$prom" || { echo "no freshness in /metrics"; exit 1; }
+[ "$fields" = 24 ] && ok "HGETALL $key: 12 features" || fail "HGETALL returned $fields lines, expected 24"
+count() { redis-cli -p "$resp" HGET "$key" txn_count_1h; }
+c=$(count)
+[[ "$c" =~ ^[0-9]+$ ]] && [ "$c" -gt 0 ] && ok "txn_count_1h=$c" || fail "txn_count_1h is '$c'"
 
+# Every redis-cli hint, run as printed: no error reply.
+n_hints=0
+while read -r line; do
+  eval "set -- $line"          # the hint's own quoting
+  shift 3                      # redis-cli -p PORT
+  out=$(redis-cli -p "$resp" "$@" 2>&1)
+  n_hints=$((n_hints+1))
+  if [ -z "$out" ] || [[ "$out" == *ERR* ]]; then fail "hint '$line': ${out:-empty reply}"; fi
+done < <(sed -n "s/^  \(redis-cli -p $resp .*\)$/\1/p" "$T/out")
+[ "$n_hints" -ge 3 ] && ok "$n_hints redis-cli hints answered" || fail "only $n_hints redis-cli hints"
+[ "$(redis-cli -p "$resp" PING)" = PONG ] || fail "PING"
+info=$(redis-cli -p "$resp" INFO)
+grep -q '^# Server' <<<"$info" || fail "INFO has no Server section"
+
+# The grpcurl hint: its request, through protobuf's JSON parser, to the server.
+json=$(sed -n "s/^    -d '\(.*\)' \\\\$/\1/p" "$T/out")
+[ -n "$json" ] && grep -q "^    127.0.0.1:$grpc sluice.v1.FeatureService/GetOnlineFeatures$" "$T/out" &&
+  ok "grpcurl hint" || fail "no grpcurl hint for port $grpc"
+if [ -n "$PY" ] && [ -n "$json" ]; then
+  before=$(count)
+  "$PY" - "$grpc" "$json" "$before" "$SLUICE" > "$T/grpc" 2>&1 <<'EOF'
+import sys, grpc
+from google.protobuf import json_format
+from sluice.v1 import feature_service_pb2 as pb, feature_service_pb2_grpc as pbg
+port, text, before = sys.argv[1], sys.argv[2], int(sys.argv[3])
+req = json_format.Parse(text, pb.GetOnlineFeaturesRequest())
+with grpc.insecure_channel("127.0.0.1:" + port) as ch:
+    resp = pbg.FeatureServiceStub(ch).GetOnlineFeatures(req, timeout=10)
+names = list(resp.feature_names)
+row = resp.results[0]
+bad = [n for n, v in zip(names, row.values) if v.status != pb.PRESENT]
+assert len(resp.results) == 1 and len(names) == len(row.values) >= 8, resp
+assert not bad, "not PRESENT: %r" % bad
+i = [n.split(":")[-1] for n in names].index("txn_count_1h")
+print(row.values[i].value.int64_value)
+EOF
+  rc=$?
+  after=$(count)
+  got=$(tail -1 "$T/grpc")
+  if [ $rc = 0 ] && [ "$before" -le "$got" ] && [ "$got" -le "$after" ]; then
+    ok "gRPC hint answered, txn_count_1h $before <= $got <= $after (redis-cli before/after)"
+  else
+    fail "gRPC hint: rc $rc, redis-cli $before / $after: $(cat "$T/grpc")"
+  fi
+fi
+
+# Live lines: every 3 s; some show traffic and a served lookup rate.
+for _ in $(seq 1 40); do [ "$(grep -c '^\[' "$T/out")" -ge 3 ] && break; sleep 0.25; done
+python3 - "$T/out" <<'EOF' || fails=$((fails+1))
+import re, sys
+live = re.compile(r"^\[ *(\d+)s\] events +(\d+)/s  total (\d+) +bad (\d+) +late (\d+) +lag (\d+) +"
+                  r"freshness +(-|[\d.]+s)  lookups +(\d+)/s p99 ([\d.]+)ms  commits (\d+)$")
+lines = [l for l in open(sys.argv[1]).read().splitlines() if l.startswith("[")]
+m = [live.match(l) for l in lines]
+busy = [x for x in m if x and int(x[2]) > 0 and x[7] != "-" and int(x[8]) > 0 and float(x[9]) > 0]
+secs = [int(x[1]) for x in m if x]
+if len(lines) < 3 or not all(m) or not busy or any(not 3 <= b - a <= 5 for a, b in zip(secs, secs[1:])):
+    print("FAIL live lines: %d, %d well-formed, %d busy, at %r:\n%s"
+          % (len(lines), sum(1 for x in m if x), len(busy), secs, "\n".join(lines)))
+    sys.exit(1)
+print("ok   %d live lines every 3 s, %d with events, freshness, lookups and p99" % (len(lines), len(busy)))
+EOF
+
+# Every metric family of docs/operations.md's table is exported (the
+# snapshot age once a snapshot exists: none here).
+prom=$(curl -sf "http://127.0.0.1:$metrics/metrics")
+grep -q '^sluice_ingest_messages_total [1-9]' <<<"$prom" || fail "no ingest counter in /metrics"
+missing=$(sed -n '/^## Metrics/,/^## /p' "$OPSDOC" | grep '^| `sluice_' | cut -d'|' -f2 |
+  grep -o '`sluice_[a-z_*]*`' | tr -d '`' | while read -r m; do
+    [ "$m" = sluice_snapshot_age_seconds ] && continue
+    re="^# TYPE ${m/\*/[a-z_]*} "
+    grep -qE "$re" <<<"$prom" || echo "$m"
+  done)
+n_doc=$(sed -n '/^## Metrics/,/^## /p' "$OPSDOC" | grep '^| `sluice_' | grep -o '`sluice_[a-z_*]*`' | wc -l)
+[ "$n_doc" -ge 20 ] && [ -z "$missing" ] && ok "/metrics has the $n_doc documented families" ||
+  fail "families documented ($n_doc) but not exported: $missing"
+
+# The state dir: 0700, and a second process on it is refused.
+mode=$(stat -c %a "$T/state")
+[ "$mode" = 700 ] && ok "state dir mode 700" || fail "state dir mode $mode"
+out=$("$SLUICE" demo --schema "$SCHEMA" --duration 2 --resp-port 0 --grpc-port 0 --metrics-port 0 \
+      --state-dir "$T/state" 2>&1); rc=$?
+if [ $rc != 0 ] && [[ "$out" == *"state dir $T/state is in use by pid $pid"* ]]; then
+  ok "second demo on the state dir refused"
+else
+  fail "second demo: exit $rc: $(tail -3 <<<"$out")"
+fi
+c2=$(count)
+[[ "$c2" =~ ^[0-9]+$ ]] && [ "$c2" -ge "$c" ] && ok "first demo still serving ($c2)" || fail "after the refused second: '$c2'"
+
+# Ctrl-C: a clean stop, the final commit holding what was ingested.
+kill -INT $pid
+for _ in $(seq 1 120); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done
 status=0
 wait $pid || status=$?
-cat "$work/out" | tail -5
-[ $status -eq 0 ] || { echo "demo exited with $status"; exit 1; }
-grep -q '(0 errors' "$work/out" || { echo "the demo's probe saw errors"; exit 1; }
-echo "demo smoke: ok (hottest key $key, txn_count_1h=$count)"
+pid=
+[ $status = 0 ] && ok "Ctrl-C: exit 0" || fail "Ctrl-C: exit $status"
+grep -q '^stopping: ' "$T/out" || fail "no 'stopping' line"
+grep -q '(0 errors)' "$T/out" && ok "probe without errors" || fail "the demo's probe saw errors: $(tail -1 "$T/out")"
+ingested=$(sed -n 's/.*, ingested \([0-9]*\) messages,.*/\1/p' "$T/out")
+"$SLUICE" snapshot create final --state-dir "$T/state" >/dev/null 2>&1 || fail "snapshot of the stopped state"
+next=$("$SLUICE" snapshot list --state-dir "$T/state" 2>&1 | awk '$1 == "final"' | grep -o 'next=[0-9]*' | cut -d= -f2)
+[ -n "$ingested" ] && [ "${ingested:-0}" -gt 0 ] && [ "${next:-x}" = "$ingested" ] &&
+  ok "final commit holds the $ingested messages ingested" || fail "committed next offsets ${next:-none}, ingested ${ingested:-none}"
+
+# --duration: stops by itself.
+t0=$(date +%s)
+"$SLUICE" demo --schema "$SCHEMA" --duration 3 --resp-port 0 --grpc-port 0 --metrics-port 0 \
+  --state-dir "$T/state2" > "$T/out2" 2>&1 &
+pid=$!
+for _ in $(seq 1 120); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done
+status=0
+kill -0 $pid 2>/dev/null && status=timeout
+wait $pid || status=$?
+pid=
+el=$(( $(date +%s) - t0 ))
+[ "$status" = 0 ] && [ $el -ge 3 ] && ok "--duration 3: exit 0 after ${el}s" || fail "--duration 3: status $status after ${el}s"
+
+finish demo

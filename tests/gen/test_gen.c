@@ -177,3 +177,91 @@ Test(gen, rejects_bad_options)
     cr_assert(strstr(err, "add up to at most 1"), "%s", err);
     schema_free(s);
 }
+
+/* The demo's hints name the most popular entity of each view: checked
+ * against a count of the key values in 20000 generated events, and the
+ * parts of a composite key against the RESP key spec. */
+static void check_example_keys(const char *file, const char *source)
+{
+    schema_t *s = load_example(file);
+    int si = schema_source_index(s, source);
+    gen_options_t o;
+    gen_options_defaults(&o);
+    o.bad_share = 0;
+    o.entities = 500;
+    gen_t *g;
+    char err[256];
+    cr_assert_eq(gen_new(s, si, &o, &g, err, sizeof err), 0, "%s", err);
+    ingest_decoder_t *dec;
+    cr_assert_eq(ingest_decoder_new(s, si, 1 << 20, &dec, err, sizeof err), 0, "%s", err);
+    enum { N = 20000, MAXV = 16, MAXD = 1024 };
+    static char texts[MAXV][4][MAXD][24];      /* distinct key texts per view and part */
+    static int counts[MAXV][4][MAXD];
+    static int n_distinct[MAXV][4];
+    memset(n_distinct, 0, sizeof n_distinct);
+    sl_buf_t p = SL_BUF_INIT, k = SL_BUF_INIT;
+    for (int i = 0; i < N; i++) {
+        bool is_null;
+        gen_next(g, &p, &k, &is_null);
+        ingest_record_t rec;
+        char why[256];
+        if (ingest_decode(dec, p.data, p.len, &rec, why, sizeof why) != INGEST_OK) continue;
+        for (size_t v = 0; v < s->n_views && v < MAXV; v++) {
+            if (s->views[v].source != si) continue;
+            const schema_entity_t *e = &s->entities[s->views[v].entity];
+            for (size_t kp = 0; kp < e->n_keys && kp < 4; kp++) {
+                const agg_input_t *in = &rec.fields[s->views[v].key_fields[kp]];
+                char t[24];
+                if (e->key_types[kp] == SCHEMA_TYPE_INT) snprintf(t, sizeof t, "%lld", (long long)in->i);
+                else snprintf(t, sizeof t, "%.*s", (int)in->slen, in->s);
+                int j = 0;
+                while (j < n_distinct[v][kp] && strcmp(texts[v][kp][j], t)) j++;
+                if (j == n_distinct[v][kp]) {
+                    cr_assert_lt(j, MAXD);
+                    strcpy(texts[v][kp][j], t);
+                    counts[v][kp][j] = 0;
+                    n_distinct[v][kp]++;
+                }
+                counts[v][kp][j]++;
+            }
+        }
+    }
+    int checked = 0;
+    for (size_t v = 0; v < s->n_views && v < MAXV; v++) {
+        if (s->views[v].source != si) {
+            char t[64];
+            cr_assert_eq(gen_example_key_part(g, (int)v, 0, t, sizeof t), SL_EINVAL);
+            continue;
+        }
+        const schema_entity_t *e = &s->entities[s->views[v].entity];
+        char spec[160], joined[160] = "";
+        cr_assert_eq(gen_example_key(g, (int)v, spec, sizeof spec), 0);
+        for (size_t kp = 0; kp < e->n_keys; kp++) {
+            int best = 0;
+            for (int j = 1; j < n_distinct[v][kp]; j++)
+                if (counts[v][kp][j] > counts[v][kp][best]) best = j;
+            char t[64];
+            cr_assert_eq(gen_example_key_part(g, (int)v, kp, t, sizeof t), 0);
+            cr_assert_str_eq(t, texts[v][kp][best], "view %s key %s: hint %s, most frequent %s (%d times)",
+                             s->views[v].name, e->keys[kp], t, texts[v][kp][best], counts[v][kp][best]);
+            snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s%s",
+                     e->n_keys > 1 && kp == 0 ? "{" : "", t, e->n_keys > 1 ? (kp + 1 == e->n_keys ? "}" : "|") : "");
+            checked++;
+        }
+        cr_assert_str_eq(spec, joined);
+        char t[64];
+        cr_assert_eq(gen_example_key_part(g, (int)v, e->n_keys, t, sizeof t), SL_EINVAL);
+    }
+    cr_assert_gt(checked, 0);
+    sl_buf_free(&p);
+    sl_buf_free(&k);
+    ingest_decoder_free(dec);
+    gen_free(g);
+    schema_free(s);
+}
+
+Test(gen, example_keys_are_the_most_popular)
+{
+    check_example_keys("card_fraud.yaml", "payments");
+    check_example_keys("ride_hailing.yaml", "trips");
+}
