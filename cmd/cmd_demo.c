@@ -487,9 +487,9 @@ int cmd_demo(int argc, char **argv)
     d->schema_path = NULL;
     char err[2048] = "";
     char *end;
-    int c, status = 1;
+    int c, li = 0, status = 1;   /* li: the long option just parsed */
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
         switch (c) {
         case 's': d->schema_path = optarg; break;
         case 'r': d->rate = strtod(optarg, &end); if (*end || d->rate <= 0 || d->rate > 1e7) goto bad; break;
@@ -613,7 +613,7 @@ int cmd_demo(int argc, char **argv)
     goto cleanup;
 
 bad:
-    fprintf(stderr, "sluice demo: bad value '%s' for %s (see --help)\n", optarg, argv[optind - 1]);
+    fprintf(stderr, "sluice demo: bad value '%s' for --%s (see --help)\n", optarg, longopts[li].name);
     free(d);
     return 2;
 fail:

@@ -35,7 +35,8 @@ static void usage(FILE *f)
         "  --out FILE           write JSON lines instead ('-' = stdout); tombstones are skipped\n"
         "  --events N           how many events (required)\n"
         "  --rate R             pace to R events/s of wall time (default: as fast as possible)\n"
-        "  --seed S             PRNG seed: same seed, same stream (default 1)\n"
+        "  --seed S             PRNG seed (default 1): same seed and --start-time, same bytes;\n"
+        "                       without --start-time, the same stream shifted to end now\n"
         "  --start-time MS      event time of the first event, epoch ms\n"
         "                       (default: now - events * spacing, so the stream ends now)\n"
         "  --spacing-us US      event-time step between events (default 1e6/rate, else 10000)\n"
@@ -100,9 +101,9 @@ int cmd_generate(int argc, char **argv)
     gen_options_t go;
     gen_options_defaults(&go);
     char *end;
-    int c;
+    int c, li = 0;   /* li: the long option just parsed (all take --name) */
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
         switch (c) {
         case 'S':
             if (n_schemas == 16) { fprintf(stderr, "sluice generate: too many --schema\n"); return 2; }
@@ -118,9 +119,9 @@ int cmd_generate(int argc, char **argv)
         case 'u': spacing_us = strtoll(optarg, &end, 10); if (*end || spacing_us <= 0) goto bad; break;
         case 'e': go.entities = strtoll(optarg, &end, 10); if (*end || go.entities <= 0) goto bad; break;
         case 'k': go.zipf_s = strtod(optarg, &end); if (*end || go.zipf_s < 0) goto bad; break;
-        case 'O': go.ooo_share = strtod(optarg, &end); if (*end) goto bad; break;
-        case 'L': go.late_share = strtod(optarg, &end); if (*end) goto bad; break;
-        case 'B': go.bad_share = strtod(optarg, &end); if (*end) goto bad; break;
+        case 'O': go.ooo_share = strtod(optarg, &end); if (*end || !(go.ooo_share >= 0 && go.ooo_share <= 1)) goto bad; break;
+        case 'L': go.late_share = strtod(optarg, &end); if (*end || !(go.late_share >= 0 && go.late_share <= 1)) goto bad; break;
+        case 'B': go.bad_share = strtod(optarg, &end); if (*end || !(go.bad_share >= 0 && go.bad_share <= 1)) goto bad; break;
         case 'p': partitions = atoi(optarg); if (partitions <= 0) goto bad; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
@@ -263,7 +264,7 @@ done:
     schema_free(schema);
     return status;
 bad:
-    fprintf(stderr, "sluice generate: bad value '%s' for %s (see --help)\n", optarg,
-            argv[optind - 1]);
+    fprintf(stderr, "sluice generate: bad value '%s' for --%s (see --help)\n", optarg,
+            longopts[li].name);
     return 2;
 }

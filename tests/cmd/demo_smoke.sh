@@ -18,7 +18,7 @@
 #   - Ctrl-C (SIGINT) stops it: exit 0, probe without errors, and the final
 #     commit holds exactly the messages it says it ingested (`sluice
 #     snapshot list`: next offsets summed over the partitions);
-#   - --duration N stops it by itself.
+#   - --duration N stops it by itself; bad option values are usage errors.
 set -uo pipefail
 SLUICE=${1:?usage: demo_smoke.sh SLUICE_BINARY SCHEMA OPERATIONS_MD [PYTHON]}
 SCHEMA=${2:?schema}
@@ -203,5 +203,11 @@ wait $pid || status=$?
 pid=
 el=$(( $(date +%s) - t0 ))
 [ "$status" = 0 ] && [ $el -ge 3 ] && ok "--duration 3: exit 0 after ${el}s" || fail "--duration 3: status $status after ${el}s"
+
+# Bad option values are usage errors naming the option.
+for a in "--rate x" "--resp-port 70000" "--duration -1"; do
+  out=$("$SLUICE" demo $a 2>&1); rc=$?
+  [ $rc = 2 ] && [[ "$out" == *"bad value '${a#* }' for ${a%% *}"* ]] && ok "refused: $a" || fail "demo $a: exit $rc: $out"
+done
 
 finish demo
