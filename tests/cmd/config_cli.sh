@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# config_cli.sh SLUICE SCHEMA OPERATIONS_MD — the worker configuration as the
+# commands see it (issue 7), no broker needed:
+#   - an unknown key in the file stops config, run, ingest and serve with
+#     FILE:LINE:COL; so does an unknown --set key;
+#   - with no options set, the values `sluice config` prints are the
+#     defaults docs/operations.md lists (loopback binds, ports, group, ...);
+#   - `kafka:` keys reach librdkafka unchanged: a TLS CA file that does not
+#     exist, an unknown property and an unknown SASL mechanism each stop the
+#     worker at startup with librdkafka's own message naming them;
+#   - an unknown --log-level or --log-format is a usage error (exit 2).
+set -uo pipefail
+SLUICE=${1:?usage: config_cli.sh SLUICE SCHEMA OPERATIONS_MD}
+SCHEMA=${2:?schema}
+OPSDOC=${3:?docs/operations.md}
+. "$(dirname "$0")/testlib.sh"
+
+cp "$SCHEMA" "$T/schema.yaml"
+printf 'schemas: [schema.yaml]\nresp_port: 0\ncommit_intervall: 1s\n' > "$T/bad.yaml"
+for cmd in config run ingest serve; do
+  if [ $cmd = config ]; then a=("$T/bad.yaml"); else a=(-c "$T/bad.yaml"); fi
+  out=$(timeout 20 "$SLUICE" $cmd "${a[@]}" 2>&1); rc=$?
+  [ $rc != 0 ] && [ $rc != 124 ] && [[ "$out" == *"$T/bad.yaml:3:1: unknown option 'commit_intervall'"* ]] &&
+    ok "$cmd: unknown key located" || fail "$cmd: exit $rc: $out"
+done
+
+printf 'schemas: [schema.yaml]\nstate_dir: %s/st\nbrokers: 127.0.0.1:1\n' "$T" > "$T/min.yaml"
+out=$("$SLUICE" config "$T/min.yaml" --set resp_prot=1 2>&1); rc=$?
+[ $rc != 0 ] && [[ "$out" == *"unknown option 'resp_prot'"* ]] && ok "--set: unknown key" || fail "--set resp_prot: $rc: $out"
+
+# Defaults as printed against the documented table.
+"$SLUICE" config "$T/min.yaml" > "$T/printed" 2>&1 || fail "config min.yaml: $(cat "$T/printed")"
+python3 - "$T/printed" "$OPSDOC" <<'EOF' || fails=$((fails+1))
+import re, sys
+printed = dict(re.match(r"\s+(\S+): (.*)$", l).groups() for l in open(sys.argv[1]) if l.startswith("  "))
+doc = {}
+for l in open(sys.argv[2]):
+    m = re.match(r"\| `(\w+)` \| \w+ \| `([^`]*)` \|", l)
+    if m:
+        doc[m.group(1)] = m.group(2)
+want = {"group_id": doc["group_id"],
+        "resp": "%s:%s" % (doc["resp_bind"], doc["resp_port"]),
+        "grpc": "%s:%s" % (doc["grpc_bind"], doc["grpc_port"]),
+        "metrics": "%s:%s" % (doc["metrics_bind"], doc["metrics_port"])}
+bad = {k: (v, printed.get(k)) for k, v in want.items() if printed.get(k) != v}
+loop = all(v.startswith("127.0.0.1:") for k, v in want.items() if k != "group_id")
+if bad or not loop or len(doc) < 25:
+    print("FAIL defaults (documented, printed): %r; loopback %s; %d documented options" % (bad, loop, len(doc)))
+    sys.exit(1)
+print("ok   defaults as documented: %s" % ", ".join("%s=%s" % kv for kv in sorted(want.items())))
+EOF
+
+# kafka: pass-through, seen by librdkafka when the worker starts.
+kafka() {   # kafka NAME TEXT... -- SET...: ingest must fail with every TEXT in its output
+    local name=$1; shift
+    local texts=()
+    while [ "$1" != -- ]; do texts+=("$1"); shift; done; shift
+    local sets=()
+    for kv in "$@"; do sets+=(--set "$kv"); done
+    out=$(timeout 30 "$SLUICE" ingest -c "$T/min.yaml" --set metrics_port=0 "${sets[@]}" 2>&1); rc=$?
+    local miss=
+    for t in "${texts[@]}"; do [[ "$out" == *"$t"* ]] || miss="$miss '$t'"; done
+    [ $rc != 0 ] && [ $rc != 124 ] && [ -z "$miss" ] && ok "kafka $name" || fail "kafka $name: exit $rc, missing$miss: $out"
+}
+kafka "TLS CA file" "ssl.ca.location" "$T/no-ca.pem" -- \
+  kafka.security.protocol=SSL "kafka.ssl.ca.location=$T/no-ca.pem"
+kafka "unknown property" 'No such configuration property: "bogus.key"' -- kafka.bogus.key=1
+kafka "SASL mechanism" "Unsupported SASL mechanism: NOPE" -- \
+  kafka.security.protocol=SASL_SSL kafka.sasl.mechanism=NOPE
+
+for a in "--log-level verbose" "--log-format xml"; do
+  out=$("$SLUICE" ingest -c "$T/min.yaml" $a 2>&1); rc=$?
+  [ $rc = 2 ] && ok "$a: usage error" || fail "$a: exit $rc: $out"
+done
+
+finish config
