@@ -59,6 +59,7 @@ typedef struct ingest_stats {
     _Atomic uint64_t commit_us_max;
     _Atomic uint64_t commit_us_sum;
     _Atomic uint64_t committed_entities; /* entity states written, all commits */
+    _Atomic uint64_t commit_cpu_us;     /* CPU time of the committer thread so far */
     _Atomic uint64_t dead_letters;      /* produced to the dead-letter topic */
     _Atomic uint64_t dead_letter_errors;
     _Atomic uint64_t cache_entries;

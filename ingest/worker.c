@@ -25,6 +25,7 @@
  * ingest_worker_stop only stores an atomic flag; the stats are atomics read
  * by other threads.
  */
+#define _GNU_SOURCE                 /* pthread_setname_np */
 #include "ingest.h"
 #include "cache.h"
 #include "entity_key.h"
@@ -43,6 +44,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RELAXED memory_order_relaxed
 #define STAT_ADD(field, n) atomic_fetch_add_explicit(&(field), (uint64_t)(n), RELAXED)
@@ -268,6 +270,7 @@ static part_t *part_slot(topic_ent_t *t, int32_t partition, bool create)
 static void *committer_main(void *arg)
 {
     ingest_worker_t *w = arg;
+    pthread_setname_np(pthread_self(), "sl-commit");   /* for top -H and perf */
     pthread_mutex_lock(&w->cmu);
     for (;;) {
         while (!w->job_ready && !w->committer_quit) pthread_cond_wait(&w->ccond, &w->cmu);
@@ -279,6 +282,9 @@ static void *committer_main(void *arg)
         int64_t t0 = sl_mono_ns();
         int rc = state_batch_commit(w->st, b, err, sizeof err);
         uint64_t us = (uint64_t)((sl_mono_ns() - t0) / 1000);
+        struct timespec cpu;
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+            STAT_SET(w->stats.commit_cpu_us, (uint64_t)cpu.tv_sec * 1000000u + (uint64_t)cpu.tv_nsec / 1000u);
 
         pthread_mutex_lock(&w->cmu);
         w->job_rc = rc;
