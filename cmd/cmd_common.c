@@ -94,6 +94,15 @@ int cmd_load_config_and_schema(const char *prog, const char *config, int argc, c
     return 0;
 }
 
+void cmd_print_refusal(const char *prog, const char *err, const char *config)
+{
+    const char *ph = config ? strstr(err, "-c CONFIG ") : NULL;
+    if (ph)
+        fprintf(stderr, "%s: %.*s-c %s %s\n", prog, (int)(ph - err), err, config, ph + strlen("-c CONFIG "));
+    else
+        fprintf(stderr, "%s: %s\n", prog, err);
+}
+
 void cmd_on_stop_signals(void (*handler)(int))
 {
     struct sigaction sa;

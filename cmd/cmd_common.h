@@ -38,6 +38,11 @@ void cmd_block_stop_signals(sigset_t *set, bool usr1);
  * and SIGTERM (sigaction, no SA_RESTART: a blocking call returns EINTR). */
 void cmd_on_stop_signals(void (*handler)(int));
 
+/* Prints "PROG: err" to stderr with the placeholder "-c CONFIG " of a
+ * worker's refusal (the backfill command it names) replaced by the real
+ * config path, so the command can be pasted as it is. */
+void cmd_print_refusal(const char *prog, const char *err, const char *config);
+
 /* Loads `config` into cfg, applies every "--set key=value" of argv[1..argc)
  * (and of "--log-format F" / "--log-level L", shorthands for --set
  * log_format=F / log_level=L), configures the process logger (util/sl_log)

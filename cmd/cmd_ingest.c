@@ -80,11 +80,7 @@ int cmd_ingest(int argc, char **argv)
     }
     if (ingest_worker_new(&cfg, schema, st, &opts, &w, err, sizeof err)) {
         /* Make the backfill command exact: the worker does not know the path. */
-        const char *ph = strstr(err, "-c CONFIG ");
-        if (ph)
-            fprintf(stderr, "sluice ingest: %.*s-c %s %s\n", (int)(ph - err), err, config, ph + strlen("-c CONFIG "));
-        else
-            fprintf(stderr, "sluice ingest: %s\n", err);
+        cmd_print_refusal("sluice ingest", err, config);
         goto out_state;
     }
 

@@ -540,7 +540,7 @@ int cmd_run(int argc, char **argv)
      * normal worker, which would refuse the half-built view. */
     int pending = run__pending_view(n->st, schema);
     if (pending < 0 && run__worker_start(n, schema, NULL, err, sizeof err)) {
-        fprintf(stderr, "sluice run: %s\n", err);
+        cmd_print_refusal("sluice run", err, config);    /* the exact backfill command */
         goto out_state;
     }
     /* A view being rebuilt keeps serving with the definition its current
