@@ -83,6 +83,8 @@ static void usage(FILE *f)
         "  --commit-interval D commit the new version every D (default 10s: nobody reads\n"
         "                      it yet; a crash replays at most D of work)\n"
         "  --quiet             no progress output\n"
+        "  --progress-interval D  a progress log line every D when stderr is not a\n"
+        "                      terminal (default 2s; standalone runs)\n"
         "  --set key=value     override a config option\n"
         "  --log-format F      text (default) or json: one JSON object per log line\n"
         "  --log-level L       debug, info (default), warn or error\n");
@@ -132,6 +134,13 @@ int cmd_backfill(int argc, char **argv)
             }
         }
         else if (!strcmp(a, "--quiet")) o.progress_ms = 0;
+        else if (!strcmp(a, "--progress-interval") && has) {
+            if (sl_duration_parse(argv[++i], 0, &o.progress_ms) || o.progress_ms <= 0) {
+                fprintf(stderr, "sluice backfill: --progress-interval %s: not a positive duration\n", argv[i]);
+                status = 2;
+                goto out;
+            }
+        }
         else if ((!strcmp(a, "--set") || !strcmp(a, "--log-format") || !strcmp(a, "--log-level")) && has)
             i++;                           /* applied by cmd_load_config_and_schema */
         else {

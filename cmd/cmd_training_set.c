@@ -11,6 +11,7 @@
 #include "sl_config.h"
 #include "sl_err.h"
 #include "sl_log.h"
+#include "sl_time.h"
 #include "training.h"
 
 #include <stdio.h>
@@ -34,6 +35,8 @@ static void usage(FILE *f)
         "  --time-column NAME    timestamp column (default 'timestamp'): epoch ms or RFC 3339\n"
         "  --buffer N            reorder buffer cap in events (default 100000)\n"
         "  --quiet               no progress output\n"
+        "  --progress-interval D a progress log line every D when stderr is not a\n"
+        "                        terminal (default 2s)\n"
         "  --set key=value       override a config option\n"
         "  --log-format F        text (default) or json: one JSON object per log line\n"
         "  --log-level L         debug, info (default), warn or error\n");
@@ -60,6 +63,13 @@ int cmd_training_set(int argc, char **argv)
         else if (!strcmp(a, "--time-column") && has) o.time_column = argv[++i];
         else if (!strcmp(a, "--buffer") && has) o.max_buffered_events = (size_t)strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "--quiet")) o.progress_ms = 0;
+        else if (!strcmp(a, "--progress-interval") && has) {
+            if (sl_duration_parse(argv[++i], 0, &o.progress_ms) || o.progress_ms <= 0) {
+                fprintf(stderr, "sluice training-set: --progress-interval %s: not a positive duration\n", argv[i]);
+                status = 2;
+                goto out;
+            }
+        }
         else if ((!strcmp(a, "--set") || !strcmp(a, "--log-format") || !strcmp(a, "--log-level")) && has)
             i++;                           /* applied by cmd_load_config_and_schema */
         else {
