@@ -28,6 +28,8 @@
 #define _XOPEN_SOURCE 700   /* nftw */
 #define _DEFAULT_SOURCE
 #include "cmd_common.h"
+#include "metrics.h"
+#include "node_metrics.h"
 #include "schema.h"
 #include "serve.h"
 #include "serve_swap.h"
@@ -197,6 +199,8 @@ int cmd_serve(int argc, char **argv)
     state_store_t *st = NULL;
     serve_state_backend_t *sb = NULL;
     serve_servers_t *srv = NULL;
+    sl_metrics_t *metrics = NULL;
+    node_metrics_t *nm = NULL;
     follow_t fol = { 0 };
     char scratch[64] = "";
 
@@ -266,19 +270,42 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "sluice serve: %s\n", err);
         goto out_backend;
     }
+    /* Prometheus: the serving counters and the committed progress this
+     * process sees (a follower's freshness is that of its last refresh).
+     * Best effort: a follower often runs beside its ingest worker, whose
+     * metrics_port is the same by default; serving must not fail for that. */
+    if (cfg.metrics_port > 0) {
+        metrics = sl_metrics_new();
+        if (!metrics || node_metrics_attach(metrics, schema, st, NULL, srv, NULL, NULL, &nm)) {
+            fprintf(stderr, "sluice serve: metrics: out of memory\n");
+            goto out_servers;
+        }
+        if (sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err)) {
+            sl_warn("serve", "serving without a metrics endpoint: %s (set metrics_port to a free port, or 0)", err);
+            sl_metrics_free(metrics);
+            node_metrics_free(nm);
+            metrics = NULL;
+            nm = NULL;
+        }
+    }
     char mode[96] = "";
     if (fol.st) snprintf(mode, sizeof mode, " (following its owner, refresh every %lld ms)",
                          (long long)fol.interval_ms);
     else if (so.read_only) snprintf(mode, sizeof mode, " (read-only)");
-    sl_info("serve", "RESP on %s:%d, gRPC on %s:%d, %lld threads each, state %s%s",
+    char mport[16] = "off";
+    if (metrics) snprintf(mport, sizeof mport, "%d", sl_metrics_port(metrics));
+    sl_info("serve", "RESP on %s:%d, gRPC on %s:%d, %lld threads each, metrics on %s:%s, state %s%s",
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
-            (long long)cfg.serve_threads, cfg.state_dir, mode);
+            (long long)cfg.serve_threads, cfg.metrics_bind, mport, cfg.state_dir, mode);
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {}
     sl_info("serve", "signal %d, stopping", sig);
     if (print_stats) serve_servers_print_stats(srv, stdout);
-    serve_servers_stop(srv);
     status = 0;
+out_servers:
+    sl_metrics_free(metrics);          /* stops the HTTP server before its collectors go */
+    node_metrics_free(nm);
+    serve_servers_stop(srv);
 out_backend:
     if (fol.started) {
         atomic_store(&fol.stop, true);

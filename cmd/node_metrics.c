@@ -8,6 +8,7 @@
 #include "sl_time.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +149,41 @@ static int collect_progress(void *ctx, sl_buf_t *o)
     return rc ? SL_ENOMEM : SL_OK;
 }
 
-/* The serving tier prints "name value" lines; each becomes a gauge. */
+/* The counters of serve_servers_print_stats that sluice_requests_total is
+ * made of (-1 = the server is off). */
+typedef struct serving_counts {
+    double resp_lookups, resp_hits, resp_misses;
+    double grpc_calls, grpc_errors, grpc_unauthenticated;
+} serving_counts_t;
+
+static void serving_count(serving_counts_t *sc, const char *name, double v)
+{
+    static const struct { const char *name; size_t off; } fields[] = {
+        { "resp_lookups", offsetof(serving_counts_t, resp_lookups) },
+        { "resp_hits", offsetof(serving_counts_t, resp_hits) },
+        { "resp_misses", offsetof(serving_counts_t, resp_misses) },
+        { "grpc_calls", offsetof(serving_counts_t, grpc_calls) },
+        { "grpc_errors", offsetof(serving_counts_t, grpc_errors) },
+        { "grpc_unauthenticated", offsetof(serving_counts_t, grpc_unauthenticated) },
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (!strcmp(name, fields[i].name)) *(double *)((char *)sc + fields[i].off) = v;
+}
+
+static int request_value(sl_buf_t *o, const char *protocol, const char *status, double v)
+{
+    char labels[96];
+    snprintf(labels, sizeof labels, "protocol=\"%s\",status=\"%s\"", protocol, status);
+    return sl_prom_value(o, "sluice_requests_total", labels, v < 0 ? 0 : v);
+}
+
+/* The serving tier prints "name value" lines; each becomes a gauge
+ * (sluice_serving_*). From the same lines, one counter family by protocol
+ * and outcome: RESP lookups (hit, miss, error: a failed read) and gRPC calls
+ * (ok, unauthenticated, error: any other non-OK status; health checks and
+ * ListFeatures included). The stats are read one counter at a time while
+ * requests go on, so a scrape may split a request between two outcomes'
+ * reads; error is clamped at 0. */
 static int collect_serving(void *ctx, sl_buf_t *o)
 {
     node_metrics_t *nm = ctx;
@@ -160,17 +195,31 @@ static int collect_serving(void *ctx, sl_buf_t *o)
     fclose(f);
     int rc = 0;
     char *save = NULL;
+    serving_counts_t sc = { -1, -1, -1, -1, -1, -1 };
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char name[128], metric[160];
         double v;
         if (sscanf(line, "%127s %lf", name, &v) != 2) continue;
         for (char *p = name; *p; p++)
             if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) *p = '_';
+        serving_count(&sc, name, v);
         snprintf(metric, sizeof metric, "sluice_serving_%s", name);
         rc |= sl_prom_header(o, metric, "gauge", "Serving tier counter.");
         rc |= sl_prom_value(o, metric, NULL, v);
     }
     free(text);
+    rc |= sl_prom_header(o, "sluice_requests_total", "counter",
+                         "RESP lookups (hit, miss, error) and gRPC calls (ok, unauthenticated, error).");
+    if (sc.resp_lookups >= 0 && sc.resp_hits >= 0 && sc.resp_misses >= 0) {
+        rc |= request_value(o, "resp", "hit", sc.resp_hits);
+        rc |= request_value(o, "resp", "miss", sc.resp_misses);
+        rc |= request_value(o, "resp", "error", sc.resp_lookups - sc.resp_hits - sc.resp_misses);
+    }
+    if (sc.grpc_calls >= 0 && sc.grpc_errors >= 0 && sc.grpc_unauthenticated >= 0) {
+        rc |= request_value(o, "grpc", "ok", sc.grpc_calls - sc.grpc_errors);
+        rc |= request_value(o, "grpc", "unauthenticated", sc.grpc_unauthenticated);
+        rc |= request_value(o, "grpc", "error", sc.grpc_errors - sc.grpc_unauthenticated);
+    }
     return rc ? SL_ENOMEM : SL_OK;
 }
 

@@ -18,15 +18,17 @@
 #   - Ctrl-C (SIGINT) stops it: exit 0, probe without errors, and the final
 #     commit holds exactly the messages it says it ingested (`sluice
 #     snapshot list`: next offsets summed over the partitions);
+#   - `sluice serve` on the stopped demo's state counts exactly the RESP and
+#     gRPC requests made to it in sluice_requests_total{protocol,status};
 #   - --duration N stops it by itself; bad option values are usage errors.
 set -uo pipefail
 SLUICE=${1:?usage: demo_smoke.sh SLUICE_BINARY SCHEMA OPERATIONS_MD [PYTHON]}
-SCHEMA=${2:?schema}
+SCHEMA=$(realpath "${2:?schema}")
 OPSDOC=${3:?docs/operations.md}
 PY=${4:-}
 . "$(dirname "$0")/testlib.sh"
-pid=
-on_exit() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; }
+pid= pid2=
+on_exit() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; [ -n "$pid2" ] && kill -9 "$pid2" 2>/dev/null; }
 
 "$SLUICE" demo --schema "$SCHEMA" --duration 0 --rate 3000 --resp-port 0 --grpc-port 0 \
   --metrics-port 0 --state-dir "$T/state" >"$T/out" 2>&1 &
@@ -190,6 +192,64 @@ ingested=$(sed -n 's/.*, ingested \([0-9]*\) messages,.*/\1/p' "$T/out")
 next=$("$SLUICE" snapshot list --state-dir "$T/state" 2>&1 | awk '$1 == "final"' | grep -o 'next=[0-9]*' | cut -d= -f2)
 [ -n "$ingested" ] && [ "${ingested:-0}" -gt 0 ] && [ "${next:-x}" = "$ingested" ] &&
   ok "final commit holds the $ingested messages ingested" || fail "committed next offsets ${next:-none}, ingested ${ingested:-none}"
+
+# The stopped demo's state, served by `sluice serve`: sluice_requests_total
+# counts exactly the requests made here, by protocol and outcome.
+pr=$(free_port); pg=$(free_port); pm=$(free_port)
+cat > "$T/serve.yaml" <<EOF
+schemas: [$SCHEMA]
+state_dir: $T/state
+resp_port: $pr
+grpc_port: $pg
+metrics_port: $pm
+grpc_token: t0k
+EOF
+"$SLUICE" serve -c "$T/serve.yaml" 2> "$T/serve.err" &
+pid=$!
+for _ in $(seq 1 80); do [ "$(redis-cli -p $pr PING 2>/dev/null)" = PONG ] && break; sleep 0.25; done
+for i in 1 2 3 4 5; do redis-cli -p $pr HGETALL "$key" > /dev/null; done
+for i in 1 2 3; do redis-cli -p $pr HGETALL "card_activity:card-nobody-$i" > /dev/null; done
+want='resp/hit=5 resp/miss=3 resp/error=0'
+if [ -n "$PY" ]; then
+  "$PY" - "$pg" "${key#card_activity:}" > "$T/grpc2" 2>&1 <<'EOF'
+import sys, grpc
+from sluice.v1 import feature_service_pb2 as pb, feature_service_pb2_grpc as pbg
+port, card = sys.argv[1], sys.argv[2]
+tok = [("authorization", "Bearer t0k")]
+def req(ref):
+    return pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureRefList(refs=[ref]),
+                                       entities=[pb.EntityRow(keys={"card_id": card})])
+with grpc.insecure_channel("127.0.0.1:" + port) as ch:
+    stub = pbg.FeatureServiceStub(ch)
+    for _ in range(2):
+        assert stub.GetOnlineFeatures(req("card_activity:*"), metadata=tok, timeout=10).results
+    for md, ref, code in ((None, "card_activity:*", grpc.StatusCode.UNAUTHENTICATED),
+                          (tok, "no_such_view:*", grpc.StatusCode.NOT_FOUND)):
+        try:
+            stub.GetOnlineFeatures(req(ref), metadata=md, timeout=10)
+            raise SystemExit("%s: no error" % ref)
+        except grpc.RpcError as e:
+            assert e.code() == code, (ref, e.code())
+print("grpc done")
+EOF
+  [ $? = 0 ] || fail "gRPC requests: $(cat "$T/grpc2")"
+  want="$want grpc/ok=2 grpc/unauthenticated=1 grpc/error=1"
+fi
+got=$(curl -s "http://127.0.0.1:$pm/metrics" | sed -n 's/^sluice_requests_total{protocol="\([a-z]*\)",status="\([a-z]*\)"} \([0-9]*\)$/\1\/\2=\3/p' |
+      grep -E "$(tr ' ' '\n' <<<"$want" | cut -d= -f1 | paste -sd'|')" | sort | paste -sd' ')
+[ "$got" = "$(tr ' ' '\n' <<<"$want" | sort | paste -sd' ')" ] && ok "sluice_requests_total: $got" ||
+  fail "sluice_requests_total: got '$got', want '$want'"
+# A second serve (a follower of the first) on the same metrics port: it
+# warns and serves without metrics.
+pr2=$(free_port)
+"$SLUICE" serve -c "$T/serve.yaml" --set resp_port=$pr2 --set grpc_port=0 2> "$T/serve2.err" &
+pid2=$!
+for _ in $(seq 1 80); do [ "$(redis-cli -p $pr2 PING 2>/dev/null)" = PONG ] && break; sleep 0.25; done
+[ "$(redis-cli -p $pr2 PING 2>/dev/null)" = PONG ] && grep -q "serving without a metrics endpoint" "$T/serve2.err" &&
+  ok "serve beside a taken metrics port: warns and serves" || fail "second serve: $(tail -3 "$T/serve2.err")"
+kill -TERM $pid2; wait $pid2 || fail "second serve: exit $?"; pid2=
+kill -TERM $pid; status=0; wait $pid || status=$?; pid=
+[ $status = 0 ] && ok "serve: SIGTERM exit 0" || fail "serve: SIGTERM exit $status: $(tail -3 "$T/serve.err")"
 
 # --duration: stops by itself.
 t0=$(date +%s)
