@@ -322,17 +322,25 @@ void agg_entity_prefetch(const agg_plan_t *plan, const agg_entity_t *ent, int de
 int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
                       const agg_event_t *ev, int64_t accept_from_ms)
 {
-    int rc, ret = 0;
     if (ev->time_ms < accept_from_ms)
         return SL_ELATE;
-    if (ev->time_ms > AGG_TIME_LIMIT || ev->time_ms < -AGG_TIME_LIMIT)
-        return SL_ERANGE;
     /* An entity of a large cache is cold: start every feature's loads
      * before the first one stalls (each feature's tiles are their own
      * allocation), then those one pointer further. */
     for (int depth = 1; depth <= 3; depth++)
         for (size_t i = 0; i < plan->n_features; i++)
             agg__win_prefetch(&plan->f[i], &ent->st[i], depth);
+    return agg_entity_update_prefetched(plan, ent, ev, accept_from_ms);
+}
+
+int agg_entity_update_prefetched(const agg_plan_t *plan, agg_entity_t *ent,
+                                 const agg_event_t *ev, int64_t accept_from_ms)
+{
+    int rc, ret = 0;
+    if (ev->time_ms < accept_from_ms)
+        return SL_ELATE;
+    if (ev->time_ms > AGG_TIME_LIMIT || ev->time_ms < -AGG_TIME_LIMIT)
+        return SL_ERANGE;
     for (size_t i = 0; i < plan->n_features; i++) {
         const agg__feature_t *f = &plan->f[i];
         agg__in_t in = { 0 };

@@ -108,6 +108,12 @@ void agg_entity_free(agg_entity_t *ent);
 int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
                       const agg_event_t *ev, int64_t accept_from_ms);
 
+/* agg_entity_update for a caller that has already run agg_entity_prefetch
+ * depths 1..3 on `ent` (or just created it): the same effect and result,
+ * without issuing those hints a second time. */
+int agg_entity_update_prefetched(const agg_plan_t *plan, agg_entity_t *ent,
+                                 const agg_event_t *ev, int64_t accept_from_ms);
+
 /* Memory hints: start loading what an update of `ent` touches, one level
  * of pointers per depth (0 the entity itself, 1 its per-feature state, 2
  * and 3 what that points to). Depth d reads what depth d - 1 loads, so a

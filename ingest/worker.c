@@ -742,7 +742,8 @@ static void apply_views(ingest_worker_t *w, bslot_t *b)
         if (bv[k].klen == UINT32_MAX) { set_fatal(w, SL_ENOMEM, "out of memory encoding a key"); return; }
         ingest_entry_t *e = bv[k].e;
         if (!e && !(e = slot_entry(w, b, vi, &bv[k]))) return;
-        int rc = agg_entity_update(w->plans[vi], e->ent, &ev, accept_from);
+        /* stage 4 prefetched a found entity; a loaded or new one is hot */
+        int rc = agg_entity_update_prefetched(w->plans[vi], e->ent, &ev, accept_from);
         if (rc == SL_ENOMEM) { set_fatal(w, rc, "out of memory updating view '%s'", view->name); return; }
         if (rc == 0) {
             ingest_cache_mark_dirty(w->cache, e);
