@@ -60,6 +60,9 @@ typedef struct ingest_stats {
     _Atomic uint64_t commit_us_sum;
     _Atomic uint64_t committed_entities; /* entity states written, all commits */
     _Atomic uint64_t commit_cpu_us;     /* CPU time of the committer thread so far */
+    _Atomic uint64_t final_cpu_us;      /* CPU time of the ingest thread up to the final commit */
+    _Atomic uint64_t final_committed;   /* 1 once the run's final commit is durable (the
+                                         * consumer is closed and the cache freed after it) */
     _Atomic uint64_t dead_letters;      /* produced to the dead-letter topic */
     _Atomic uint64_t dead_letter_errors;
     _Atomic uint64_t cache_entries;

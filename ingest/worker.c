@@ -1253,6 +1253,10 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
     if (!w->fatal) {
         for (int attempt = 0; (rc = worker_commit(w, true)) == SL_EKAFKA && attempt < 5; attempt++)
             ;
+        struct timespec cpu;
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+            STAT_SET(w->stats.final_cpu_us, (uint64_t)cpu.tv_sec * 1000000u + (uint64_t)cpu.tv_nsec / 1000u);
+        if (!rc && !w->fatal) atomic_store(&w->stats.final_committed, 1);
     } else {
         commit_wait(w);
     }
