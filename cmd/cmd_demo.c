@@ -16,6 +16,8 @@
  * after --duration stops everything in order: generator, ingest (final
  * commit), servers, metrics.
  */
+#define _XOPEN_SOURCE 700   /* nftw */
+#define _DEFAULT_SOURCE
 #include "cmd_common.h"
 #include "gen.h"
 #include "ingest.h"
@@ -32,6 +34,7 @@
 #include "state.h"
 
 #include <arpa/inet.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
@@ -67,6 +70,7 @@ typedef struct demo {
     int64_t duration_s;
     const char *schema_path;
     char state_dir[512];
+    bool state_dir_temp;         /* made here: removed at exit */
     /* kafka */
     rd_kafka_t *mock_host;
     rd_kafka_mock_cluster_t *mock;
@@ -114,7 +118,8 @@ static void usage(FILE *f)
         "  --grpc-port P        gRPC port (default 50051; 0 = any free port)\n"
         "  --metrics-port P     Prometheus port (default 9464; 0 = any free port)\n"
         "  --partitions N       partitions per topic (default 4)\n"
-        "  --state-dir DIR      state directory (default: a new /tmp/sluice-demo-XXXXXX)\n");
+        "  --state-dir DIR      state directory, new or empty (default: a new\n"
+        "                       /tmp/sluice-demo-XXXXXX, removed at exit)\n");
 }
 
 static const char *default_schema(void)
@@ -338,7 +343,8 @@ static void print_try(demo_t *d)
     printf("\nSluice demo is running (schema %s)\n", d->schema_path);
     printf("  Kafka (in-process mock): %s, %d partitions per topic, %.0f events/s\n",
            d->bootstrap, d->partitions, d->rate);
-    printf("  state: %s\n", d->state_dir);
+    printf("  state: %s%s\n", d->state_dir,
+           d->state_dir_temp ? " (removed at exit; --state-dir DIR keeps it)" : "");
     printf("  RESP:  127.0.0.1:%d    gRPC: 127.0.0.1:%d    metrics: http://127.0.0.1:%d/metrics\n\n",
            resp, grpc, sl_metrics_port(d->metrics));
     printf("Try:\n");
@@ -459,6 +465,13 @@ static int free_port(void)
     return port;
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
 static int parse_port(const char *s, int *out)
 {
     char *end;
@@ -523,6 +536,7 @@ int cmd_demo(int argc, char **argv)
             return 1;
         }
         rmdir(d->state_dir);   /* state_open creates it with mode 0700 */
+        d->state_dir_temp = true;
     }
     sl_hist_init(&d->probe_hist);
     sl_config_defaults(&d->cfg);
@@ -545,6 +559,14 @@ int cmd_demo(int argc, char **argv)
 
     state_options_t so = { .create_if_missing = true, .read_only = false, .block_cache_bytes = 0 };
     if (state_open(d->state_dir, &so, &d->st, err, sizeof err)) goto fail;
+    /* The in-process Kafka starts empty on every run: offsets stored by an
+     * earlier run point past its end (librdkafka would reset them to 0 and
+     * the new events would land on the old state). */
+    if (state_progress(d->st, NULL, 0) > 0) {
+        snprintf(err, sizeof err, "state dir %s holds the state of an earlier run, whose in-process "
+                 "Kafka is gone: remove it or give another --state-dir", d->state_dir);
+        goto fail;
+    }
     ingest_options_t io = { .exit_at_eof = false, .progress_log_ms = 0 };
     if (ingest_worker_new(&d->cfg, d->schema, d->st, &io, &d->worker, err, sizeof err)) goto fail;
     if (serve_state_backend_new(d->schema, d->st, &d->backend, err, sizeof err)) goto fail;
@@ -629,6 +651,7 @@ cleanup:
     if (d->producer) rd_kafka_destroy(d->producer);
     if (d->mock) rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_host) rd_kafka_destroy(d->mock_host);
+    if (d->state_dir_temp) nftw(d->state_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     schema_free(d->schema);
     sl_config_free(&d->cfg);
     free(d);

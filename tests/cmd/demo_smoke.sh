@@ -20,7 +20,9 @@
 #     snapshot list`: next offsets summed over the partitions);
 #   - `sluice serve` on the stopped demo's state counts exactly the RESP and
 #     gRPC requests made to it in sluice_requests_total{protocol,status};
-#   - --duration N stops it by itself; bad option values are usage errors.
+#   - a state dir with an earlier run's offsets is refused (the mock Kafka
+#     is new each run); --duration N stops it by itself, removing the
+#     temporary state dir it made; bad option values are usage errors.
 set -uo pipefail
 SLUICE=${1:?usage: demo_smoke.sh SLUICE_BINARY SCHEMA OPERATIONS_MD [PYTHON]}
 SCHEMA=$(realpath "${2:?schema}")
@@ -251,10 +253,16 @@ kill -TERM $pid2; wait $pid2 || fail "second serve: exit $?"; pid2=
 kill -TERM $pid; status=0; wait $pid || status=$?; pid=
 [ $status = 0 ] && ok "serve: SIGTERM exit 0" || fail "serve: SIGTERM exit $status: $(tail -3 "$T/serve.err")"
 
-# --duration: stops by itself.
+# The stopped demo's state is not reused: its in-process Kafka is gone.
+out=$("$SLUICE" demo --schema "$SCHEMA" --duration 2 --resp-port 0 --grpc-port 0 --metrics-port 0 \
+      --state-dir "$T/state" 2>&1); rc=$?
+[ $rc = 1 ] && [[ "$out" == *"state dir $T/state holds the state of an earlier run"* ]] &&
+  ok "an earlier run's state dir refused" || fail "rerun on the old state: exit $rc: $(tail -2 <<<"$out")"
+
+# --duration: stops by itself; without --state-dir its temporary state goes.
 t0=$(date +%s)
 "$SLUICE" demo --schema "$SCHEMA" --duration 3 --resp-port 0 --grpc-port 0 --metrics-port 0 \
-  --state-dir "$T/state2" > "$T/out2" 2>&1 &
+  > "$T/out2" 2>&1 &
 pid=$!
 for _ in $(seq 1 120); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done
 status=0
@@ -263,6 +271,9 @@ wait $pid || status=$?
 pid=
 el=$(( $(date +%s) - t0 ))
 [ "$status" = 0 ] && [ $el -ge 3 ] && ok "--duration 3: exit 0 after ${el}s" || fail "--duration 3: status $status after ${el}s"
+tmpstate=$(sed -n 's/^  state: \(\/tmp\/sluice-demo-[^ ]*\) (removed at exit.*/\1/p' "$T/out2")
+[ -n "$tmpstate" ] && [ ! -e "$tmpstate" ] && ok "temporary state $tmpstate removed" ||
+  fail "temporary state '${tmpstate:-not printed}' left behind"
 
 # Bad option values are usage errors naming the option.
 for a in "--rate x" "--resp-port 70000" "--duration -1"; do
