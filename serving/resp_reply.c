@@ -6,6 +6,7 @@
 #include "resp_reply.h"
 #include "sl_err.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -156,8 +157,16 @@ size_t resp_format_double(double v, char *buf, size_t size)
             int64_t m = llround(scaled);
             if ((double)m / pow10[k] == v) return resp__fixed(m, k, buf);
         }
-        n = snprintf(buf, size, "%.15g", v);
-        if (strtod(buf, NULL) != v) n = snprintf(buf, size, "%.17g", v);
+        /* Otherwise the fewest significant digits that read back as v. For
+         * a normal double, a decimal of p <= 15 digits that does is what
+         * %.15g rounds to (its distance to v is below half a unit of the
+         * 15th digit), so 15, 16 and 17 are the only lengths to try; a
+         * subnormal has fewer bits, and every length is tried. */
+        int p = fabs(v) < DBL_MIN ? 1 : 15;
+        for (; p <= 17; p++) {
+            n = snprintf(buf, size, "%.*g", p, v);
+            if (p == 17 || strtod(buf, NULL) == v) break;
+        }
     }
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }

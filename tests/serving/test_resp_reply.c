@@ -1,7 +1,8 @@
 /*
  * test_resp_reply.c — RESP reply encoding and the double formatter.
  * Oracles: strtod must read every formatted double back exactly; values
- * with few decimals must print as printf("%.*f") trimmed; frames must
+ * with few decimals must print as printf("%.*f") trimmed; the digits must
+ * be as few as a brute-force search over %.1g .. %.17g finds; frames must
  * match hand-written RESP.
  */
 #include <criterion/criterion.h>
@@ -58,6 +59,57 @@ Test(resp_reply, double_roundtrip_random)
             if (!strcmp(want, "-0")) strcpy(want, "0");
             cr_assert_str_eq(b, want);
         }
+    }
+}
+
+/* Significant digits of a formatted double: sign, exponent, point, and
+ * leading and trailing zeros of the mantissa do not count. */
+static int sig_digits(const char *s)
+{
+    char m[48];
+    size_t n = 0;
+    for (; *s && *s != 'e'; s++)
+        if (*s >= '0' && *s <= '9') m[n++] = *s;
+    m[n] = 0;
+    size_t a = 0;
+    while (a < n && m[a] == '0') a++;
+    while (n > a && m[n - 1] == '0') n--;
+    return (int)(n - a);
+}
+
+/* Oracle: the shortest text is found by brute force, trying every
+ * precision %.1g .. %.17g until one reads back exactly. */
+static int shortest_digits(double v)
+{
+    char b[48];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(b, sizeof b, "%.*g", p, v);
+        if (strtod(b, NULL) == v) return p;
+    }
+    return 17;
+}
+
+Test(resp_reply, double_shortest_random)
+{
+    srand(7);
+    char b[48];
+    cr_assert_str_eq(fmt(185.42000000000002, b), "185.42000000000002");   /* 17 digits needed */
+    cr_assert_str_eq(fmt(5e-324, b), "5e-324");                            /* subnormal */
+    cr_assert_str_eq(fmt(2.2250738585072014e-308, b), "2.2250738585072014e-308");   /* DBL_MIN */
+    for (int i = 0; i < 300000; i++) {
+        double v;
+        switch (i % 4) {
+        case 3: { uint64_t u = (((uint64_t)rand() << 31) ^ (uint64_t)rand()) & ((1ULL << 52) - 1);
+                  memcpy(&v, &u, sizeof v); break; }                         /* subnormals */
+        case 0: { uint64_t u = ((uint64_t)rand() << 33) ^ ((uint64_t)rand() << 11) ^ (uint64_t)rand();
+                  memcpy(&v, &u, sizeof v); if (!isfinite(v)) continue; break; }
+        case 1: v = ((double)rand() / RAND_MAX) * pow(10, rand() % 30 - 10); break;
+        default: v = (double)(rand() % 1000000) / 997.0; break;                 /* long fractions */
+        }
+        fmt(v, b);
+        cr_assert_eq(strtod(b, NULL), v, "%.17g printed as %s", v, b);
+        cr_assert_eq(sig_digits(b), shortest_digits(v), "%.17g printed as %s, %d digits would do", v, b,
+                     shortest_digits(v));
     }
 }
 
