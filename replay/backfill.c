@@ -327,6 +327,21 @@ static void live_stop(live_t *l)
 
 /* ---- the replay ------------------------------------------------------------ */
 
+/* Messages applied together: their memory loads overlap (below). */
+#define BF_BATCH 64
+
+/* One message of a batch, between the stages. */
+typedef struct bf_slot {
+    rd_kafka_message_t *m;
+    ingest_record_t rec;          /* decoded by the slot's own decoder */
+    ingest_bad_t bad;
+    bool match;                   /* good, passes the filter, key encoded */
+    bool nomem;                   /* key encoding ran out of memory */
+    uint32_t koff, klen;          /* the key in bf_t.karena */
+    uint64_t hash;
+    ingest_entry_t *e;            /* found in stage 3, prefetched */
+} bf_slot_t;
+
 typedef struct bf {
     const sl_config_t *cfg;
     const schema_t *schema;
@@ -338,7 +353,6 @@ typedef struct bf {
     const schema_source_t *src;
     uint32_t version;
     agg_plan_t *plan;
-    ingest_decoder_t *dec;
     ingest_cache_t *cache;
     state_batch_t *batch;
     replay_t *r;
@@ -349,12 +363,31 @@ typedef struct bf {
     bool store_may_hold;          /* V' may hold states not in the cache (resumed or evicted) */
     sl_buf_t key, enc, look;
     agg_input_t keyvals[16];
+    ingest_decoder_t *decs[BF_BATCH];   /* one per slot: a record points into its decoder */
+    bf_slot_t slots[BF_BATCH];
+    sl_buf_t karena;              /* the batch's encoded keys */
+    bool apply_failed;            /* positions moved past a message not applied: never commit them */
 } bf_t;
 
 static int bf_commit(bf_t *b, bool with_topic_progress, char *errstr, size_t errsize)
 {
     int rc = 0;
-    for (ingest_entry_t *e = ingest_cache_dirty(b->cache); e; e = e->dirty_next) {
+    if (b->apply_failed) {
+        seterr(errstr, errsize, "not committed: a message was not applied");
+        return SL_ESTATE;
+    }
+    /* Dirty entities are cold: with the array, start their loads a few
+     * entities ahead, one pointer level per distance (as live ingest). */
+    ingest_entry_t *const *dv = ingest_cache_dirty_array(b->cache);
+    size_t nd = ingest_cache_dirty_count(b->cache), di = 0;
+    for (ingest_entry_t *e = dv ? (nd ? dv[0] : NULL) : ingest_cache_dirty(b->cache); e;
+         e = dv ? (++di < nd ? dv[di] : NULL) : e->dirty_next) {
+        if (dv) {
+            if (di + 16 < nd) __builtin_prefetch(dv[di + 16], 1);
+            if (di + 12 < nd) agg_entity_prefetch(b->plan, dv[di + 12]->ent, 0);
+            if (di + 8 < nd) agg_entity_prefetch(b->plan, dv[di + 8]->ent, 1);
+            if (di + 4 < nd) agg_entity_prefetch(b->plan, dv[di + 4]->ent, 2);
+        }
         agg_entity_expire(b->plan, e->ent, ingest_wm_accept_from(&b->wm[e->partition]));
         sl_buf_reset(&b->enc);
         if ((rc = agg_entity_encode(b->plan, e->ent, &b->enc)) ||
@@ -403,23 +436,66 @@ static agg_entity_t *entity_load(bf_t *b, int32_t partition, int *rc)
     return ent;
 }
 
-static int bf_apply(bf_t *b, rd_kafka_message_t *m)
+/*
+ * The event path, in batches of up to BF_BATCH messages with exactly the
+ * effect of applying them one at a time, in order (live ingest's staging,
+ * ingest/worker.c): an event's state is a chain of dependent loads that
+ * likely miss the CPU caches (bucket -> entry -> entity -> feature states ->
+ * tiles), so each stage walks the whole batch and issues one level of loads
+ * for every message before any is waited for:
+ *
+ *   1 decode (each slot its own decoder), filter, encode and hash the key,
+ *     prefetch the bucket
+ *   2 prefetch the chains' first entries
+ *   3 find cached entries, prefetch their entities
+ *   4 prefetch what an update reads (agg_entity_prefetch depths 1..3)
+ *   5 in order: bad input, the partition watermark and the lateness rule,
+ *     a miss loaded (or created) and inserted, the update, the dirty mark
+ *
+ * Stages 1-4 change no state (the watermark is judged in stage 5, in
+ * offset order); nothing evicts between two commits, so entries found in
+ * stage 3 stay valid, and a later event of the same key finds the entry an
+ * earlier one inserted.
+ */
+static void slot_decode(bf_t *b, size_t i)
 {
-    ingest_record_t rec;
-    int32_t p = m->partition;
-    b->touched[p] = true;
-    ingest_bad_t bad = ingest_decode(b->dec, m->payload, m->payload ? m->len : 0, &rec, NULL, 0);
-    if (bad != INGEST_OK) { b->stats->bad++; return 0; }
-    if (ingest_wm_observe_is_late(&b->wm[p], rec.time_ms)) { b->stats->late++; return 0; }
-    if (!ingest_filter_match(&b->v->filter, rec.fields)) return 0;
+    bf_slot_t *sl = &b->slots[i];
+    rd_kafka_message_t *m = sl->m;
+    sl->match = sl->nomem = false;
+    sl->e = NULL;
+    sl->bad = ingest_decode(b->decs[i], m->payload, m->payload ? m->len : 0, &sl->rec, NULL, 0);
+    if (sl->bad != INGEST_OK || !ingest_filter_match(&b->v->filter, sl->rec.fields)) return;
     const schema_entity_t *ent = &b->schema->entities[b->v->entity];
-    for (size_t k = 0; k < ent->n_keys; k++) b->keyvals[k] = rec.fields[b->v->key_fields[k]];
-    sl_buf_reset(&b->key);
-    int rc = ingest_key_encode(&b->key, ent->key_types, b->keyvals, ent->n_keys);
-    if (rc == SL_ENOMEM) return rc;
-    if (rc) return 0;
-    ingest_entry_t *e = ingest_cache_find(b->cache, 0, p, b->key.data, b->key.len);
+    for (size_t k = 0; k < ent->n_keys; k++) b->keyvals[k] = sl->rec.fields[b->v->key_fields[k]];
+    size_t off = b->karena.len;
+    int rc = ingest_key_encode(&b->karena, ent->key_types, b->keyvals, ent->n_keys);
+    if (rc) {
+        b->karena.len = off;
+        sl->nomem = rc == SL_ENOMEM;      /* any other code: the event has no key (as live) */
+        return;
+    }
+    sl->koff = (uint32_t)off;
+    sl->klen = (uint32_t)(b->karena.len - off);
+    sl->hash = ingest_cache_hash(0, m->partition, b->karena.data + off, sl->klen);
+    sl->match = true;
+    ingest_cache_prefetch_bucket(b->cache, sl->hash);
+}
+
+/* Stage 5 for one slot. */
+static int slot_apply(bf_t *b, bf_slot_t *sl)
+{
+    int32_t p = sl->m->partition;
+    b->touched[p] = true;
+    if (sl->bad != INGEST_OK) { b->stats->bad++; return 0; }
+    if (ingest_wm_observe_is_late(&b->wm[p], sl->rec.time_ms)) { b->stats->late++; return 0; }
+    if (sl->nomem) return SL_ENOMEM;
+    if (!sl->match) return 0;
+    const void *key = b->karena.data + sl->koff;
+    ingest_entry_t *e = sl->e ? sl->e : ingest_cache_find_hashed(b->cache, sl->hash, 0, p, key, sl->klen);
+    int rc = 0;
     if (!e) {
+        sl_buf_reset(&b->key);
+        if (sl_buf_append(&b->key, key, sl->klen)) return SL_ENOMEM;
         agg_entity_t *a = entity_load(b, p, &rc);
         if (!a) return rc ? rc : SL_ENOMEM;
         if (!(e = ingest_cache_insert(b->cache, 0, p, b->key.data, b->key.len, a))) {
@@ -427,8 +503,8 @@ static int bf_apply(bf_t *b, rd_kafka_message_t *m)
             return SL_ENOMEM;
         }
     }
-    agg_event_t ev = { rec.time_ms, rec.fields, rec.n_fields };
-    rc = agg_entity_update(b->plan, e->ent, &ev, ingest_wm_accept_from(&b->wm[p]));
+    agg_event_t ev = { sl->rec.time_ms, sl->rec.fields, sl->rec.n_fields };
+    rc = agg_entity_update_prefetched(b->plan, e->ent, &ev, ingest_wm_accept_from(&b->wm[p]));
     if (rc == SL_ENOMEM) return rc;
     if (rc == 0) {
         ingest_cache_mark_dirty(b->cache, e);
@@ -436,6 +512,35 @@ static int bf_apply(bf_t *b, rd_kafka_message_t *m)
         replay_count_events(b->r, 1);
     }
     return 0;
+}
+
+/* Applies the n gathered messages (stages 1-5) and destroys them. */
+static int bf_apply_batch(bf_t *b, size_t n, int64_t delay_us)
+{
+    sl_buf_reset(&b->karena);
+    for (size_t i = 0; i < n; i++) slot_decode(b, i);
+    for (size_t i = 0; i < n; i++)
+        if (b->slots[i].match) ingest_cache_prefetch_chain(b->cache, b->slots[i].hash);
+    for (size_t i = 0; i < n; i++) {
+        bf_slot_t *sl = &b->slots[i];
+        if (!sl->match) continue;
+        sl->e = ingest_cache_find_hashed(b->cache, sl->hash, 0, sl->m->partition, b->karena.data + sl->koff,
+                                         sl->klen);
+        if (sl->e) agg_entity_prefetch(b->plan, sl->e->ent, 0);
+    }
+    for (int depth = 1; depth <= 3; depth++)
+        for (size_t i = 0; i < n; i++)
+            if (b->slots[i].e) agg_entity_prefetch(b->plan, b->slots[i].e->ent, depth);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = slot_apply(b, &b->slots[i]);
+        if (delay_us > 0) usleep((useconds_t)delay_us);
+    }
+    for (size_t i = 0; i < n; i++) rd_kafka_message_destroy(b->slots[i].m);
+    /* The replay's positions are past every gathered message: after a
+     * failure they must never be committed (a rerun resumes before them). */
+    if (rc) b->apply_failed = true;
+    return rc;
 }
 
 /* Sets every partition's end to the live worker's committed offset. */
@@ -470,14 +575,19 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
             next_refresh = now + 200000000LL;
         }
         if (replay_done(b->r) && (!follow || replay_lag(b->r) <= catchup)) return 0;
+        /* A batch: wait for the first message, take what is ready after it. */
+        size_t n = 0;
         rd_kafka_message_t *m = replay_poll(b->r, 50, &fatal);
-        if (fatal) { seterr(errstr, errsize, "fatal Kafka error replaying %s", b->src->topic); return SL_EKAFKA; }
-        if (m) {
-            rc = bf_apply(b, m);
-            rd_kafka_message_destroy(m);
-            if (delay_us > 0) usleep((useconds_t)delay_us);
-            if (rc) { seterr(errstr, errsize, "applying an event: %s", sl_strerror(rc)); return rc; }
+        while (m) {
+            b->slots[n++].m = m;
+            if (n == BF_BATCH || fatal) break;
+            m = replay_poll(b->r, 0, &fatal);
         }
+        if (n && (rc = bf_apply_batch(b, n, delay_us))) {
+            seterr(errstr, errsize, "applying an event: %s", sl_strerror(rc));
+            return rc;
+        }
+        if (fatal) { seterr(errstr, errsize, "fatal Kafka error replaying %s", b->src->topic); return SL_EKAFKA; }
         if (sl_mono_ns() >= next_commit) {
             if ((rc = bf_commit(b, false, errstr, errsize))) return rc;
             next_commit = sl_mono_ns() + interval;
@@ -605,7 +715,8 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
 
     if ((rc = agg_plan_new(schema, vi, &b.plan, errstr, errsize))) goto out;
     size_t maxb = cfg->max_message_bytes > 0 ? (size_t)cfg->max_message_bytes : 0;
-    if ((rc = ingest_decoder_new(schema, b.v->source, maxb, &b.dec, errstr, errsize))) goto out;
+    for (size_t i = 0; i < BF_BATCH; i++)
+        if ((rc = ingest_decoder_new(schema, b.v->source, maxb, &b.decs[i], errstr, errsize))) goto out;
     b.cache = ingest_cache_new(cfg->cache_max_entities > 0 ? (size_t)cfg->cache_max_entities : 100000);
     b.batch = state_batch_new();
     if (!b.cache || !b.batch) { rc = SL_ENOMEM; goto out; }
@@ -678,7 +789,7 @@ out:
     stats->replay_s = b.r ? replay_elapsed_s(b.r) : 0;
     stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
     replay_free(b.r);
-    ingest_decoder_free(b.dec);
+    for (size_t i = 0; i < BF_BATCH; i++) ingest_decoder_free(b.decs[i]);
     ingest_cache_free(b.cache);
     state_batch_free(b.batch);
     agg_plan_free(b.plan);
@@ -687,6 +798,7 @@ out:
     sl_buf_free(&b.key);
     sl_buf_free(&b.enc);
     sl_buf_free(&b.look);
+    sl_buf_free(&b.karena);
     if (rc && errstr && !errstr[0]) seterr(errstr, errsize, "%s", sl_strerror(rc));
     return rc;
 }
