@@ -232,9 +232,15 @@ static int labels_read(job_t *j, char *errstr, size_t errsize)
             }
         }
     }
+    int64_t next_note = sl_mono_ns() + j->o->progress_ms * 1000000LL;
     for (;;) {
         n = csv_read_row(r, e, sizeof e);
         if (n == 0) break;
+        /* Millions of rows take seconds: say how far reading got. */
+        if (j->o->progress_ms > 0 && (j->n_labels & 0xffff) == 0 && sl_mono_ns() >= next_note) {
+            sl_info("training", "reading labels: %zu rows so far", j->n_labels);
+            next_note = sl_mono_ns() + j->o->progress_ms * 1000000LL;
+        }
         if (n < 0) { rc = n; seterr(errstr, errsize, "%s: %s", path, e); goto out; }
         long line = csv_row_line(r);
         if (n == 1) {
@@ -774,8 +780,14 @@ static int write_out(job_t *j, char *errstr, size_t errsize)
         if (sl_buf_append(&line, ",", 1) || csv_put_field(&line, name, (size_t)n)) rc = SL_ENOMEM;
     }
     if (rc || sl_buf_append(&line, "\n", 1)) { rc = SL_ENOMEM; goto out; }
+    int64_t next_note = sl_mono_ns() + j->o->progress_ms * 1000000LL;
     for (size_t i = 0; i < j->n_labels; i++) {
         const label_t *lb = &j->labels[i];
+        if (j->o->progress_ms > 0 && (i & 0xffff) == 0 && i && sl_mono_ns() >= next_note) {
+            sl_info("training", "writing: %.1f%% %zu/%zu rows", 100.0 * (double)i / (double)j->n_labels, i,
+                    j->n_labels);
+            next_note = sl_mono_ns() + j->o->progress_ms * 1000000LL;
+        }
         if (sl_buf_append(&line, j->text.data + lb->text_off, lb->text_len)) { rc = SL_ENOMEM; goto out; }
         for (size_t sl = 0; sl < j->n_slots; sl++) {
             size_t off = j->answers[i * j->n_slots + sl];
