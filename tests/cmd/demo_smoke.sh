@@ -136,6 +136,14 @@ EOF
   fi
 fi
 
+# The README's tour shows the same request and keys (with the default ports).
+readme=$(dirname "$OPSDOC")/../README.md
+tour=$(sed -n '/^## A 5-minute tour/,/^## /p' "$readme")
+rjson=$(sed -n "s/^  -d '\(.*\)' \\\\$/\1/p" <<<"$tour")
+hkey=$(sed -n "s/^redis-cli -p 6380 HGETALL '\([^']*\)'.*/\1/p" <<<"$tour")
+[ -n "$rjson" ] && [ "$rjson" = "$json" ] && [ "$hkey" = "$key" ] && ok "README's tour matches the demo's hints" ||
+  fail "README tour: request '$rjson' key '$hkey'; the demo printed '$json' and '$key'"
+
 # Live lines: every 3 s; some show traffic and a served lookup rate.
 for _ in $(seq 1 40); do [ "$(grep -c '^\[' "$T/out")" -ge 3 ] && break; sleep 0.25; done
 python3 - "$T/out" <<'EOF' || fails=$((fails+1))
