@@ -38,15 +38,8 @@ int cmd_config(int argc, char **argv)
         sl_config_free(&cfg);
         return 1;
     }
-    printf("%s: ok\n  schemas:", argv[1]);
-    for (size_t i = 0; i < cfg.n_schema_files; i++) printf(" %s", cfg.schema_files[i]);
-    printf("\n  brokers: %s\n  group_id: %s\n  state_dir: %s\n  commit_interval: %lldms\n"
-           "  resp: %s:%lld\n  grpc: %s:%lld\n  metrics: %s:%lld\n", cfg.brokers, cfg.group_id,
-           cfg.state_dir, (long long)cfg.commit_interval_ms, cfg.resp_bind,
-           (long long)cfg.resp_port, cfg.grpc_bind, (long long)cfg.grpc_port, cfg.metrics_bind,
-           (long long)cfg.metrics_port);
-    for (size_t i = 0; i < cfg.n_kafka; i++)
-        printf("  kafka.%s: %s\n", cfg.kafka_keys[i], cfg.kafka_values[i]);
+    printf("%s: ok\n", argv[1]);
+    sl_config_print_values(stdout, &cfg);
     sl_config_free(&cfg);
     return 0;
 }

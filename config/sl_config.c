@@ -364,6 +364,47 @@ void sl_config_print_help(FILE *f, bool markdown)
             "librdkafka properties passed through (kafka.X=Y with --set).");
 }
 
+/* Options and librdkafka properties whose values are secrets. */
+static bool is_secret(const char *name)
+{
+    return !strcmp(name, "password") || !strcmp(name, "grpc_token") || strstr(name, "password") ||
+           strstr(name, "secret") || strstr(name, "oauthbearer.config") || !strcmp(name, "ssl.key.pem");
+}
+
+void sl_config_print_values(FILE *f, const sl_config_t *cfg)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const option_t *o = &options[i];
+        const char *field = (const char *)cfg + o->offset;
+        int64_t x = o->type == OPT_STRING || o->type == OPT_LIST ? 0 : *(const int64_t *)field;
+        char d[32];
+        fprintf(f, "  %s: ", o->name);
+        switch (o->type) {
+        case OPT_STRING: {
+            const char *v = *(char *const *)field;
+            fprintf(f, "%s\n", !v || !*v ? "\"\"" : is_secret(o->name) ? "(set, not shown)" : v);
+            break;
+        }
+        case OPT_LIST:
+            fputc('[', f);
+            for (size_t j = 0; j < cfg->n_schema_files; j++)
+                fprintf(f, "%s%s", j ? ", " : "", cfg->schema_files[j]);
+            fputs("]\n", f);
+            break;
+        case OPT_DURATION:
+            fprintf(f, "%s\n", x == 0 ? "0s" : sl_duration_format(x, d, sizeof d));
+            break;
+        case OPT_INT:
+        case OPT_BYTES:
+            fprintf(f, "%lld\n", (long long)x);
+            break;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_kafka; i++)
+        fprintf(f, "  kafka.%s: %s\n", cfg->kafka_keys[i],
+                is_secret(cfg->kafka_keys[i]) ? "(set, not shown)" : cfg->kafka_values[i]);
+}
+
 void sl_config_free(sl_config_t *cfg)
 {
     for (size_t i = 0; i < N_OPTIONS; i++)

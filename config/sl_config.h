@@ -71,6 +71,11 @@ int sl_config_set(sl_config_t *cfg, const char *assignment, char *errstr, size_t
 /* Prints the option table (name, type, default, description) as text or as a
  * Markdown table. */
 void sl_config_print_help(FILE *f, bool markdown);
+/* Prints every option's value, one "  name: value" line each in table order
+ * (durations as written in a file, lists as [a, b], empty strings as ""),
+ * then the kafka.* properties. Secrets (password, grpc_token, librdkafka
+ * properties named *password*, *secret*, ...) print as "(set, not shown)". */
+void sl_config_print_values(FILE *f, const sl_config_t *cfg);
 void sl_config_free(sl_config_t *cfg);
 
 #endif
