@@ -269,7 +269,7 @@ out=$("$SLUICE" demo --schema "$SCHEMA" --duration 2 --resp-port 0 --grpc-port 0
 
 # --duration: stops by itself; without --state-dir its temporary state goes.
 t0=$(date +%s)
-"$SLUICE" demo --schema "$SCHEMA" --duration 3 --resp-port 0 --grpc-port 0 --metrics-port 0 \
+"$SLUICE" demo --schema "$SCHEMA" --duration 3 --rate 1500 --resp-port 0 --grpc-port 0 --metrics-port 0 \
   > "$T/out2" 2>&1 &
 pid=$!
 for _ in $(seq 1 120); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done
@@ -279,6 +279,9 @@ wait $pid || status=$?
 pid=
 el=$(( $(date +%s) - t0 ))
 [ "$status" = 0 ] && [ $el -ge 3 ] && ok "--duration 3: exit 0 after ${el}s" || fail "--duration 3: status $status after ${el}s"
+produced=$(sed -n 's/^produced \([0-9]*\) events,.*/\1/p' "$T/out2")
+[ "${produced:-0}" -ge 3600 ] && [ "${produced:-0}" -le 5200 ] && ok "--rate 1500 for 3 s: $produced events" ||
+  fail "--rate 1500 for 3 s: ${produced:-no} events produced"
 tmpstate=$(sed -n 's/^  state: \(\/tmp\/sluice-demo-[^ ]*\) (removed at exit.*/\1/p' "$T/out2")
 [ -n "$tmpstate" ] && [ ! -e "$tmpstate" ] && ok "temporary state $tmpstate removed" ||
   fail "temporary state '${tmpstate:-not printed}' left behind"
