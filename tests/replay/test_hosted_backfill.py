@@ -480,6 +480,46 @@ class HostedBackfill(unittest.TestCase):
         self.check_views(node, s.events)
         self.assertEqual(node.stop(), 0)
 
+    def test_new_view_added(self):
+        """A view ADDED to the schema of a running node (big_spend, absent
+        from A): ingest refuses it (it would start mid-stream), the node
+        hosts its backfill while more events arrive and user_totals stays
+        live, and afterwards both views equal their oracles over RESP,
+        exactly once; a second backfill finds nothing to do."""
+        s = Stream(4)
+        node = Node("added", self.boot)
+        self.nodes.append(node)
+        node.set_schema("")                     # A: user_totals only
+        produce(self.boot, node.topic, s.gen(8000))
+        node.start(delay_us=100)
+        node.wait_offsets(len(s.events))
+        r = node.client()
+        self.assertRaises(redis.exceptions.ResponseError, hgetall, r, "big_spend", "u1")
+        node.set_schema(BIG_B)                  # B: + big_spend, new on a consumed topic
+        out = subprocess.run([ARGS.sluice, "check", "-c", node.config], capture_output=True, text=True,
+                             timeout=60).stdout
+        self.assertRegex(out, r"big_spend .*NEEDS BACKFILL: new view on a topic already consumed")
+        self.assertIn("sluice backfill -c %s --view big_spend" % node.config, out)
+        p = node.backfill(wait=False)
+        produce(self.boot, node.topic, s.gen(1500))   # while it replays
+        out, _ = p.communicate(timeout=300)
+        self.assertEqual(p.returncode, 0, out)
+        self.assertIn("now serves version", out)
+        produce(self.boot, node.topic, s.gen(500))    # after: the live worker on B takes them
+        node.wait_offsets(len(s.events))
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.check_views(node, s.events)
+                break
+            except (AssertionError, KeyError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        rc, out = node.backfill()
+        self.assertEqual(rc, 4, out)            # up to date
+        self.assertEqual(node.stop(), 0)
+
     def test_kill9_resume_and_since(self):
         s = Stream(2)
         node = Node("kill", self.boot)
