@@ -54,6 +54,7 @@
 #define RESP_READ_CHUNK (16 * 1024)
 #define RESP_MAX_EVENTS 128
 #define RESP_DRAIN_MS 2000            /* half-closed connections after an error */
+#define RESP_STOP_MS 5000             /* a stopping server's wait for slow readers */
 #define RESP_DRAIN_MAX (8u << 20)
 #define RESP_CACHE_BYTES ((size_t)32 << 20)   /* encoded answers, per loop */
 
@@ -1146,6 +1147,29 @@ static void resp__idle_scan(resp_loop_t *loop, int64_t now)
     }
 }
 
+/* Graceful stop, step 1: no new connections and no new commands; every
+ * connection is closed once the replies of the commands it ran are written
+ * (a half-close, then what the client still sends is read and dropped, as
+ * after an error: closing with unread input would reset the connection and
+ * could destroy replies still in flight). */
+static void resp__loop_begin_stop(resp_loop_t *loop)
+{
+    if (loop->lfd >= 0) {
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfd, NULL);
+        close(loop->lfd);
+        loop->lfd = -1;
+    }
+    int64_t now = sl_now_ms();
+    for (resp_conn_t *c = loop->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->draining) continue;
+        c->closing = true;
+        c->drain = true;
+        c->last_active_ms = now;
+        resp__conn_flush(c);
+    }
+}
+
 static void *resp__loop_main(void *arg)
 {
     resp_loop_t *loop = arg;
@@ -1153,12 +1177,27 @@ static void *resp__loop_main(void *arg)
     int64_t idle = loop->srv->opts.idle_timeout_ms;
     int timeout = idle > 0 && idle < 1000 ? (int)(idle / 4 + 1) : 250;
     int64_t last_scan = sl_now_ms();
+    int64_t stop_deadline = 0;        /* stopping: the last moment to wait for readers */
     for (;;) {
+        if (stop_deadline) {
+            /* step 2: wait until every connection is gone, or for so long */
+            if (!loop->conns || sl_now_ms() >= stop_deadline) break;
+            timeout = 50;
+        }
         int n = epoll_wait(loop->epfd, evs, RESP_MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) break;
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
-            if (p == &loop->evfd) goto out;
+            if (p == &loop->evfd) {
+                if (!stop_deadline) {
+                    uint64_t v;
+                    ssize_t r = read(loop->evfd, &v, sizeof v);
+                    (void)r;
+                    stop_deadline = sl_now_ms() + RESP_STOP_MS;
+                    resp__loop_begin_stop(loop);
+                }
+                continue;
+            }
             if (p == &loop->lfd) { resp__accept(loop); continue; }
             resp_conn_t *c = p;
             if (evs[i].events & (EPOLLERR | EPOLLHUP) && !(evs[i].events & EPOLLIN)) {
@@ -1178,7 +1217,6 @@ static void *resp__loop_main(void *arg)
             }
         }
     }
-out:
     while (loop->conns) resp__conn_close(loop->conns);
     return NULL;
 }

@@ -8,10 +8,9 @@
 # client as a whole reply, the stream must not end inside a reply, and the
 # listening port must refuse new connections once the server is gone.
 #
-# Known to fail (registered DISABLED in CMakeLists.txt): resp_server_stop
-# closes every connection at once, dropping the replies not yet written
-# (in one run, 7753 of 30000 executed lookups reached the client, the last
-# one cut short). Enable it with the fix in serving/resp_server.c.
+# Before resp_server_stop stopped gracefully, it closed every connection at
+# once and dropped the replies not yet written (in one run, 7753 of 30000
+# executed lookups reached the client, the last one cut short).
 set -uo pipefail
 SLUICE=${1:?usage: resp_shutdown.sh SLUICE SCHEMA}
 SCHEMA=$(realpath "${2:?schema}")
