@@ -119,7 +119,9 @@ static void usage(FILE *f)
         "  --metrics-port P     Prometheus port (default 9464; 0 = any free port)\n"
         "  --partitions N       partitions per topic (default 4)\n"
         "  --state-dir DIR      state directory, new or empty (default: a new\n"
-        "                       /tmp/sluice-demo-XXXXXX, removed at exit)\n");
+        "                       /tmp/sluice-demo-XXXXXX, removed at exit)\n"
+        "  --log-format F       text (default) or json: the log lines on stderr\n"
+        "  --log-level L        debug, info (default), warn or error\n");
 }
 
 static const char *default_schema(void)
@@ -488,6 +490,7 @@ int cmd_demo(int argc, char **argv)
         { "duration", required_argument, 0, 'd' }, { "resp-port", required_argument, 0, 'R' },
         { "grpc-port", required_argument, 0, 'G' }, { "metrics-port", required_argument, 0, 'M' },
         { "partitions", required_argument, 0, 'p' }, { "state-dir", required_argument, 0, 'S' },
+        { "log-format", required_argument, 0, 'F' }, { "log-level", required_argument, 0, 'L' },
         { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
     };
     demo_t *d = calloc(1, sizeof *d);
@@ -501,6 +504,7 @@ int cmd_demo(int argc, char **argv)
     char err[2048] = "";
     char *end;
     int c, li = 0, status = 1;   /* li: the long option just parsed */
+    const char *log_format = "text", *log_level = "info";
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
         switch (c) {
@@ -512,9 +516,17 @@ int cmd_demo(int argc, char **argv)
         case 'M': if (parse_port(optarg, &d->metrics_port)) goto bad; break;
         case 'p': d->partitions = atoi(optarg); if (d->partitions < 1 || d->partitions > 256) goto bad; break;
         case 'S': snprintf(d->state_dir, sizeof d->state_dir, "%s", optarg); break;
+        case 'F': log_format = optarg; break;
+        case 'L': log_level = optarg; break;
         case 'h': usage(stdout); free(d); return 0;
         default: usage(stderr); free(d); return 2;
         }
+    }
+    if (sl_log_configure(log_level, log_format)) {
+        fprintf(stderr, "sluice demo: bad --log-level '%s' or --log-format '%s' "
+                        "(debug|info|warn|error, text|json)\n", log_level, log_format);
+        free(d);
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "sluice demo: unexpected argument '%s'\n", argv[optind]);

@@ -22,7 +22,8 @@
 #     gRPC requests made to it in sluice_requests_total{protocol,status};
 #   - a state dir with an earlier run's offsets is refused (the mock Kafka
 #     is new each run); --duration N stops it by itself, removing the
-#     temporary state dir it made; bad option values are usage errors.
+#     temporary state dir it made; --log-format json makes every log line
+#     on stderr a JSON object; bad option values are usage errors.
 set -uo pipefail
 SLUICE=${1:?usage: demo_smoke.sh SLUICE_BINARY SCHEMA OPERATIONS_MD [PYTHON]}
 SCHEMA=$(realpath "${2:?schema}")
@@ -270,7 +271,7 @@ out=$("$SLUICE" demo --schema "$SCHEMA" --duration 2 --resp-port 0 --grpc-port 0
 # --duration: stops by itself; without --state-dir its temporary state goes.
 t0=$(date +%s)
 "$SLUICE" demo --schema "$SCHEMA" --duration 3 --rate 1500 --resp-port 0 --grpc-port 0 --metrics-port 0 \
-  > "$T/out2" 2>&1 &
+  --log-format json > "$T/out2" 2> "$T/err2" &
 pid=$!
 for _ in $(seq 1 120); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done
 status=0
@@ -279,6 +280,18 @@ wait $pid || status=$?
 pid=
 el=$(( $(date +%s) - t0 ))
 [ "$status" = 0 ] && [ $el -ge 3 ] && ok "--duration 3: exit 0 after ${el}s" || fail "--duration 3: status $status after ${el}s"
+python3 - "$T/err2" <<'EOF' || fails=$((fails+1))
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+try:
+    objs = [json.loads(l) for l in lines]
+    ok = len(objs) >= 3 and all({"ts", "level", "component", "msg"} <= set(o) for o in objs)
+except ValueError as e:
+    ok, objs = False, e
+if not ok:
+    print("FAIL --log-format json: %r" % (lines[:3],)); sys.exit(1)
+print("ok   --log-format json: %d log lines, each a JSON object" % len(objs))
+EOF
 produced=$(sed -n 's/^produced \([0-9]*\) events,.*/\1/p' "$T/out2")
 [ "${produced:-0}" -ge 3600 ] && [ "${produced:-0}" -le 5200 ] && ok "--rate 1500 for 3 s: $produced events" ||
   fail "--rate 1500 for 3 s: ${produced:-no} events produced"
@@ -286,6 +299,8 @@ tmpstate=$(sed -n 's/^  state: \(\/tmp\/sluice-demo-[^ ]*\) (removed at exit.*/\
 [ -n "$tmpstate" ] && [ ! -e "$tmpstate" ] && ok "temporary state $tmpstate removed" ||
   fail "temporary state '${tmpstate:-not printed}' left behind"
 
+out=$("$SLUICE" demo --log-format xml 2>&1); rc=$?
+[ $rc = 2 ] && [[ "$out" == *"--log-format 'xml'"* ]] && ok "refused: --log-format xml" || fail "demo --log-format xml: exit $rc: $out"
 # Bad option values are usage errors naming the option.
 for a in "--rate x" "--resp-port 70000" "--duration -1"; do
   out=$("$SLUICE" demo $a 2>&1); rc=$?
