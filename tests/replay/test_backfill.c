@@ -418,6 +418,21 @@ Test(backfill, kill9_during_replay_and_cutover_then_resume, .timeout = 600)
  * progress in its final batch: the worker restarted afterwards must neither
  * replay nor skip anything. Oracle: per user, lifetime count and sum of the
  * accepted events (documented lateness rule), recomputed from the generator. */
+/* States of user_stats version 1 still stored, over every user and partition. */
+static size_t old_version_states(env_t *e, state_store_t *st)
+{
+    size_t n = 0;
+    sl_buf_t b = SL_BUF_INIT;
+    for (size_t u = 0; u < e->s.n_users; u++) {
+        char key[32];
+        snprintf(key, sizeof key, "u%zu", u);
+        for (int32_t p = 0; p < 3; p++)
+            n += state_lookup_version(st, "user_stats", 1, p, key, strlen(key), &b) == 0;
+    }
+    sl_buf_free(&b);
+    return n;
+}
+
 Test(backfill, only_view_of_its_topic_writes_topic_progress, .timeout = 300)
 {
     env_t e;
@@ -444,8 +459,10 @@ Test(backfill, only_view_of_its_topic_writes_topic_progress, .timeout = 300)
     backfill_options_t o = { .view = "user_stats", .from_ms = REPLAY_FROM_EARLIEST, .live = true,
                              .commit_interval_ms = 100 };
     backfill_stats_t bs;
+    cr_assert_gt(old_version_states(&e, st), 0, "version 1 holds the users' states before");
     cr_assert_eq(backfill_run(&e.cfg, s3, st, &o, &bs, err, sizeof err), 0, "%s", err);
     cr_assert_eq(bs.messages, e.s.n, "no other view: replayed to the high watermarks");
+    cr_assert_eq(old_version_states(&e, st), 0, "the old version is dropped after the cut-over");
     state_close(st);
     ingest_until_eof(&e, s3);                   /* resumes at the backfill's offsets */
 
