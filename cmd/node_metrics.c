@@ -4,6 +4,7 @@
  * Kafka for high watermarks (bounded by a 200 ms timeout per partition).
  */
 #include "node_metrics.h"
+#include "kafka_log.h"
 #include "sl_err.h"
 #include "sl_time.h"
 
@@ -271,4 +272,27 @@ void node_metrics_free(node_metrics_t *nm)
     if (!nm) return;
     pthread_mutex_destroy(&nm->mu);
     free(nm);
+}
+
+rd_kafka_t *node_metrics_kafka_new(const sl_config_t *cfg, char *errstr, size_t errsize)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ingest_kafka_log_setup(conf);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->brokers, errstr, errsize) ||
+        rd_kafka_conf_set(conf, "client.id", "sluice-metrics", errstr, errsize))
+        goto fail;
+    for (size_t i = 0; i < cfg->n_kafka; i++) {
+        if (!strncmp(cfg->kafka_keys[i], "group.", 6)) continue;
+        char msg[512];
+        if (rd_kafka_conf_set(conf, cfg->kafka_keys[i], cfg->kafka_values[i], msg, sizeof msg)) {
+            snprintf(errstr, errsize, "kafka option %s: %s", cfg->kafka_keys[i], msg);
+            goto fail;
+        }
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errsize);
+    if (!rk) goto fail;
+    return rk;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
 }

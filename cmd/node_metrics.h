@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "schema.h"
 #include "serve.h"
+#include "sl_config.h"
 #include "sl_hist.h"
 #include "state.h"
 
@@ -33,5 +34,13 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
 void node_metrics_set_ingest(node_metrics_t *nm, const ingest_stats_t *ingest,
                              const schema_t *schema);
 void node_metrics_free(node_metrics_t *nm);
+
+/* A Kafka handle for the lag gauges of `sluice run` and `sluice ingest`: a
+ * consumer configured like the worker's (brokers, then every kafka:
+ * property except group.*: it never joins a group) used only to ask for
+ * high watermarks from the metrics thread; its log lines go through sl_log.
+ * Returns NULL with errstr set (a property librdkafka refuses). The caller
+ * destroys it (rd_kafka_destroy) after sl_metrics_free. */
+rd_kafka_t *node_metrics_kafka_new(const sl_config_t *cfg, char *errstr, size_t errsize);
 
 #endif

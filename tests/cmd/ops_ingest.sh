@@ -6,7 +6,8 @@
 #   - a snapshot restores and verifies (its offsets are a prefix of the run's);
 #   - --log-format json: every log line is one JSON object with ts, level,
 #     component and msg; a bad --log-format is a usage error;
-#   - the metrics endpoint exports the snapshot counters and age;
+#   - the metrics endpoint exports the snapshot counters and age, and the
+#     consumer lag per partition (ingest and run);
 #   - SIGTERM commits and exits 0; `sluice run` stopped mid-stream commits
 #     exactly what it consumed.
 # The oracle for counts is the number of files on disk and the manifests.
@@ -51,6 +52,10 @@ for i in $(seq 1 60); do
     [ "${n:-0}" = 20000 ] && break
 done
 [ "${n:-0}" = 20000 ] && ok "consumed 20000" || fail "consumed ${n:-none} of 20000"
+# Consumer lag per partition: 3 series, 0 once everything is committed.
+lag() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^sluice_partition_lag\{/ {n++; s += $2} END {print n+0, s+0}'; }
+for i in $(seq 1 40); do l=$(lag); [ "$l" = "3 0" ] && break; sleep 0.25; done
+[ "$l" = "3 0" ] && ok "partition lag: 3 partitions, 0 behind" || fail "partition lag (series, sum): $l"
 sleep 3.5   # at least three periodic snapshots
 
 out=$("$SLUICE" snapshot create -c "$T/sluice.yaml" manual1 --wait 30 2>&1); rc=$?
@@ -118,6 +123,7 @@ for i in $(seq 1 40); do
     n=$(metric $mport sluice_ingest_messages_total)
     [ "${n:-0}" -ge 4000 ] && break
 done
+midlag=$(lag)   # commits every 200 ms behind a producer at 8000/s: never 0 for long
 kill -0 $G 2>/dev/null && producing=yes || producing=no
 kill -TERM $W; wait $W; rc=$?; W=
 wait $G; G=
@@ -129,6 +135,8 @@ if [ $rc = 0 ] && [ $producing = yes ] && [ "${consumed:-0}" -gt 0 ] && [ "${nex
 else
     fail "run mid-stream: exit $rc, producer still sending: $producing, consumed ${consumed:-none}, committed ${next:-none}"
 fi
+[ "${midlag%% *}" = 3 ] && [ "${midlag#* }" -gt 0 ] && ok "run: partition lag while producing: ${midlag#* }" ||
+    fail "run: partition lag while producing (series, sum): $midlag"
 
 # sluice run with an unreachable broker: its own lines and librdkafka's
 # connection errors are JSON objects too.
