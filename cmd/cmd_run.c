@@ -621,6 +621,7 @@ int cmd_run(int argc, char **argv)
     pthread_mutex_lock(&n->mu);
     n->stopping = true;                         /* the control socket refuses new requests */
     pthread_mutex_unlock(&n->mu);
+    serve_servers_drain(srv);                   /* stop taking lookups, answer those in progress */
     if (n->bf_joinable) {
         backfill_stop();                        /* its followers get "stopped, resumes on restart" */
         pthread_join(n->bf_thread, NULL);

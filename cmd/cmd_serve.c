@@ -300,6 +300,7 @@ int cmd_serve(int argc, char **argv)
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {}
     sl_info("serve", "signal %d, stopping", sig);
+    serve_servers_drain(srv);          /* answers what is in progress */
     if (print_stats) serve_servers_print_stats(srv, stdout);
     status = 0;
 out_servers:

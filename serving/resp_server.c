@@ -1353,7 +1353,7 @@ nomem:
 
 int resp_server_port(const resp_server_t *srv) { return srv->port; }
 
-void resp_server_stop(resp_server_t *srv)
+void resp_server_request_stop(resp_server_t *srv)
 {
     if (!srv) return;
     for (int i = 0; i < srv->n_loops; i++) {
@@ -1363,8 +1363,23 @@ void resp_server_stop(resp_server_t *srv)
             (void)w;
         }
     }
+}
+
+void resp_server_drain(resp_server_t *srv)
+{
+    if (!srv) return;
+    resp_server_request_stop(srv);
     for (int i = 0; i < srv->n_loops; i++)
-        if (srv->loops[i].started) pthread_join(srv->loops[i].thread, NULL);
+        if (srv->loops[i].started) {
+            pthread_join(srv->loops[i].thread, NULL);
+            srv->loops[i].started = false;
+        }
+}
+
+void resp_server_stop(resp_server_t *srv)
+{
+    if (!srv) return;
+    resp_server_drain(srv);
     resp__free(srv);
 }
 

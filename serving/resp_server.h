@@ -38,10 +38,14 @@ int resp_server_start(const resp_server_opts_t *opts, const serve_backend_t *be,
                       resp_server_t **out, char *errstr, size_t errsize);
 /* The bound port. */
 int resp_server_port(const resp_server_t *srv);
-/* Stops gracefully: no new connections or commands; each connection gets
- * the replies of every command it ran, then a half-close, and is closed when
- * the client closes (or after at most 5 s for a client that does not read);
- * then joins the loops and frees. */
+/* Graceful stop: no new connections or commands; each connection gets the
+ * replies of every command it ran, then a half-close, and is closed when the
+ * client closes (or after at most 5 s for a client that does not read).
+ * request_stop only starts it (returns at once); drain also waits for the
+ * loops to finish. The counters stay readable until resp_server_stop, which
+ * drains if not done yet and frees. */
+void resp_server_request_stop(resp_server_t *srv);
+void resp_server_drain(resp_server_t *srv);
 void resp_server_stop(resp_server_t *srv);
 
 typedef struct resp_server_stats {

@@ -38,9 +38,11 @@
  * with one PEM certificate chain and key, no client certificates); the
  * bearer-token check is the same either way.
  *
- * Shutdown: grpc_server_shutdown_and_notify on a private queue, cancel all
- * calls, wait for the notification; then every worker queue is shut down
- * and drained by its worker, which exits on GRPC_QUEUE_SHUTDOWN.
+ * Shutdown: grpc_server_shutdown_and_notify on a private queue (no new
+ * calls), wait for the notification, which comes once the calls in progress
+ * have sent their replies (after RPC_STOP_MS the rest is cancelled); then
+ * every worker queue is shut down and drained by its worker, which exits on
+ * GRPC_QUEUE_SHUTDOWN.
  */
 #include "rpc_server.h"
 #include "sl_err.h"
@@ -60,6 +62,7 @@
 #include <string.h>
 
 #define RPC_PENDING 16
+#define RPC_STOP_MS 5000      /* a stopping server's wait for calls in progress */
 
 typedef struct rpc_worker rpc_worker_t;
 
@@ -111,6 +114,7 @@ struct rpc_server {
     pthread_t waiter;
     void *waiter_tctx;
     _Atomic uint64_t calls, errors, unauthenticated;
+    bool drained;                    /* rpc_server_drain ran */
 };
 
 int rpc_reply_fail(rpc_reply_t *reply, int status, const char *fmt, ...)
@@ -477,12 +481,15 @@ static void rpc__drain(grpc_completion_queue *cq)
     }
 }
 
-void rpc_server_stop(rpc_server_t *srv)
+void rpc_server_drain(rpc_server_t *srv)
 {
-    if (!srv) return;
+    if (!srv || srv->drained) return;
+    srv->drained = true;
     static int shutdown_tag;
+    /* No new calls from here; calls in progress finish (their replies are
+     * sent) before the notification, for at most RPC_STOP_MS; then the
+     * rest is cancelled. */
     grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &shutdown_tag);
-    grpc_server_cancel_all_calls(srv->server);
     /* the waiter first: its calls keep their channels open, and the
      * workers must still be running to free them once sent */
     pthread_mutex_lock(&srv->wait_mu);
@@ -496,12 +503,27 @@ void rpc_server_stop(rpc_server_t *srv)
         next = left->next;
         rpc__send(srv, left, RPC_UNAVAILABLE, "server shutting down", NULL);
     }
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(RPC_STOP_MS, GPR_TIMESPAN));
+    bool cancelled = false;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(srv->shutdown_cq,
-                                                   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+                                                   cancelled ? gpr_inf_future(GPR_CLOCK_REALTIME) : deadline,
+                                                   NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            grpc_server_cancel_all_calls(srv->server);
+            cancelled = true;
+            continue;
+        }
         if (ev.type == GRPC_OP_COMPLETE && ev.tag == &shutdown_tag) break;
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
     }
+}
+
+void rpc_server_stop(rpc_server_t *srv)
+{
+    if (!srv) return;
+    rpc_server_drain(srv);
     for (int i = 0; i < srv->n_workers; i++) {
         rpc_worker_t *w = &srv->workers[i];
         grpc_completion_queue_shutdown(w->cq);

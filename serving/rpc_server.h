@@ -82,7 +82,12 @@ typedef struct rpc_server_opts {
 int rpc_server_start(const rpc_server_opts_t *opts, const rpc_method_t *methods, size_t n,
                      rpc_server_t **out, char *errstr, size_t errsize);
 int rpc_server_port(const rpc_server_t *srv);
-/* Cancels calls in flight, joins the workers, frees everything. */
+/* Stops taking calls and waits until the calls in progress have sent their
+ * replies (at most 5 s; the rest is then cancelled). The counters stay
+ * readable. Idempotent. */
+void rpc_server_drain(rpc_server_t *srv);
+/* rpc_server_drain if not done yet, then joins the workers and frees
+ * everything. */
 void rpc_server_stop(rpc_server_t *srv);
 
 typedef struct rpc_server_stats {

@@ -142,6 +142,14 @@ void serve_servers_print_stats(const serve_servers_t *s, FILE *f)
     }
 }
 
+void serve_servers_drain(serve_servers_t *s)
+{
+    if (!s) return;
+    resp_server_request_stop(s->resp);   /* both stop taking work at once */
+    serve_grpc_drain(s->grpc);
+    resp_server_drain(s->resp);
+}
+
 void serve_servers_stop(serve_servers_t *s)
 {
     if (!s) return;

@@ -23,6 +23,11 @@ int serve_servers_resp_port(const serve_servers_t *s);
 int serve_servers_grpc_port(const serve_servers_t *s);
 /* Writes RESP and gRPC counters as "name value" lines. */
 void serve_servers_print_stats(const serve_servers_t *s, FILE *f);
+/* Graceful stop of both servers: no new connections, calls or commands;
+ * what is in progress is answered (see resp_server_drain, serve_grpc_drain).
+ * The counters stay readable until serve_servers_stop (which drains first
+ * if this was not called). */
+void serve_servers_drain(serve_servers_t *s);
 void serve_servers_stop(serve_servers_t *s);
 
 #endif

@@ -1054,6 +1054,11 @@ void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
     *unauthenticated = st.unauthenticated;
 }
 
+void serve_grpc_drain(serve_grpc_t *g)
+{
+    if (g) rpc_server_drain(g->rpc);
+}
+
 void serve_grpc_stop(serve_grpc_t *g)
 {
     if (!g) return;

@@ -32,6 +32,9 @@ void serve_grpc_opts_default(serve_grpc_opts_t *o);
 int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
                      serve_grpc_t **out, char *errstr, size_t errsize);
 int serve_grpc_port(const serve_grpc_t *g);
+/* Graceful: no new calls; those in progress are answered (rpc_server_drain).
+ * The stats stay readable until serve_grpc_stop. */
+void serve_grpc_drain(serve_grpc_t *g);
 void serve_grpc_stop(serve_grpc_t *g);
 
 /* Calls, failed calls, unauthenticated calls since start. */

@@ -155,16 +155,19 @@ def free_port():
 
 
 class Server:
-    def __init__(self, name, state_dir, extra):
+    def __init__(self, name, state_dir, extra, stats=False):
         self.resp_port, self.grpc_port = free_port(), free_port()
         self.log = os.path.join(ARGS.work, name + ".log")
+        self.stats_path = os.path.join(ARGS.work, name + ".stats")
         cmd = [ARGS.sluice, "serve", "-c", os.path.join(ARGS.work, "config.yaml"),
                "--set", "state_dir=" + state_dir,
                "--set", "resp_port=%d" % self.resp_port, "--set", "grpc_port=%d" % self.grpc_port]
         for kv in extra:
             cmd += ["--set", kv]
-        with open(self.log, "w") as logf:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logf)
+        if stats:
+            cmd.append("--stats")          # counters on stdout at exit
+        with open(self.log, "w") as logf, open(self.stats_path, "w") as outf:
+            self.proc = subprocess.Popen(cmd, stdout=outf if stats else subprocess.DEVNULL, stderr=logf)
         deadline = time.time() + 20
         while True:
             try:
@@ -832,6 +835,51 @@ class GrpcShutdown(unittest.TestCase):
                 with self.assertRaises(grpc.RpcError) as cm:
                     f.result(timeout=10)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        finally:
+            ch.close()
+            if srv.proc.poll() is None:
+                srv.proc.kill()
+
+
+    def test_stop_finishes_calls_in_progress(self):
+        # SIGTERM while 1000-entity calls stream in: every call the server
+        # answered reaches its client whole (none is cancelled on the way);
+        # the calls it never took fail UNAVAILABLE (new ones) or CANCELLED
+        # (queued in gRPC, not yet handed to a worker). Oracle: the server's
+        # own count of the calls it answered (--stats) equals the OK
+        # responses the clients got.
+        srv = Server("shutdown_busy", os.path.join(ARGS.work, "state"), [], stats=True)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port)
+        try:
+            stub = pbg.FeatureServiceStub(ch)
+            rows = [pb.EntityRow(keys={"user_id": users()[i % len(users())]}) for i in range(1000)]
+            req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=rows)
+            stub.GetOnlineFeatures(req, wait_for_ready=True, timeout=20)
+            futs = []
+            t_end = time.time() + 1.0
+            while time.time() < t_end:
+                futs.append(stub.GetOnlineFeatures.future(req, timeout=30))
+                if len(futs) % 20 == 0:
+                    time.sleep(0.01)
+            srv.proc.send_signal(signal.SIGTERM)
+            for _ in range(100):                 # go on calling into the stop
+                futs.append(stub.GetOnlineFeatures.future(req, timeout=30))
+            ok, codes = 0, {}
+            for f in futs:
+                try:
+                    r = f.result(timeout=40)
+                    self.assertEqual(len(r.results), 1000)
+                    ok += 1
+                except grpc.RpcError as e:
+                    codes[e.code()] = codes.get(e.code(), 0) + 1
+            self.assertEqual(srv.proc.wait(timeout=30), 0)
+            stats = dict(l.split() for l in open(srv.stats_path) if len(l.split()) == 2)
+            answered = int(stats["grpc_calls"]) - int(stats["grpc_errors"]) - 1   # minus the warm-up
+            self.assertGreater(ok, 0)
+            self.assertEqual(ok, answered, "server answered %d calls, clients got %d OK; errors %r"
+                             % (answered, ok, codes))
+            self.assertEqual(set(codes) - {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED},
+                             set(), codes)
         finally:
             ch.close()
             if srv.proc.poll() is None:
