@@ -35,6 +35,7 @@ done
 # Events of the last ~22 minutes (serving evaluates windows at the wall clock:
 # a 1-2 h window then holds every event of a card).
 start_ms=$(( $(date +%s%N) / 1000000 - 1300000 ))
+produced_at=$(date -u -d '-60 seconds' +%Y-%m-%dT%H:%M:%SZ)   # before every message's Kafka timestamp
 "$SLUICE" generate --schema "$T/s1.yaml" --source payments --brokers "$BOOT" --events $N --partitions 3 \
     --seed 5 --start-time $start_ms --spacing-us 20000 --entities 2000 --quiet || { echo "FAIL generate"; exit 1; }
 "$SLUICE" ingest -c "$T/c1.yaml" --exit-at-eof 2> "$T/ingest1.err" && ok "ingest of the first definition" ||
@@ -94,6 +95,23 @@ check_lines "backfill" "$T/bf.err"
 out=$("$SLUICE" check -c "$T/c2.yaml" 2>&1); rc=$?
 [ $rc = 0 ] && [ "$(grep -c ' ok$' <<< "$out")" = 3 ] && ok "check -c after the backfill: every view ok" ||
     fail "check after (status $rc): $out"
+
+# --from: the first offset whose Kafka (producer) timestamp is at or after the
+# time, RFC 3339 or epoch ms; every message was produced after $produced_at
+# and before now.
+out=$("$SLUICE" backfill -c "$T/c2.yaml" --view card_declines --force --quiet --from "$produced_at" 2>&1); rc=$?
+[ $rc = 0 ] && [[ "$out" == *" 60000 messages replayed"* ]] && ok "--from $produced_at (RFC 3339): all 60000 messages" ||
+    fail "--from before (status $rc): $out"
+later=$(( $(date +%s%N) / 1000000 + 1000 ))
+out=$("$SLUICE" backfill -c "$T/c2.yaml" --view card_declines --force --quiet --from $later 2>&1); rc=$?
+[ $rc = 0 ] && [[ "$out" == *" 0 messages replayed"* ]] && ok "--from a later epoch ms: no message" ||
+    fail "--from later (status $rc): $out"
+out=$("$SLUICE" backfill -c "$T/c2.yaml" --view card_declines --force --from yesterday 2>&1); rc=$?
+[ $rc = 2 ] && [[ "$out" == *"not 'earliest', epoch ms or RFC 3339"* ]] && ok "--from yesterday: usage error" ||
+    fail "--from junk (status $rc): $out"
+out=$("$SLUICE" backfill -c "$T/c2.yaml" --view card_declines --force --quiet --from earliest 2>&1); rc=$?
+[ $rc = 0 ] && [[ "$out" == *" 60000 messages replayed"* ]] && ok "--from earliest: all 60000 messages again" ||
+    fail "--from earliest (status $rc): $out"
 
 python3 - "$T/labels.csv" "$start_ms" <<'EOF'
 import random, sys
