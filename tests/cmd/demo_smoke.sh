@@ -176,6 +176,48 @@ n_doc=$(sed -n '/^## Metrics/,/^## /p' "$OPSDOC" | grep '^| `sluice_' | grep -o 
 [ "$n_doc" -ge 20 ] && [ -z "$missing" ] && ok "/metrics has the $n_doc documented families" ||
   fail "families documented ($n_doc) but not exported: $missing"
 
+# The exposition is well-formed text format 0.0.4: every sample under its own
+# TYPE block, names and values valid, no duplicate family or series, and
+# histogram buckets cumulative up to +Inf = _count.
+python3 - <(printf '%s\n' "$prom") <<'EOF' || fails=$((fails+1))
+import re, sys
+types, series, errs, cur, buckets = {}, set(), [], None, {}
+for ln, l in enumerate(open(sys.argv[1]).read().splitlines(), 1):
+    if l.startswith("# TYPE "):
+        _, _, n, t = l.split(" ", 3)
+        if n in types or t not in ("counter", "gauge", "histogram", "summary", "untyped"):
+            errs.append("line %d: %s" % (ln, l))
+        types[n], cur = t, n
+        continue
+    if not l or l.startswith("# HELP "):
+        continue
+    m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? (\S+)$', l)
+    if not m:
+        errs.append("line %d: %r" % (ln, l)); continue
+    n, lab, v = m.groups()
+    try:
+        x = float(v)
+    except ValueError:
+        errs.append("line %d: value %r" % (ln, v)); continue
+    base = next((n[:-len(s)] for s in ("_bucket", "_sum", "_count")
+                 if n.endswith(s) and types.get(n[:-len(s)]) in ("histogram", "summary")), n)
+    if base != cur:
+        errs.append("line %d: %s outside its TYPE block" % (ln, n))
+    if (n, lab) in series:
+        errs.append("line %d: duplicate series %s%s" % (ln, n, lab or ""))
+    series.add((n, lab))
+    if n.endswith("_bucket"):
+        buckets.setdefault(base, []).append((lab, x))
+    if n.endswith("_count") and base in buckets:
+        b = buckets[base]
+        if b[-1][0] != '{le="+Inf"}' or b[-1][1] != x or any(p[1] > q[1] for p, q in zip(b, b[1:])):
+            errs.append("%s: buckets %r, count %s" % (base, b, x))
+if errs or len(types) < 20:
+    print("FAIL exposition (%d families): %s" % (len(types), "; ".join(errs[:5])))
+    sys.exit(1)
+print("ok   exposition well-formed: %d families, %d series" % (len(types), len(series)))
+EOF
+
 # The state dir: 0700, and a second process on it is refused.
 mode=$(stat -c %a "$T/state")
 [ "$mode" = 700 ] && ok "state dir mode 700" || fail "state dir mode $mode"
