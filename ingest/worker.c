@@ -1034,10 +1034,19 @@ static void worker_snapshots(ingest_worker_t *w, int64_t now)
     if (request_due) {
         w->next_snap_request_ns = now + SNAP_REQUEST_CHECK_NS;
         commit_wait(w);
-        int rc = state_snapshot_serve_request(w->st, w->snap_dir, w->schema_fp, err, sizeof err);
+        bool taken = false;
+        int64_t t0 = sl_mono_ns();
+        int rc = state_snapshot_serve_request(w->st, w->snap_dir, w->schema_fp, &taken, name,
+                                              sizeof name, err, sizeof err);
         if (rc || err[0]) {
             STAT_ADD(w->stats.snapshot_errors, 1);
             wlog(w, 2, "requested snapshot failed: %s", err);
+        }
+        if (taken) {
+            STAT_ADD(w->stats.snapshots, 1);
+            STAT_SET(w->stats.snapshot_last_ms, sl_now_ms());
+            wlog(w, 1, "snapshot %s taken on request in %.1f ms (in %s)", name,
+                 (double)(sl_mono_ns() - t0) / 1e6, w->snap_dir);
         }
     }
     if (!periodic_due) return;

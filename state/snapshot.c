@@ -971,9 +971,11 @@ static bool request_id_valid(const char *id)
 }
 
 int state_snapshot_serve_request(state_store_t *st, const char *snapshot_dir,
-                                 const char *schema_fingerprint, char *errstr, size_t errsize)
+                                 const char *schema_fingerprint, bool *taken, char *taken_name,
+                                 size_t namesize, char *errstr, size_t errsize)
 {
     char req[PATH_SZ], claimed[PATH_SZ];
+    if (taken) *taken = false;
     pathf(req, sizeof req, "%s/%s", state_dir(st), REQUEST_FILE);
     struct stat sb;
     if (stat(req, &sb) != 0) return SL_OK;               /* the common case */
@@ -1003,6 +1005,8 @@ int state_snapshot_serve_request(state_store_t *st, const char *snapshot_dir,
                                    &info, err, sizeof err);
     char reply[1400];
     int len = snprintf(reply, sizeof reply, "%d\n%s\n", rc, rc ? err : info.name);
+    if (!rc && taken) *taken = true;
+    if (!rc && taken_name && namesize) snprintf(taken_name, namesize, "%s", info.name);
     state_snapshot_info_free(&info);
     if (rc) seterr(errstr, errsize, "%s", err);
     char tmp[PATH_SZ], fin[PATH_SZ];

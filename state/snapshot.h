@@ -115,9 +115,12 @@ int state_snapshot_restore_partition(const char *snapshot_dir, const char *name,
  *
  * serve: returns 0 when there was no request or it was answered (the reply
  * carries the outcome, also copied into errstr on failure), an SL_E* code
- * only if the reply could not be written. Writer thread. */
+ * only if the reply could not be written. *taken (may be NULL) tells whether
+ * a snapshot was created (then `name`, if not NULL, holds its name).
+ * Writer thread. */
 int state_snapshot_serve_request(state_store_t *st, const char *snapshot_dir,
-                                 const char *schema_fingerprint, char *errstr, size_t errsize);
+                                 const char *schema_fingerprint, bool *taken, char *name,
+                                 size_t namesize, char *errstr, size_t errsize);
 /* request: name may be NULL (default name). Fills id (>= 32 bytes) for
  * wait_reply. SL_EBUSY when another request is pending. */
 int state_snapshot_request(const char *state_dir, const char *name, char *id, size_t idsize,

@@ -2,7 +2,8 @@
 # ops_ingest.sh SLUICE SCHEMA — operations of a running `sluice ingest`
 # against the real test broker (SLUICE_TEST_BOOTSTRAP_FILE):
 #   - periodic snapshots every snapshot_interval, pruned to snapshot_retain;
-#   - `sluice snapshot create` on the locked state dir is taken by the worker;
+#   - `sluice snapshot create` on the locked state dir is taken by the worker,
+#     and counted in the metrics like a periodic one;
 #   - a snapshot restores and verifies (its offsets are a prefix of the run's);
 #   - --log-format json: every log line is one JSON object with ts, level,
 #     component and msg; a bad --log-format is a usage error;
@@ -162,5 +163,26 @@ if not {"run", "kafka"} <= comps:
     sys.exit(1)
 print("ok   run json logs: %d lines from %s" % (len(objs), ", ".join(sorted(comps))))
 PY
+
+# A snapshot requested of a running worker counts like a periodic one: with
+# periodic snapshots off, sluice_snapshots_total goes from 0 to exactly 1 and
+# the snapshot age appears (requested ones were taken but never counted).
+"$SLUICE" ingest -c "$T/sluice.yaml" --set snapshot_interval=0s 2> "$T/req.err" &
+W=$!
+for i in $(seq 1 60); do
+    sleep 0.25
+    before=$(metric $mport sluice_snapshots_total)
+    [ -n "$before" ] && break
+done
+out=$("$SLUICE" snapshot create -c "$T/sluice.yaml" requested1 --wait 30 2>&1); rc=$?
+after=$(metric $mport sluice_snapshots_total)
+age=$(metric $mport sluice_snapshot_age_seconds)
+kill -TERM $W; wait $W; W=
+if [ $rc = 0 ] && [ "${before:-x}" = 0 ] && [ "${after:-x}" = 1 ] &&
+   awk -v a="${age:-99}" 'BEGIN { exit !(a >= 0 && a < 5) }'; then
+    ok "requested snapshot counted: snapshots_total 0 -> 1, age ${age}s"
+else
+    fail "requested snapshot: create exit $rc ($out), snapshots_total ${before:-none} -> ${after:-none}, age ${age:-none}"
+fi
 
 finish ops

@@ -42,7 +42,7 @@ int main(int argc, char **argv)
                 char c;
                 if (read(0, &c, 1) <= 0) break;
             }
-            if (snapdir && state_snapshot_serve_request(st, snapdir, NULL, err, sizeof err))
+            if (snapdir && state_snapshot_serve_request(st, snapdir, NULL, NULL, NULL, 0, err, sizeof err))
                 fprintf(stderr, "serve: %s\n", err);
         }
     }

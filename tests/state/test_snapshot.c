@@ -613,14 +613,21 @@ Test(snapshot, request_serve_reply)
     apply_random(st, &m, &seed, 50);
     char err[512] = "", id[64], id2[64], name[160] = "";
     /* nothing pending: serve is a no-op */
-    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), NULL, err, sizeof err), 0);
+    bool taken = true;
+    char taken_name[160] = "";
+    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), NULL, &taken, taken_name,
+                                              sizeof taken_name, err, sizeof err), 0);
+    cr_assert_not(taken);
     cr_assert_neq(access(path("snaps"), F_OK), 0);
 
     cr_assert_eq(state_snapshot_request(path("state"), "ondemand", id, sizeof id, err,
                                         sizeof err), 0, "%s", err);
     cr_assert_eq(state_snapshot_request(path("state"), NULL, id2, sizeof id2, err, sizeof err),
                  SL_EBUSY);
-    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), "fp9", err, sizeof err), 0);
+    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), "fp9", &taken, taken_name,
+                                              sizeof taken_name, err, sizeof err), 0);
+    cr_assert(taken);
+    cr_assert_str_eq(taken_name, "ondemand");
     cr_assert_eq(state_snapshot_wait_reply(path("state"), id, 5000, name, sizeof name, err,
                                            sizeof err), 0, "%s", err);
     cr_assert_str_eq(name, "ondemand");
@@ -632,7 +639,9 @@ Test(snapshot, request_serve_reply)
     /* the same name again: the worker's error comes back */
     cr_assert_eq(state_snapshot_request(path("state"), "ondemand", id, sizeof id, err,
                                         sizeof err), 0);
-    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), NULL, err, sizeof err), 0);
+    cr_assert_eq(state_snapshot_serve_request(st, path("snaps"), NULL, &taken, NULL, 0, err,
+                                              sizeof err), 0);
+    cr_assert_not(taken);                       /* failed: nothing new to count */
     cr_assert_eq(state_snapshot_wait_reply(path("state"), id, 5000, name, sizeof name, err,
                                            sizeof err), SL_EEXISTS);
     cr_assert(strstr(err, "already exists"), "%s", err);
