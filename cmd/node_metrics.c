@@ -224,6 +224,33 @@ static int collect_serving(void *ctx, sl_buf_t *o)
     return rc ? SL_ENOMEM : SL_OK;
 }
 
+/* Server time per request, by protocol: what the servers measured, from a
+ * command's dispatch (RESP) or a call's first handler run (gRPC) to its
+ * reply, network and client excluded. */
+static int collect_server_latency(void *ctx, sl_buf_t *o)
+{
+    node_metrics_t *nm = ctx;
+    static const double bounds[] = { 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+                                     1e-3, 2.5e-3, 10e-3, 100e-3, 1.0 };
+    sl_hist_t *h = malloc(sizeof *h);
+    if (!h) return SL_ENOMEM;
+    int rc = 0, header = 1;
+    for (int grpc = 0; grpc <= 1; grpc++) {
+        if (!(grpc ? serve_servers_has_grpc(nm->servers) : serve_servers_has_resp(nm->servers)))
+            continue;
+        sl_hist_init(h);
+        serve_servers_latency(nm->servers, grpc, h);
+        rc |= sl_hist_prometheus(h, o, "sluice_request_duration_seconds",
+                                 "Server time per request: RESP command or gRPC call, from its "
+                                 "dispatch to its reply (network excluded).",
+                                 grpc ? "protocol=\"grpc\"" : "protocol=\"resp\"", bounds,
+                                 (int)(sizeof bounds / sizeof bounds[0]), header);
+        header = 0;
+    }
+    free(h);
+    return rc ? SL_ENOMEM : SL_OK;
+}
+
 static int collect_hist(void *ctx, sl_buf_t *o)
 {
     node_metrics_t *nm = ctx;
@@ -250,6 +277,7 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
     if (ingest) rc |= sl_metrics_add(m, collect_ingest, nm);
     if (st) rc |= sl_metrics_add(m, collect_progress, nm);
     if (servers) rc |= sl_metrics_add(m, collect_serving, nm);
+    if (servers) rc |= sl_metrics_add(m, collect_server_latency, nm);
     if (lookup_hist) rc |= sl_metrics_add(m, collect_hist, nm);
     *out = nm;
     return rc ? SL_ENOMEM : SL_OK;

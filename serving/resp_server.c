@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include "resp_server.h"
+#include "sl_hist.h"
 #include "resp_parse.h"
 #include "resp_reply.h"
 #include "serve_cache.h"
@@ -106,6 +107,7 @@ struct resp_loop {
     uint32_t *slices;         /* its slices: (off, len) pairs */
     size_t slices_cap;        /* pairs */
     resp_counters_t ctr;
+    sl_hist_t latency;        /* ns per command, from dispatch to its reply encoded */
 };
 
 struct resp_server {
@@ -1061,12 +1063,16 @@ static void resp__on_readable(resp_conn_t *c)
     c->last_active_ms = sl_now_ms();
     if (c->closing) return;           /* ignore input after QUIT / an error */
     int rc = resp_parser_feed(c->parser, buf, (size_t)n);
+    int64_t t = sl_mono_ns();
     while (rc == 0) {
         resp_cmd_t cmd;
         rc = resp_parser_next(c->parser, &cmd);
         if (rc != 1) break;
         rc = 0;
         resp__dispatch(c, &cmd);
+        int64_t done = sl_mono_ns();
+        sl_hist_record(&loop->latency, (uint64_t)(done - t));
+        t = done;
         if (c->closing) break;
         if (c->out.len - c->out_sent > loop->srv->opts.max_output_bytes) break;
     }
@@ -1381,6 +1387,11 @@ void resp_server_stop(resp_server_t *srv)
     if (!srv) return;
     resp_server_drain(srv);
     resp__free(srv);
+}
+
+void resp_server_latency(const resp_server_t *srv, sl_hist_t *into)
+{
+    for (int i = 0; i < srv->n_loops; i++) sl_hist_merge(into, &srv->loops[i].latency);
 }
 
 void resp_server_stats(const resp_server_t *srv, resp_server_stats_t *out)

@@ -62,5 +62,9 @@ typedef struct resp_server_stats {
 } resp_server_stats_t;
 
 void resp_server_stats(const resp_server_t *srv, resp_server_stats_t *out);
+/* Adds the server time of every command (ns from its dispatch to its reply
+ * encoded; parsing and network excluded) into `into`. */
+struct sl_hist;
+void resp_server_latency(const resp_server_t *srv, struct sl_hist *into);
 
 #endif

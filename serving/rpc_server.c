@@ -45,6 +45,7 @@
  * GRPC_QUEUE_SHUTDOWN.
  */
 #include "rpc_server.h"
+#include "sl_hist.h"
 #include "sl_err.h"
 #include "sl_time.h"
 
@@ -115,6 +116,7 @@ struct rpc_server {
     void *waiter_tctx;
     _Atomic uint64_t calls, errors, unauthenticated;
     bool drained;                    /* rpc_server_drain ran */
+    sl_hist_t latency;               /* ns from a call's first handler run to its reply */
 };
 
 int rpc_reply_fail(rpc_reply_t *reply, int status, const char *fmt, ...)
@@ -213,6 +215,7 @@ static void rpc__send(rpc_server_t *srv, rpc_call_t *c, int status, const char *
 {
     atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
     if (status != RPC_OK) atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
+    if (c->since_ns) sl_hist_record(&srv->latency, (uint64_t)(sl_mono_ns() - c->since_ns));
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -552,6 +555,11 @@ void rpc_server_stop(rpc_server_t *srv)
     free(srv->auth_value);
     free(srv);
     grpc_shutdown();
+}
+
+void rpc_server_latency(const rpc_server_t *srv, sl_hist_t *into)
+{
+    sl_hist_merge(into, &srv->latency);
 }
 
 void rpc_server_stats(const rpc_server_t *srv, rpc_server_stats_t *out)

@@ -94,5 +94,9 @@ typedef struct rpc_server_stats {
     uint64_t calls, errors, unauthenticated;
 } rpc_server_stats_t;
 void rpc_server_stats(const rpc_server_t *srv, rpc_server_stats_t *out);
+/* Adds the server time of every answered call (ns from the handler's first
+ * run to the reply handed to gRPC, a token wait included) into `into`. */
+struct sl_hist;
+void rpc_server_latency(const rpc_server_t *srv, struct sl_hist *into);
 
 #endif

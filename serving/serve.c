@@ -5,6 +5,7 @@
  * path is reported by name before anything listens.
  */
 #include "serve.h"
+#include "sl_hist.h"
 #include "resp_server.h"
 #include "serve_grpc.h"
 #include "sl_err.h"
@@ -140,6 +141,16 @@ void serve_servers_print_stats(const serve_servers_t *s, FILE *f)
         fprintf(f, "grpc_calls %llu\ngrpc_errors %llu\ngrpc_unauthenticated %llu\n",
                 (unsigned long long)calls, (unsigned long long)errors, (unsigned long long)unauth);
     }
+}
+
+bool serve_servers_has_resp(const serve_servers_t *s) { return s && s->resp; }
+bool serve_servers_has_grpc(const serve_servers_t *s) { return s && s->grpc; }
+
+void serve_servers_latency(const serve_servers_t *s, bool grpc, sl_hist_t *into)
+{
+    if (!s) return;
+    if (grpc) serve_grpc_latency(s->grpc, into);
+    else if (s->resp) resp_server_latency(s->resp, into);
 }
 
 void serve_servers_drain(serve_servers_t *s)

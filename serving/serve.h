@@ -23,6 +23,12 @@ int serve_servers_resp_port(const serve_servers_t *s);
 int serve_servers_grpc_port(const serve_servers_t *s);
 /* Writes RESP and gRPC counters as "name value" lines. */
 void serve_servers_print_stats(const serve_servers_t *s, FILE *f);
+/* Adds the server time per request (ns) of the RESP (grpc false) or gRPC
+ * server into `into`; nothing when that server is off. */
+struct sl_hist;
+void serve_servers_latency(const serve_servers_t *s, bool grpc, struct sl_hist *into);
+bool serve_servers_has_resp(const serve_servers_t *s);
+bool serve_servers_has_grpc(const serve_servers_t *s);
 /* Graceful stop of both servers: no new connections, calls or commands;
  * what is in progress is answered (see resp_server_drain, serve_grpc_drain).
  * The counters stay readable until serve_servers_stop (which drains first

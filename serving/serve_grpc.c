@@ -29,6 +29,7 @@
  * schema) and reads schema and values through the pinned one only.
  */
 #include "serve_grpc.h"
+#include "sl_hist.h"
 #include "rpc_server.h"
 #include "serve_cache.h"
 #include "sl_err.h"
@@ -1052,6 +1053,11 @@ void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
     *calls = st.calls;
     *errors = st.errors;
     *unauthenticated = st.unauthenticated;
+}
+
+void serve_grpc_latency(const serve_grpc_t *g, sl_hist_t *into)
+{
+    if (g) rpc_server_latency(g->rpc, into);
 }
 
 void serve_grpc_drain(serve_grpc_t *g)

@@ -37,6 +37,10 @@ int serve_grpc_port(const serve_grpc_t *g);
 void serve_grpc_drain(serve_grpc_t *g);
 void serve_grpc_stop(serve_grpc_t *g);
 
+/* Adds the server time of every answered call (ns) into `into`. */
+struct sl_hist;
+void serve_grpc_latency(const serve_grpc_t *g, struct sl_hist *into);
+
 /* Calls, failed calls, unauthenticated calls since start. */
 void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
                       uint64_t *unauthenticated);

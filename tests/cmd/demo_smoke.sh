@@ -181,7 +181,7 @@ n_doc=$(sed -n '/^## Metrics/,/^## /p' "$OPSDOC" | grep '^| `sluice_' | grep -o 
 # histogram buckets cumulative up to +Inf = _count.
 python3 - <(printf '%s\n' "$prom") <<'EOF' || fails=$((fails+1))
 import re, sys
-types, series, errs, cur, buckets = {}, set(), [], None, {}
+types, series, errs, cur, buckets, checked = {}, set(), [], None, {}, set()
 for ln, l in enumerate(open(sys.argv[1]).read().splitlines(), 1):
     if l.startswith("# TYPE "):
         _, _, n, t = l.split(" ", 3)
@@ -206,12 +206,18 @@ for ln, l in enumerate(open(sys.argv[1]).read().splitlines(), 1):
     if (n, lab) in series:
         errs.append("line %d: duplicate series %s%s" % (ln, n, lab or ""))
     series.add((n, lab))
+    # a histogram's series are grouped by their labels other than le
     if n.endswith("_bucket"):
-        buckets.setdefault(base, []).append((lab, x))
-    if n.endswith("_count") and base in buckets:
-        b = buckets[base]
-        if b[-1][0] != '{le="+Inf"}' or b[-1][1] != x or any(p[1] > q[1] for p, q in zip(b, b[1:])):
-            errs.append("%s: buckets %r, count %s" % (base, b, x))
+        le = re.search(r'le="([^"]*)"', lab or "")
+        rest = re.sub(r',?le="[^"]*"', "", lab or "").replace("{,", "{")
+        rest = "" if rest == "{}" else rest
+        buckets.setdefault((base, rest), []).append((le.group(1) if le else None, x))
+    if n.endswith("_count") and (base, lab or "") in buckets:
+        checked.add((base, lab or ""))
+        b = buckets[(base, lab or "")]
+        if b[-1][0] != "+Inf" or b[-1][1] != x or any(p[1] > q[1] for p, q in zip(b, b[1:])):
+            errs.append("%s%s: buckets %r, count %s" % (base, lab or "", b, x))
+errs += ["%s%s: buckets without a matching _count" % k for k in set(buckets) - checked]
 if errs or len(types) < 20:
     print("FAIL exposition (%d families): %s" % (len(types), "; ".join(errs[:5])))
     sys.exit(1)
@@ -292,6 +298,22 @@ got=$(curl -s "http://127.0.0.1:$pm/metrics" | sed -n 's/^sluice_requests_total{
       grep -E "$(tr ' ' '\n' <<<"$want" | cut -d= -f1 | paste -sd'|')" | sort | paste -sd' ')
 [ "$got" = "$(tr ' ' '\n' <<<"$want" | sort | paste -sd' ')" ] && ok "sluice_requests_total: $got" ||
   fail "sluice_requests_total: got '$got', want '$want'"
+# The servers' own latency histograms count every request once: RESP every
+# command the server counted (the 8 HGETALL above and the PINGs), gRPC the 4
+# calls made above; the scrape's histogram sum is positive.
+m=$(curl -s "http://127.0.0.1:$pm/metrics")
+hc() { awk -v k="sluice_request_duration_seconds_$1{protocol=\"$2\"}" '$1 == k {print $2}' <<< "$m"; }
+cmds=$(awk '$1 == "sluice_serving_resp_commands" {print $2}' <<< "$m")
+if [ -n "$cmds" ] && [ "$(hc count resp)" = "$cmds" ] && [ "$cmds" -ge 8 ] &&
+   awk -v s="$(hc sum resp)" 'BEGIN { exit !(s > 0) }'; then
+  ok "request duration histogram (resp): $cmds commands"
+else
+  fail "request duration histogram (resp): count $(hc count resp), commands $cmds, sum $(hc sum resp)"
+fi
+if [ -n "$PY" ]; then
+  [ "$(hc count grpc)" = 4 ] && ok "request duration histogram (grpc): 4 calls" ||
+    fail "request duration histogram (grpc): count $(hc count grpc), want 4"
+fi
 # A second serve (a follower of the first) on the same metrics port: it
 # warns and serves without metrics.
 pr2=$(free_port)
