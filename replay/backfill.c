@@ -54,9 +54,18 @@
  * after C2 without starting the live worker, so nothing can advance the
  * topic between the final batch and the switch.
  *
- * Threads: the caller's thread replays; an optional thread runs the live
- * worker until DRAIN.
+ * Commits are pipelined as in live ingest: the replay thread encodes the
+ * dirty states and the positions into a batch (a consistent cut), hands it
+ * to a committer thread that writes it, and replays on; the next commit
+ * first waits for that write. Entities are evicted only once the batch
+ * holding their state is durable, so a state read back from the store is
+ * never older than one in flight. A failed write stops the backfill (a rerun
+ * resumes from the last durable batch).
+ *
+ * Threads: the caller's thread replays; a committer thread writes its
+ * batches; an optional thread runs the live worker until DRAIN.
  */
+#define _GNU_SOURCE                 /* pthread_setname_np */
 #include "backfill.h"
 
 #include "cache.h"
@@ -354,7 +363,19 @@ typedef struct bf {
     uint32_t version;
     agg_plan_t *plan;
     ingest_cache_t *cache;
-    state_batch_t *batch;
+    state_batch_t *batches[2];    /* alternate: one building, one in flight */
+    int next_batch;
+    bool in_flight;
+    int commit_failed;            /* sticky: a write failed, nothing more commits */
+    /* committer thread; the fields below `cmu` are under it */
+    pthread_t committer;
+    bool committer_started;
+    pthread_mutex_t cmu;
+    pthread_cond_t ccond;
+    bool job_ready, job_done, committer_quit;
+    state_batch_t *job_batch;
+    int job_rc;
+    char job_err[512];
     replay_t *r;
     ingest_wm_t *wm;
     bool *touched;
@@ -369,13 +390,79 @@ typedef struct bf {
     bool apply_failed;            /* positions moved past a message not applied: never commit them */
 } bf_t;
 
-static int bf_commit(bf_t *b, bool with_topic_progress, char *errstr, size_t errsize)
+static void *bf_committer_main(void *arg)
 {
-    int rc = 0;
+    bf_t *b = arg;
+    pthread_setname_np(pthread_self(), "sl-bf-commit");
+    pthread_mutex_lock(&b->cmu);
+    for (;;) {
+        while (!b->job_ready && !b->committer_quit) pthread_cond_wait(&b->ccond, &b->cmu);
+        if (!b->job_ready) break;
+        state_batch_t *batch = b->job_batch;
+        pthread_mutex_unlock(&b->cmu);
+        char err[512] = "";
+        int64_t t0 = sl_mono_ns();
+        int rc = state_batch_commit(b->st, batch, err, sizeof err);
+        if (rc) state_batch_clear(batch);
+        sl_debug("backfill", "commit written in %.1f ms", (double)(sl_mono_ns() - t0) / 1e6);
+        pthread_mutex_lock(&b->cmu);
+        b->job_rc = rc;
+        snprintf(b->job_err, sizeof b->job_err, "%s", err);
+        b->job_ready = false;
+        b->job_done = true;
+        pthread_cond_broadcast(&b->ccond);
+    }
+    pthread_mutex_unlock(&b->cmu);
+    return NULL;
+}
+
+/* Waits for the batch in flight, if any; once it is durable, evicts (see the
+ * top). Returns 0 or the write's error (then sticky). */
+static int bf_commit_wait(bf_t *b, char *errstr, size_t errsize)
+{
+    if (!b->in_flight) return b->commit_failed;
+    pthread_mutex_lock(&b->cmu);
+    while (!b->job_done) pthread_cond_wait(&b->ccond, &b->cmu);
+    b->job_done = false;
+    int rc = b->job_rc;
+    if (rc) seterr(errstr, errsize, "backfill commit failed: %s", b->job_err[0] ? b->job_err : sl_strerror(rc));
+    pthread_mutex_unlock(&b->cmu);
+    b->in_flight = false;
+    if (rc) {
+        b->commit_failed = rc;
+        return rc;
+    }
+    if (ingest_cache_evict(b->cache) > 0) b->store_may_hold = true;
+    return 0;
+}
+
+static void bf_committer_stop(bf_t *b)
+{
+    if (!b->committer_started) return;
+    char err[512];
+    bf_commit_wait(b, err, sizeof err);
+    pthread_mutex_lock(&b->cmu);
+    b->committer_quit = true;
+    pthread_cond_broadcast(&b->ccond);
+    pthread_mutex_unlock(&b->cmu);
+    pthread_join(b->committer, NULL);
+    b->committer_started = false;
+}
+
+/* Builds a batch of every dirty state and moved position and hands it to the
+ * committer; with `wait`, returns once it is durable. */
+static int bf_commit(bf_t *b, bool with_topic_progress, bool wait, char *errstr, size_t errsize)
+{
+    int rc = bf_commit_wait(b, errstr, errsize);
+    if (rc) {
+        if (!errstr[0]) seterr(errstr, errsize, "an earlier backfill commit failed: %s", sl_strerror(rc));
+        return rc;
+    }
     if (b->apply_failed) {
         seterr(errstr, errsize, "not committed: a message was not applied");
         return SL_ESTATE;
     }
+    state_batch_t *batch = b->batches[b->next_batch];
     /* Dirty entities are cold: with the array, start their loads a few
      * entities ahead, one pointer level per distance (as live ingest). */
     int64_t t0 = sl_mono_ns();
@@ -392,7 +479,7 @@ static int bf_commit(bf_t *b, bool with_topic_progress, char *errstr, size_t err
         agg_entity_expire(b->plan, e->ent, ingest_wm_accept_from(&b->wm[e->partition]));
         sl_buf_reset(&b->enc);
         if ((rc = agg_entity_encode(b->plan, e->ent, &b->enc)) ||
-            (rc = state_batch_put_version(b->batch, b->v->name, b->version, e->partition, e->key,
+            (rc = state_batch_put_version(batch, b->v->name, b->version, e->partition, e->key,
                                           e->klen, b->enc.data, b->enc.len)))
             goto fail;
     }
@@ -402,23 +489,27 @@ static int bf_commit(bf_t *b, bool with_topic_progress, char *errstr, size_t err
         replay_partition(b->r, p, &pi);
         int64_t wm = ingest_wm_watermark(&b->wm[p]);
         if ((rc = progress_encode(&b->enc, b->version, pi.position, wm)) ||
-            (rc = state_batch_put(b->batch, BACKFILL_PROGRESS_VIEW, (int32_t)p, b->v->name,
+            (rc = state_batch_put(batch, BACKFILL_PROGRESS_VIEW, (int32_t)p, b->v->name,
                                   strlen(b->v->name), b->enc.data, b->enc.len)))
             goto fail;
         if (with_topic_progress &&
-            (rc = state_batch_progress(b->batch, b->src->topic, (int32_t)p, pi.position, wm)))
+            (rc = state_batch_progress(batch, b->src->topic, (int32_t)p, pi.position, wm)))
             goto fail;
     }
-    int64_t t1 = sl_mono_ns();
-    if ((rc = state_batch_commit(b->st, b->batch, errstr, errsize))) goto fail;
-    sl_debug("backfill", "commit: %zu states encoded in %.1f ms, written in %.1f ms", nd,
-             (double)(t1 - t0) / 1e6, (double)(sl_mono_ns() - t1) / 1e6);
+    sl_debug("backfill", "commit: %zu states encoded in %.1f ms", nd, (double)(sl_mono_ns() - t0) / 1e6);
+    /* The cut is complete: clean from now on. */
     ingest_cache_clear_dirty(b->cache);
-    if (ingest_cache_evict(b->cache) > 0) b->store_may_hold = true;
     memset(b->touched, 0, b->np * sizeof *b->touched);
-    return 0;
+    pthread_mutex_lock(&b->cmu);
+    b->job_batch = batch;
+    b->job_ready = true;
+    pthread_cond_broadcast(&b->ccond);
+    pthread_mutex_unlock(&b->cmu);
+    b->in_flight = true;
+    b->next_batch ^= 1;
+    return wait ? bf_commit_wait(b, errstr, errsize) : 0;
 fail:
-    state_batch_clear(b->batch);
+    state_batch_clear(batch);
     if (!errstr[0]) seterr(errstr, errsize, "backfill commit failed: %s", sl_strerror(rc));
     return rc;
 }
@@ -559,6 +650,17 @@ static void bounds_from_store(bf_t *b)
     }
 }
 
+/* True while the batch in flight is still being written: a periodic commit
+ * then waits for a later loop turn instead of blocking the replay. */
+static bool bf_commit_busy(bf_t *b)
+{
+    if (!b->in_flight) return false;
+    pthread_mutex_lock(&b->cmu);
+    bool done = b->job_done;
+    pthread_mutex_unlock(&b->cmu);
+    return !done;
+}
+
 /* Reads until every partition reached its end (or stop). Commits on the
  * config's interval. follow: refresh the ends (high watermarks / stored
  * progress) on the way; returns when the lag is <= catchup. */
@@ -592,8 +694,8 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
             return rc;
         }
         if (fatal) { seterr(errstr, errsize, "fatal Kafka error replaying %s", b->src->topic); return SL_EKAFKA; }
-        if (sl_mono_ns() >= next_commit) {
-            if ((rc = bf_commit(b, false, errstr, errsize))) return rc;
+        if (sl_mono_ns() >= next_commit && !bf_commit_busy(b)) {
+            if ((rc = bf_commit(b, false, false, errstr, errsize))) return rc;
             next_commit = sl_mono_ns() + interval;
         }
         replay_progress(b->r, false, false);
@@ -645,6 +747,8 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     live_t live;
     memset(&b, 0, sizeof b);
     memset(&live, 0, sizeof live);
+    pthread_mutex_init(&b.cmu, NULL);
+    pthread_cond_init(&b.ccond, NULL);
     if (!stats) stats = &local;
     memset(stats, 0, sizeof *stats);
     if (errstr && errsize) errstr[0] = '\0';
@@ -722,8 +826,15 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     for (size_t i = 0; i < BF_BATCH; i++)
         if ((rc = ingest_decoder_new(schema, b.v->source, maxb, &b.decs[i], errstr, errsize))) goto out;
     b.cache = ingest_cache_new(cfg->cache_max_entities > 0 ? (size_t)cfg->cache_max_entities : 100000);
-    b.batch = state_batch_new();
-    if (!b.cache || !b.batch) { rc = SL_ENOMEM; goto out; }
+    b.batches[0] = state_batch_new();
+    b.batches[1] = state_batch_new();
+    if (!b.cache || !b.batches[0] || !b.batches[1]) { rc = SL_ENOMEM; goto out; }
+    if (pthread_create(&b.committer, NULL, bf_committer_main, &b) != 0) {
+        seterr(errstr, errsize, "cannot start the backfill's committer thread");
+        rc = SL_ENOMEM;
+        goto out;
+    }
+    b.committer_started = true;
     char what[600];
     snprintf(what, sizeof what, "backfill %s", b.v->name);
     replay_options_t ro = { .topic = b.src->topic, .from_ms = meta.from_ms, .what = what,
@@ -765,7 +876,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     rc = bf_read(&b, true, o->catchup_lag, errstr, errsize);
     if (rc) {
         char e2[256];
-        if (bf_commit(&b, false, e2, sizeof e2) == 0 && rc == SL_ESHUTDOWN)
+        if (bf_commit(&b, false, true, e2, sizeof e2) == 0 && rc == SL_ESHUTDOWN)
             sl_info("backfill", "stopped; progress committed, rerun to resume");
         goto out;
     }
@@ -776,11 +887,11 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     else if ((rc = replay_refresh_ends(b.r, errstr, errsize))) goto out;
     if ((rc = bf_read(&b, false, 0, errstr, errsize))) {
         char e2[256];
-        bf_commit(&b, false, e2, sizeof e2);
+        bf_commit(&b, false, true, e2, sizeof e2);
         goto out;
     }
     replay_progress(b.r, true, true);
-    if ((rc = bf_commit(&b, !b.shared, errstr, errsize))) goto out;
+    if ((rc = bf_commit(&b, !b.shared, true, errstr, errsize))) goto out;
     crash_point("C1");
     snprintf(meta.phase, sizeof meta.phase, "switch");
     if ((rc = meta_write(st, b.v->name, &meta))) { seterr(errstr, errsize, "cannot record the cut-over"); goto out; }
@@ -789,13 +900,17 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     stats->cutover_ms = (double)(sl_mono_ns() - tc) / 1e6;
 out:
     live_stop(&live);
+    bf_committer_stop(&b);
     stats->messages = b.r ? replay_messages(b.r) : 0;
     stats->replay_s = b.r ? replay_elapsed_s(b.r) : 0;
     stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
     replay_free(b.r);
     for (size_t i = 0; i < BF_BATCH; i++) ingest_decoder_free(b.decs[i]);
     ingest_cache_free(b.cache);
-    state_batch_free(b.batch);
+    state_batch_free(b.batches[0]);
+    state_batch_free(b.batches[1]);
+    pthread_mutex_destroy(&b.cmu);
+    pthread_cond_destroy(&b.ccond);
     agg_plan_free(b.plan);
     free(b.wm);
     free(b.touched);
