@@ -175,7 +175,15 @@ for i in $(seq 1 60); do
     [ -n "$before" ] && break
 done
 out=$("$SLUICE" snapshot create -c "$T/sluice.yaml" requested1 --wait 30 2>&1); rc=$?
-after=$(metric $mport sluice_snapshots_total)
+# The worker publishes its reply (which ends `snapshot create`) a moment
+# before it counts the snapshot: on a loaded machine a scrape right after the
+# command can still read 0, so give the count up to 10 s to appear (a worker
+# that never counts it still fails: 0 -> 0; one that counts twice: 0 -> 2).
+for i in $(seq 1 40); do
+    after=$(metric $mport sluice_snapshots_total)
+    [ $rc = 0 ] && [ "${after:-0}" = 0 ] || break
+    sleep 0.25
+done
 age=$(metric $mport sluice_snapshot_age_seconds)
 kill -TERM $W; wait $W; W=
 if [ $rc = 0 ] && [ "${before:-x}" = 0 ] && [ "${after:-x}" = 1 ] &&
