@@ -39,8 +39,10 @@
  * bearer-token check is the same either way.
  *
  * Shutdown: grpc_server_shutdown_and_notify on a private queue (no new
- * calls), wait for the notification, which comes once the calls in progress
- * have sent their replies (after RPC_STOP_MS the rest is cancelled); then
+ * calls; a call already taken from gRPC's queue whose handler has not begun
+ * gets UNAVAILABLE at once), wait for the notification, which comes once the
+ * calls in progress have sent their replies (after RPC_STOP_MS the rest is
+ * cancelled); then
  * every worker queue is shut down and drained by its worker, which exits on
  * GRPC_QUEUE_SHUTDOWN.
  */
@@ -116,6 +118,7 @@ struct rpc_server {
     void *waiter_tctx;
     _Atomic uint64_t calls, errors, unauthenticated;
     bool drained;                    /* rpc_server_drain ran */
+    atomic_bool stopping;            /* draining: calls not yet begun get UNAVAILABLE */
     sl_hist_t latency;               /* ns from a call's first handler run to its reply */
 };
 
@@ -266,6 +269,12 @@ static void rpc__defer(rpc_server_t *srv, rpc_call_t *c)
  * handler deferred it. */
 static void rpc__handle(rpc_server_t *srv, rpc_call_t *c, void *tctx)
 {
+    if (!c->since_ns && atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
+        /* taken from gRPC's queue but not begun when the stop came: not in
+         * flight yet, so answered at once (the client may retry elsewhere) */
+        rpc__send(srv, c, RPC_UNAVAILABLE, "server shutting down", NULL);
+        return;
+    }
     if (!c->since_ns) c->since_ns = sl_mono_ns();
     rpc_reply_t reply = { .body = SL_BUF_INIT, .status = RPC_OK, .since_ns = c->since_ns };
 
@@ -488,6 +497,7 @@ void rpc_server_drain(rpc_server_t *srv)
 {
     if (!srv || srv->drained) return;
     srv->drained = true;
+    atomic_store(&srv->stopping, true);
     static int shutdown_tag;
     /* No new calls from here; calls in progress finish (their replies are
      * sent) before the notification, for at most RPC_STOP_MS; then the
