@@ -113,13 +113,16 @@ EOF
 # SIGTERM mid-stream: `sluice run` (RESP, gRPC, metrics, ingest) stops while
 # a paced producer is still sending; the final commit must hold exactly the
 # messages the worker says it consumed (--stats), on top of the 20000.
+# The paced stream is far longer (50 s) than the run's start-up on a loaded
+# machine (a 5 s one could end before the run had consumed 4000: "producer
+# still sending: no"); the producer is stopped once the run has exited.
 "$SLUICE" generate --schema "$T/schema.yaml" --source payments --brokers "$BOOT" \
-    --events 40000 --rate 8000 --seed 8 --quiet &
+    --events 400000 --rate 8000 --seed 8 --quiet &
 G=$!
 "$SLUICE" run -c "$T/sluice.yaml" --set snapshot_interval=0s --set resp_port=$(free_port) \
     --set grpc_port=$(free_port) --stats > "$T/run.stats" 2> "$T/run-mid.err" &
 W=$!
-for i in $(seq 1 40); do
+for i in $(seq 1 120); do
     sleep 0.25
     n=$(metric $mport sluice_ingest_messages_total)
     [ "${n:-0}" -ge 4000 ] && break
@@ -127,7 +130,7 @@ done
 midlag=$(lag)   # commits every 200 ms behind a producer at 8000/s: never 0 for long
 kill -0 $G 2>/dev/null && producing=yes || producing=no
 kill -TERM $W; wait $W; rc=$?; W=
-wait $G; G=
+kill -TERM $G 2>/dev/null; wait $G; G=
 consumed=$(awk '$1 == "messages" {print $2}' "$T/run.stats")
 "$SLUICE" snapshot create midstream -c "$T/sluice.yaml" > /dev/null 2>&1 || fail "snapshot after the mid-stream stop"
 next=$("$SLUICE" snapshot list -c "$T/sluice.yaml" 2>&1 | awk '$1 == "midstream"' | grep -o 'next=[0-9]*' | cut -d= -f2)
