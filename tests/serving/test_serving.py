@@ -500,8 +500,17 @@ class RespLimits(unittest.TestCase):
         finally:
             for s in socks:
                 s.close()
-        time.sleep(0.2)
-        self.alive()
+        # the server frees the slots once its loop has seen the closes: poll
+        # (a fixed 0.2 s could be too short on a loaded machine)
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.alive()
+                break
+            except redis.ConnectionError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def test_idle_timeout(self):
         s = socket.create_connection(("127.0.0.1", LIMITED.resp_port))
