@@ -44,7 +44,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define RELAXED memory_order_relaxed
 #define STAT_ADD(field, n) atomic_fetch_add_explicit(&(field), (uint64_t)(n), RELAXED)
@@ -282,9 +281,7 @@ static void *committer_main(void *arg)
         int64_t t0 = sl_mono_ns();
         int rc = state_batch_commit(w->st, b, err, sizeof err);
         uint64_t us = (uint64_t)((sl_mono_ns() - t0) / 1000);
-        struct timespec cpu;
-        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
-            STAT_SET(w->stats.commit_cpu_us, (uint64_t)cpu.tv_sec * 1000000u + (uint64_t)cpu.tv_nsec / 1000u);
+        STAT_SET(w->stats.commit_cpu_us, sl_thread_cpu_us());
 
         pthread_mutex_lock(&w->cmu);
         w->job_rc = rc;
@@ -1262,9 +1259,7 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
     if (!w->fatal) {
         for (int attempt = 0; (rc = worker_commit(w, true)) == SL_EKAFKA && attempt < 5; attempt++)
             ;
-        struct timespec cpu;
-        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
-            STAT_SET(w->stats.final_cpu_us, (uint64_t)cpu.tv_sec * 1000000u + (uint64_t)cpu.tv_nsec / 1000u);
+        STAT_SET(w->stats.final_cpu_us, sl_thread_cpu_us());
         if (!rc && !w->fatal) atomic_store(&w->stats.final_committed, 1);
     } else {
         commit_wait(w);

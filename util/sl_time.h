@@ -27,5 +27,7 @@ int sl_rfc3339_parse(const char *s, size_t len, int64_t *out_ms);
 /* Wall clock and monotonic clock in ms / ns. */
 int64_t sl_now_ms(void);
 int64_t sl_mono_ns(void);
+/* CPU time (user + system) the calling thread has used, in µs. */
+uint64_t sl_thread_cpu_us(void);
 
 #endif
