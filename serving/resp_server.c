@@ -4,9 +4,10 @@
  * Shape (Redis's): each loop thread owns an epoll set, its own SO_REUSEPORT
  * listening socket and the connections it accepted. On readable: one read()
  * of up to 16 KiB, feed the parser, run every complete command, appending
- * replies to the connection's output buffer, then write the buffer at once —
- * a pipeline of 16 requests read together is answered by one write(). Only
- * when the socket cannot take everything is EPOLLOUT armed.
+ * replies to the connection's output buffer; once every ready connection of
+ * the round was read, each buffer is written at once — a pipeline of 16
+ * requests read together is answered by one write(). Only when the socket
+ * cannot take everything is EPOLLOUT armed.
  *
  * Connection life:
  *
@@ -77,6 +78,8 @@ typedef struct resp_conn {
     uint64_t id;
     char name[64];
     struct resp_conn *prev, *next;
+    bool pending;             /* on the loop's list of replies to write */
+    struct resp_conn *pend_prev, *pend_next;
 } resp_conn_t;
 
 typedef struct resp_counters {
@@ -92,6 +95,7 @@ struct resp_loop {
     pthread_t thread;
     bool started;
     resp_conn_t *conns;       /* every open connection (idle scan) */
+    resp_conn_t *pending;     /* replies to write before the next epoll_wait */
     serve_scratch_t *scratch;
     const serve_backend_t *be;  /* pinned for the running command */
     const schema_t *fit;      /* the schema vals, arena_* and svc_views fit */
@@ -143,9 +147,20 @@ void resp_server_opts_default(resp_server_opts_t *o)
 
 /* ---- connections ------------------------------------------------------- */
 
+static void resp__pending_remove(resp_conn_t *c)
+{
+    if (!c->pending) return;
+    if (c->pend_prev) c->pend_prev->pend_next = c->pend_next;
+    else c->loop->pending = c->pend_next;
+    if (c->pend_next) c->pend_next->pend_prev = c->pend_prev;
+    c->pending = false;
+    c->pend_prev = c->pend_next = NULL;
+}
+
 static void resp__conn_close(resp_conn_t *c)
 {
     resp_loop_t *loop = c->loop;
+    resp__pending_remove(c);
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->prev) c->prev->next = c->next;
@@ -1082,7 +1097,30 @@ static void resp__on_readable(resp_conn_t *c)
         c->drain = true;
         CTR_ADD(loop, protocol_errors, 1);
     }
-    resp__conn_flush(c);
+    if (c->closing || c->out.len - c->out_sent > RESP_READ_CHUNK) {
+        resp__conn_flush(c);
+    } else if (c->out.len > c->out_sent && !c->pending) {
+        /* written after every ready connection was read (resp__flush_pending) */
+        c->pending = true;
+        c->pend_prev = NULL;
+        c->pend_next = loop->pending;
+        if (loop->pending) loop->pending->pend_prev = c;
+        loop->pending = c;
+    }
+}
+
+/* Writes the replies of this round. Like Redis, the loop first reads and
+ * runs the commands of every ready connection, then writes all replies
+ * together before it sleeps again: a client answered on many connections
+ * at once (redis-benchmark, a pooled client) then wakes once for the lot
+ * instead of once per reply while the server is still reading. */
+static void resp__flush_pending(resp_loop_t *loop)
+{
+    while (loop->pending) {
+        resp_conn_t *c = loop->pending;
+        resp__pending_remove(c);
+        resp__conn_flush(c);
+    }
 }
 
 static void resp__accept(resp_loop_t *loop)
@@ -1215,6 +1253,7 @@ static void *resp__loop_main(void *arg)
             }
             if (evs[i].events & EPOLLIN) resp__on_readable(c);
         }
+        resp__flush_pending(loop);
         {
             int64_t now = sl_now_ms();
             if (now - last_scan >= timeout) {
