@@ -35,6 +35,10 @@ static const char *const YAML_FMT =
 
 static atomic_int store_version = 1;
 static atomic_long violations, scratches;
+/* answers of the old (A) and new (B) definition, over all readers: the test
+ * waits for each instead of sleeping a fixed time (a loaded machine may not
+ * run a reader for 100 ms) */
+static atomic_long answers_a, answers_b;
 
 typedef struct fake { serve_backend_t be; int id; } fake_t;
 struct serve_scratch { int owner; };
@@ -83,6 +87,16 @@ static schema_t *load(const char *features)
     return s;
 }
 
+/* Waits (up to 60 s) until *counter reaches at least `want`. */
+static bool wait_count(atomic_long *counter, long want)
+{
+    for (int waited_ms = 0; waited_ms < 60000; waited_ms++) {
+        if (atomic_load(counter) >= want) return true;
+        usleep(1000);
+    }
+    return atomic_load(counter) >= want;
+}
+
 typedef struct reader {
     pthread_t t;
     const serve_backend_t *outer;
@@ -114,9 +128,11 @@ static void *reader_main(void *arg)
             r->a++;
             r->last_a_ns = t;
             if (seen_b) r->a_after_b++;
+            atomic_fetch_add(&answers_a, 1);
         } else {
             r->b++;
             seen_b = true;
+            atomic_fetch_add(&answers_b, 1);
         }
     }
     r->outer->scratch_free(sc);
@@ -134,6 +150,8 @@ Test(serve_swap, switch_is_atomic_for_schema_values_and_store_version)
     fake_init(&fb, 2, sb);
     atomic_store(&store_version, 1);
     atomic_store(&violations, 0);
+    atomic_store(&answers_a, 0);
+    atomic_store(&answers_b, 0);
     serve_swap_t *sw;
     cr_assert_eq(serve_swap_new(&fa.be, &sw), 0);
     const serve_backend_t *outer = serve_swap_backend(sw);
@@ -143,13 +161,14 @@ Test(serve_swap, switch_is_atomic_for_schema_values_and_store_version)
         rd[i] = (reader_t){ .outer = outer, .stop = &stop };
         pthread_create(&rd[i].t, NULL, reader_main, &rd[i]);
     }
-    usleep(100000);
+    /* readers answer on A for a while (some hundred answers), then the switch */
+    cr_assert(wait_count(&answers_a, 400), "the readers gave only %ld answers on A", atomic_load(&answers_a));
     cr_assert_eq(serve_swap_begin(sw, 5000), 0);
     atomic_store(&store_version, 2);          /* the store's version switch */
     double pause_ms = -1;
     int64_t committed = sl_mono_ns();
     cr_assert_eq(serve_swap_commit(sw, &fb.be, &pause_ms), 0);
-    usleep(100000);
+    cr_assert(wait_count(&answers_b, 400), "the readers gave only %ld answers on B", atomic_load(&answers_b));
     atomic_store(&stop, true);
     long a = 0, b = 0;
     for (int i = 0; i < 4; i++) {
@@ -171,14 +190,22 @@ Test(serve_swap, switch_is_atomic_for_schema_values_and_store_version)
     schema_free(sb);
 }
 
-typedef struct holder { const serve_backend_t *outer; atomic_bool pinned; int64_t unpinned_ns; } holder_t;
+/* A request that stays pinned until the test lets it go (`release`), then
+ * 50 ms more: the short begin below must time out whatever the scheduling,
+ * and the long one must find it still in flight (most of the time). */
+typedef struct holder {
+    const serve_backend_t *outer;
+    atomic_bool pinned, release;
+    int64_t unpinned_ns;
+} holder_t;
 
 static void *holder_main(void *arg)
 {
     holder_t *h = arg;
     const serve_backend_t *be = serve_backend_pin(h->outer);
     atomic_store(&h->pinned, true);
-    usleep(200000);
+    while (!atomic_load(&h->release)) usleep(1000);
+    usleep(50000);
     h->unpinned_ns = sl_mono_ns();
     serve_backend_unpin(h->outer, be);
     return NULL;
@@ -195,8 +222,9 @@ Test(serve_swap, begin_waits_for_requests_in_flight_and_times_out)
     pthread_t t;
     pthread_create(&t, NULL, holder_main, &h);
     while (!atomic_load(&h.pinned)) usleep(1000);
-    cr_expect_eq(serve_swap_begin(sw, 20), SL_ETIMEOUT, "a 20 ms hold cannot drain a 200 ms request");
-    cr_assert_eq(serve_swap_begin(sw, 5000), 0);
+    cr_expect_eq(serve_swap_begin(sw, 20), SL_ETIMEOUT, "a 20 ms hold cannot drain a request still pinned");
+    atomic_store(&h.release, true);
+    cr_assert_eq(serve_swap_begin(sw, 60000), 0);
     int64_t held = sl_mono_ns();
     pthread_join(t, NULL);
     cr_expect_geq(held, h.unpinned_ns, "begin returned while a request still held the generation");
