@@ -143,7 +143,8 @@ static void check_oracle(env_t *e)
 typedef struct reader {
     state_store_t *st;
     atomic_bool stop;
-    uint64_t lookups, found;
+    uint64_t lookups;
+    atomic_uint_fast64_t found;   /* read by the test while the reader runs */
     /* every (key, value) the reader saw, checked against the final states */
     char (*keys)[32];
     size_t n_keys;
@@ -230,7 +231,10 @@ Test(backfill, added_view_matches_oracle_and_switch_is_atomic, .timeout = 300)
                              .commit_interval_ms = 100 };
     backfill_stats_t bs;
     int rc = backfill_run(&e.cfg, e.s2, st, &o, &bs, err, sizeof err);
-    usleep(200000);
+    /* The reader goes on until it has found the new version (up to 60 s; a
+     * fixed 200 ms could pass without a lookup on a loaded machine). */
+    for (int waited_ms = 0; rc == 0 && atomic_load(&r.found) == 0 && waited_ms < 60000; waited_ms += 10)
+        usleep(10000);
     atomic_store(&r.stop, true);
     pthread_join(th, NULL);
     cr_assert_eq(rc, 0, "%s", err);
@@ -274,12 +278,19 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-static pid_t spawn(const char *bin, const char *config, const char *crash, bool live)
+/* Runs `sluice backfill` as a child; crash: SLUICE_TEST_CRASH point or
+ * NULL; delay_us: SLUICE_TEST_BACKFILL_DELAY_US (0 = none). */
+static pid_t spawn(const char *bin, const char *config, const char *crash, bool live, int delay_us)
 {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         if (crash) setenv("SLUICE_TEST_CRASH", crash, 1);
+        if (delay_us > 0) {
+            char d[24];
+            snprintf(d, sizeof d, "%d", delay_us);
+            setenv("SLUICE_TEST_BACKFILL_DELAY_US", d, 1);
+        }
         int fd = open("/dev/null", 1);
         if (fd >= 0) dup2(fd, 1);
         char *argv[] = { (char *)bin, "backfill", "-c", (char *)config, "--view", "route_stats",
@@ -355,49 +366,56 @@ Test(backfill, kill9_during_replay_and_cutover_then_resume, .timeout = 600)
              e.bootstrap, e.group, e.state_dir, STREAM_MAX_BYTES);
     write_file(cfgpath, text);
 
-    /* Random kills during the replay, live worker running. */
+    /* Kills during the replay at random points of its progress. The replay
+     * runs to the live worker's committed offsets (50000 messages in all);
+     * SLUICE_TEST_BACKFILL_DELAY_US slows it to >= 10 s for those, so that
+     * a resumed run cannot catch up and cut over before the test sees its
+     * progress: kill k waits until the committed progress passes a random
+     * point of the k-th fifth of the replay (and this run's own progress),
+     * then a random 0-100 ms. With >= 4 s of replay left at the latest kill,
+     * every kill lands during the replay after progress whatever the seed
+     * and the machine's speed (random delays once let a fast machine finish
+     * before the kill, or a slow one not start). */
+    const int64_t bound = 50000, slice = bound / 5;
     unsigned seed = (unsigned)time(NULL);
     srand(seed);
-    int killed_mid = 0;
     int64_t last = 0;
     for (int k = 0; k < 3; k++) {
-        pid_t pid = spawn(bin, cfgpath, NULL, true);
-        /* Until one kill has landed after progress, kill once the backfill
-         * has committed more than before (polled read-only; a fixed delay
-         * killed before the first commit on a loaded machine). After that,
-         * kill after a random 250-650 ms: a resumed backfill whose bound (the
-         * live worker's committed offsets) stands still can catch up and cut
-         * over in one commit, so waiting for progress would kill too late. */
-        int64_t cap_ms = killed_mid ? 250 + rand() % 400 : 20000;
-        for (int64_t waited = 0; waited < cap_ms; waited += 50) {
-            usleep(50000);
-            if (!killed_mid && backfill_done_opt(&e, true) > last) {
-                usleep((useconds_t)(rand() % 100000));
-                break;
+        pid_t pid = spawn(bin, cfgpath, NULL, true, 200);
+        int64_t target = slice * k + rand() % (slice * 9 / 10);
+        if (target <= last) target = last + 1;
+        for (int waited_ms = 0; waited_ms < 120000; waited_ms += 50) {
+            if (backfill_done_opt(&e, true) >= target) break;
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                cr_assert_fail("the backfill ended (status %d) before kill %d (seed %u)", status, k + 1, seed);
             }
+            usleep(50000);
         }
+        usleep((useconds_t)(rand() % 100000));
         kill(pid, SIGKILL);
         int st = wait_status(pid);
         int64_t done = backfill_done(&e);
-        if (WIFSIGNALED(st) && done > last && done < (int64_t)e.s.n) killed_mid++;
-        fprintf(stderr, "backfill kill %d: %s, %lld of %zu offsets committed\n", k + 1,
-                WIFSIGNALED(st) ? "killed" : "had already finished", (long long)done, e.s.n);
-        last = done;
+        fprintf(stderr, "backfill kill %d: %s, %lld of %lld offsets committed (target %lld)\n", k + 1,
+                WIFSIGNALED(st) ? "killed" : "had already finished", (long long)done, (long long)bound,
+                (long long)target);
         cr_assert(WIFSIGNALED(st), "the backfill finished before kill %d: the crash points below would "
-                  "test nothing (seed %u; a faster machine needs a longer stream)", k + 1, seed);
+                  "test nothing (seed %u)", k + 1, seed);
+        cr_assert(done >= target && done < bound, "kill %d: progress %lld, want %lld..%lld (seed %u)", k + 1,
+                  (long long)done, (long long)target, (long long)bound - 1, seed);
+        last = done;
         cr_assert_eq(stored_version(&e), 1, "killed before the cut-over: version 1 still serves");
     }
-    cr_assert_geq(killed_mid, 1, "no kill landed during the replay after progress (seed %u)", seed);
 
     /* Crash at each point of the cut-over, then resume. */
     static const char *const points[] = { "C1", "C2", "C3" };
     for (int i = 0; i < 3; i++) {
-        pid_t pid = spawn(bin, cfgpath, points[i], i == 0);
+        pid_t pid = spawn(bin, cfgpath, points[i], i == 0, 0);
         int st = wait_status(pid);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "crash point %s reached (status %d)", points[i], st);
         cr_assert_eq(stored_version(&e), i < 2 ? 1u : 2u, "after %s", points[i]);
     }
-    pid_t pid = spawn(bin, cfgpath, NULL, true);
+    pid_t pid = spawn(bin, cfgpath, NULL, true, 0);
     int st = wait_status(pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "final run status %d", st);
 
