@@ -9,8 +9,11 @@
 #include "state.h"
 #include "sl_err.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -532,7 +535,7 @@ Test(state, view_versions_side_by_side)
 typedef struct rd_ctx {
     state_store_t *st;
     volatile int *stop;
-    long reads;
+    atomic_long reads;                /* read by the writer while the reader runs */
     int failures;
     char why[200];
 } rd_ctx_t;
@@ -596,11 +599,18 @@ Test(state, concurrent_readers_during_writes)
         state_batch_progress(b, "t", 0, n + 1, n);
         commit(st, b);
     }
+    /* Every reader read at least once before the stop (up to 60 s: on a
+     * loaded machine a reader thread may not have run during the commits). */
+    for (int i = 0, waited_ms = 0; i < 3 && waited_ms < 60000; waited_ms++) {
+        if (atomic_load(&ctx[i].reads) > 0) { i++; continue; }
+        usleep(1000);
+    }
     stop = 1;
     long reads = 0;
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
         cr_assert_eq(ctx[i].failures, 0, "reader %d: %s", i, ctx[i].why);
+        cr_assert_gt(atomic_load(&ctx[i].reads), 0, "reader %d never read", i);
         reads += ctx[i].reads;
     }
     cr_assert(reads > 0);
@@ -613,8 +623,9 @@ Test(state, concurrent_readers_during_writes)
 
 /* The child commits batch n: all entities get value n, progress next_offset
  * n + 1. After SIGKILL at a random instant the store must hold one committed
- * prefix: every entity equals next_offset - 1. */
-static void crash_child(const char *dir)
+ * prefix: every entity equals next_offset - 1. committed_fd (-1: none) gets
+ * one byte after the child's first commit. */
+static void crash_child(const char *dir, int committed_fd)
 {
     state_store_t *st = NULL;
     char err[256];
@@ -631,20 +642,50 @@ static void crash_child(const char *dir)
         }
         state_batch_progress(b, "t", 0, n + 1, n * 10);
         if (state_batch_commit(st, b, err, sizeof err)) _exit(3);
+        if (committed_fd >= 0 && n == next) {
+            if (write(committed_fd, "c", 1) != 1) _exit(4);
+        }
     }
+}
+
+/* Waits (up to 120 s) for the byte crash_child writes after its first
+ * commit. Returns false if none came (the child died or hung). */
+static bool wait_first_commit(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    char c;
+    return poll(&pfd, 1, 120000) == 1 && read(fd, &c, 1) == 1;
 }
 
 Test(state, kill9_mid_commit_keeps_committed_prefix, .timeout = 300)
 {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/crash", tmpdir);
-    srand((unsigned)time(NULL));
+    unsigned seed = (unsigned)time(NULL);
+    srand(seed);
     int64_t prev = 0;
+    /* Round 0 kills at a random instant from the child's start (it may land
+     * in the open); the other rounds wait for the child's first commit of
+     * the round, then a random 0-300 ms, so that the store must have moved
+     * on in each of them (a fixed 150-450 ms from the start could pass
+     * without any commit on a loaded machine). */
     for (int round = 0; round < 5; round++) {
+        int pipefd[2];
+        cr_assert_eq(pipe(pipefd), 0);
         pid_t child = fork();
         cr_assert(child >= 0);
-        if (child == 0) crash_child(dir);
-        usleep(150000 + (useconds_t)(rand() % 300000));
+        if (child == 0) {
+            close(pipefd[0]);
+            crash_child(dir, pipefd[1]);
+        }
+        close(pipefd[1]);
+        if (round == 0) {
+            usleep(150000 + (useconds_t)(rand() % 300000));
+        } else {
+            cr_assert(wait_first_commit(pipefd[0]), "round %d: the child never committed", round);
+            usleep((useconds_t)(rand() % 300000));
+        }
+        close(pipefd[0]);
         kill(child, SIGKILL);
         int status;
         waitpid(child, &status, 0);
@@ -661,6 +702,9 @@ Test(state, kill9_mid_commit_keeps_committed_prefix, .timeout = 300)
         }
         cr_assert(next >= prev, "progress went back: %lld < %lld", (long long)next,
                   (long long)prev);
+        if (round > 0)
+            cr_assert_gt(next, prev, "round %d: the child committed, the store did not move on (seed %u)",
+                         round, seed);
         prev = next;
         for (int i = 0; i < 300; i++) {
             char key[16], val[32];
@@ -730,13 +774,15 @@ Test(state, follower_sees_whole_commits_of_another_process, .timeout = 120)
 
     pid_t child = fork();
     cr_assert(child >= 0);
-    if (child == 0) crash_child(dir);            /* commits forever */
+    if (child == 0) crash_child(dir, -1);        /* commits forever */
     usleep(200000);
     state_store_t *fol = NULL;
     cr_assert_eq(state_open_follower(dir, scratch, NULL, &fol, err, sizeof err), 0, "%s", err);
     int64_t prev = -1;
     int advanced = 0;
-    for (int round = 0; round < 25; round++) {
+    /* At least 25 refreshes, and on until three advances were seen (up to
+     * 60 s: a loaded machine may run the child slowly). */
+    for (int round = 0; round < 25 || (advanced < 3 && round < 1500); round++) {
         usleep(40000);
         cr_assert_eq(state_follow_refresh(fol, err, sizeof err), 0, "%s", err);
         int64_t next = 0;
