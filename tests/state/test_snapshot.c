@@ -10,6 +10,7 @@
 #include "state.h"
 #include "sl_err.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -482,7 +483,12 @@ Test(snapshot, restore_one_partition_alone)
 /* kill -9 at random instants of create and restore loops. Afterwards every
  * snapshot that is listed verifies, and a state dir is either a complete
  * restore (equal to the snapshot), refused by state_open as an unfinished
- * restore (and then repaired by restoring again), or absent/empty. */
+ * restore (and then repaired by restoring again), or absent/empty.
+ * Even rounds kill at a random instant from the child's start (possibly in
+ * its first create); odd rounds wait until the child has finished one create
+ * and one restore, then kill at a random instant of the loops that follow:
+ * so at least one snapshot and one complete restore exist whatever the
+ * machine's speed (fixed delays alone could all pass before the first). */
 Test(snapshot, kill9_during_create_and_restore, .timeout = 300)
 {
     static model_t m;
@@ -495,10 +501,13 @@ Test(snapshot, kill9_during_create_and_restore, .timeout = 300)
     state_close(st);
     srand(12345);
     for (int round = 0; round < 6; round++) {
+        int pipefd[2];
+        cr_assert_eq(pipe(pipefd), 0);
         pid_t child = fork();
         cr_assert(child >= 0);
         if (child == 0) {
             char e[512], name[32], target[64];
+            close(pipefd[0]);
             state_store_t *s = NULL;
             if (state_open(path("state"), NULL, &s, e, sizeof e)) _exit(2);
             for (int i = 0;; i++) {
@@ -507,9 +516,20 @@ Test(snapshot, kill9_during_create_and_restore, .timeout = 300)
                 if (state_snapshot_create(s, path("snaps"), name, NULL, NULL, e, sizeof e))
                     _exit(3);
                 state_snapshot_restore(path("snaps"), "base", path(target), e, sizeof e);
+                if (i == 0 && write(pipefd[1], "r", 1) != 1) _exit(4);
             }
         }
-        usleep(50000 + (useconds_t)(rand() % 400000));
+        close(pipefd[1]);
+        useconds_t delay = 50000 + (useconds_t)(rand() % 400000);
+        if (round % 2 == 1) {
+            struct pollfd pfd = { .fd = pipefd[0], .events = POLLIN };
+            char c;
+            cr_assert(poll(&pfd, 1, 120000) == 1 && read(pipefd[0], &c, 1) == 1,
+                      "round %d: the child finished no create and restore", round);
+            delay -= 50000;
+        }
+        usleep(delay);
+        close(pipefd[0]);
         kill(child, SIGKILL);
         int status;
         waitpid(child, &status, 0);
