@@ -20,14 +20,15 @@
  *
  * Threads: everything here runs on the thread calling ingest_worker_run
  * (librdkafka calls the rebalance callback from rd_kafka_consumer_poll on
- * that thread), except state_batch_commit, which a committer thread started
- * by ingest_worker_run runs on one handed-off batch at a time (see "commit").
+ * that thread), except state_batch_commit, which the committer thread
+ * (committer.h) started by ingest_worker_run runs on one handed-off batch at
+ * a time (see "commit").
  * ingest_worker_stop only stores an atomic flag; the stats are atomics read
  * by other threads.
  */
-#define _GNU_SOURCE                 /* pthread_setname_np */
 #include "ingest.h"
 #include "cache.h"
+#include "committer.h"
 #include "entity_key.h"
 #include "kafka_log.h"
 #include "watermark.h"
@@ -40,7 +41,6 @@
 #include "snapshot.h"
 
 #include <librdkafka/rdkafka.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,17 +111,9 @@ struct ingest_worker {
     state_batch_t *batches[2];   /* alternate: one building, one in flight */
     int next_batch;
 
-    /* committer thread (see "commit" below) */
-    pthread_t committer;
-    bool committer_started;
-    pthread_mutex_t cmu;
-    pthread_cond_t ccond;
-    bool job_ready, job_done, committer_quit;   /* under cmu */
-    state_batch_t *job_batch;
-    int job_rc;
-    uint64_t job_us;
-    char job_err[512];
-    bool in_flight;                             /* ingest thread only */
+    /* the committer thread (see "commit" below) */
+    ingest_committer_t *committer;   /* NULL: not running */
+    uint64_t job_us;          /* written by commit_job, read after the wait */
     bool evicted_any;         /* some committed entity left the cache: misses must read the store */
     rd_kafka_topic_partition_list_t *job_offsets;
     sl_buf_t key, enc, lookup;
@@ -253,8 +245,9 @@ static part_t *part_slot(topic_ent_t *t, int32_t partition, bool create)
  * Commits are pipelined: the ingest thread encodes the dirty entities and the
  * progress of every moved partition into a batch (a consistent cut: nothing
  * is applied while it builds), marks them clean and hands the batch to the
- * committer thread, which runs state_batch_commit (the synced RocksDB write)
- * while the ingest thread goes on consuming. One batch is in flight at most:
+ * committer thread (committer.h), which runs state_batch_commit (the synced
+ * RocksDB write) while the ingest thread goes on consuming. One batch is in
+ * flight at most; its batch and job_offsets are not touched until the wait:
  *
  *   ingest:    build #k -> hand off ---- consume ---- wait #k, evict, build #k+1
  *   committer:             write #k (fsync) ---> done
@@ -266,63 +259,31 @@ static part_t *part_slot(topic_ent_t *t, int32_t partition, bool create)
  * is lost: Kafka still has the messages).
  */
 
-static void *committer_main(void *arg)
+/* The committer thread's job: the synced write of one batch. The CPU time
+ * is read here because it is the committer thread's. */
+static int commit_job(void *arg, void *batch, char *err, size_t errsize)
 {
     ingest_worker_t *w = arg;
-    pthread_setname_np(pthread_self(), "sl-commit");   /* for top -H and perf */
-    pthread_mutex_lock(&w->cmu);
-    for (;;) {
-        while (!w->job_ready && !w->committer_quit) pthread_cond_wait(&w->ccond, &w->cmu);
-        if (!w->job_ready && w->committer_quit) break;
-        state_batch_t *b = w->job_batch;
-        pthread_mutex_unlock(&w->cmu);
-
-        char err[512] = "";
-        int64_t t0 = sl_mono_ns();
-        int rc = state_batch_commit(w->st, b, err, sizeof err);
-        uint64_t us = (uint64_t)((sl_mono_ns() - t0) / 1000);
-        STAT_SET(w->stats.commit_cpu_us, sl_thread_cpu_us());
-
-        pthread_mutex_lock(&w->cmu);
-        w->job_rc = rc;
-        w->job_us = us;
-        snprintf(w->job_err, sizeof w->job_err, "%s", err);
-        w->job_ready = false;
-        w->job_done = true;
-        pthread_cond_broadcast(&w->ccond);
-    }
-    pthread_mutex_unlock(&w->cmu);
-    return NULL;
-}
-
-/* True when no batch is in flight or the one in flight is durable (or
- * failed): commit_wait would not block. */
-static bool commit_idle(ingest_worker_t *w)
-{
-    if (!w->in_flight) return true;
-    pthread_mutex_lock(&w->cmu);
-    bool done = w->job_done;
-    pthread_mutex_unlock(&w->cmu);
-    return done;
+    int64_t t0 = sl_mono_ns();
+    int rc = state_batch_commit(w->st, batch, err, errsize);
+    w->job_us = (uint64_t)((sl_mono_ns() - t0) / 1000);
+    STAT_SET(w->stats.commit_cpu_us, sl_thread_cpu_us());
+    return rc;
 }
 
 /* Waits for the batch in flight, if any, and finishes it: counters, Kafka
  * offsets (lag monitoring), eviction. Returns 0 or the commit's error (fatal
- * already set). */
+ * already set). ingest_committer_busy tells whether this would block. */
 static int commit_wait(ingest_worker_t *w)
 {
-    if (!w->in_flight) return 0;
-    pthread_mutex_lock(&w->cmu);
-    while (!w->job_done) pthread_cond_wait(&w->ccond, &w->cmu);
-    int rc = w->job_rc;
+    if (!ingest_committer_pending(w->committer)) return 0;
+    char err[512] = "";
+    int rc = ingest_committer_wait(w->committer, err, sizeof err);
     uint64_t us = w->job_us;
-    w->job_done = false;
-    pthread_mutex_unlock(&w->cmu);
-    w->in_flight = false;
     if (rc) {
         STAT_ADD(w->stats.commit_errors, 1);
         set_fatal(w, SL_ESTATE, "state commit failed (%s)%s%s; stopping: a restart resumes from the "
-                  "last committed batch", sl_strerror(rc), w->job_err[0] ? ": " : "", w->job_err);
+                  "last committed batch", sl_strerror(rc), err[0] ? ": " : "", err);
         return rc;
     }
     STAT_ADD(w->stats.commits, 1);
@@ -424,12 +385,7 @@ static int worker_commit(ingest_worker_t *w, bool wait)
 
     w->job_offsets = offs;
     w->next_batch ^= 1;
-    w->in_flight = true;
-    pthread_mutex_lock(&w->cmu);
-    w->job_batch = b;
-    w->job_ready = true;
-    pthread_cond_broadcast(&w->ccond);
-    pthread_mutex_unlock(&w->cmu);
+    ingest_committer_submit(w->committer, b);
     return wait ? commit_wait(w) : 0;
 
 fail:
@@ -1027,7 +983,7 @@ static void worker_snapshots(ingest_worker_t *w, int64_t now)
      * the write in flight: while it runs, the check is retried on the next
      * loop turn; the loop calls this before it hands off the next commit,
      * so it gets its turn at the latest when that write is done. */
-    if (!commit_idle(w)) return;
+    if (ingest_committer_busy(w->committer)) return;
     if (request_due) {
         w->next_snap_request_ns = now + SNAP_REQUEST_CHECK_NS;
         commit_wait(w);
@@ -1092,8 +1048,6 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
     ingest_worker_t *w = calloc(1, sizeof *w);
     *out = NULL;
     if (!w) return SL_ENOMEM;
-    pthread_mutex_init(&w->cmu, NULL);
-    pthread_cond_init(&w->ccond, NULL);
     w->cfg = cfg;
     w->schema = schema;
     w->st = st;
@@ -1181,26 +1135,19 @@ fail:
 
 /* ---- run ------------------------------------------------------------- */
 
+/* Finishes the batch in flight, if any, then stops the committer thread. */
 static void commit_stop(ingest_worker_t *w)
 {
-    if (!w->committer_started) return;
+    if (!w->committer) return;
     commit_wait(w);
-    pthread_mutex_lock(&w->cmu);
-    w->committer_quit = true;
-    pthread_cond_broadcast(&w->ccond);
-    pthread_mutex_unlock(&w->cmu);
-    pthread_join(w->committer, NULL);
-    w->committer_started = false;
+    ingest_committer_stop(w->committer);
+    w->committer = NULL;
 }
 
 int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
 {
-    w->committer_quit = false;
-    if (pthread_create(&w->committer, NULL, committer_main, w) != 0) {
-        snprintf(errstr, errsize, "cannot start the committer thread");
-        return SL_ENOMEM;
-    }
-    w->committer_started = true;
+    int started = ingest_committer_start(&w->committer, "sl-commit", commit_job, w, errstr, errsize);
+    if (started != 0) return started;
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)w->n_topics);
     for (size_t i = 0; i < w->n_topics; i++)
         rd_kafka_topic_partition_list_add(subs, w->topics[i].name, RD_KAFKA_PARTITION_UA);
@@ -1240,7 +1187,7 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
          * is handed off as soon as the write is done (an entity touched
          * twice meanwhile is then encoded and written once, not twice). */
         if (w->snap_dir && !w->fatal) worker_snapshots(w, now);
-        if (now >= next_commit && commit_idle(w)) {
+        if (now >= next_commit && !ingest_committer_busy(w->committer)) {
             if (!w->fatal) worker_commit(w, false);
             next_commit = now + interval_ns;
         }
@@ -1296,8 +1243,6 @@ void ingest_worker_free(ingest_worker_t *w)
     for (int i = 0; i < 2; i++)
         if (w->batches[i]) state_batch_free(w->batches[i]);
     if (w->job_offsets) rd_kafka_topic_partition_list_destroy(w->job_offsets);
-    pthread_mutex_destroy(&w->cmu);
-    pthread_cond_destroy(&w->ccond);
     for (size_t v = 0; w->plans && v < w->schema->n_views; v++) agg_plan_free(w->plans[v]);
     for (size_t s = 0; w->decoders && s < w->schema->n_sources * INGEST_BATCH; s++)
         ingest_decoder_free(w->decoders[s]);
