@@ -36,9 +36,11 @@
  *    frontier is paused (replay_pause_partition), below half it resumes.
  *    The frontier partition always reads, so the frontier always advances.
  *    Only LABELLED entities get a state: before the pass every (view,
- *    entity key) some label names gets a node counting its labels; events
- *    of other entities are not applied (entities are independent; the
- *    watermarks are judged per partition before, on every event). A state
+ *    entity key) some label names gets a node counting its labels; an
+ *    event that feeds no such node with labels still pending is not even
+ *    buffered (entities are independent; the watermarks are judged per
+ *    partition before, on every event), and a buffered one carries its
+ *    nodes, so its keys are encoded and looked up once. A state
  *    is created by its entity's first event and freed once its last label
  *    is answered. Total: O(labels + labelled entities awaiting a label +
  *    buffer), never O(topic), nor O(entities of the topic).
@@ -396,15 +398,25 @@ typedef struct pev {
     int64_t accept_from;      /* the partition's accept_from when it arrived */
     uint64_t seq;             /* (partition << 48) | offset: ties in a fixed order */
     size_t n_fields;
-    agg_input_t fields[];     /* strings copied after the array */
+    enode_t **nodes;          /* per view of the pass: the labelled entity it feeds, or NULL */
+    agg_input_t fields[];     /* then the node pointers, then the strings */
 } pev_t;
 
+/* A min-heap on (time, seq) with the keys beside the pointers, so sifting
+ * compares without touching the events (a buffer of ~100k events would
+ * otherwise cost two cache misses per level). */
+typedef struct hent {
+    int64_t time;
+    uint64_t seq;
+    pev_t *e;
+} hent_t;
+
 typedef struct heap {
-    pev_t **a;
+    hent_t *a;
     size_t n, cap;
 } heap_t;
 
-static bool pev_less(const pev_t *x, const pev_t *y)
+static inline bool hent_less(const hent_t *x, const hent_t *y)
 {
     return x->time != y->time ? x->time < y->time : x->seq < y->seq;
 }
@@ -413,31 +425,33 @@ static int heap_push(heap_t *h, pev_t *e)
 {
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 4096;
-        pev_t **na = realloc(h->a, cap * sizeof *na);
+        hent_t *na = realloc(h->a, cap * sizeof *na);
         if (!na) return SL_ENOMEM;
         h->a = na;
         h->cap = cap;
     }
+    hent_t x = { e->time, e->seq, e };
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!pev_less(e, h->a[p])) break;
+        if (!hent_less(&x, &h->a[p])) break;
         h->a[i] = h->a[p];
         i = p;
     }
-    h->a[i] = e;
+    h->a[i] = x;
     return 0;
 }
 
 static pev_t *heap_pop(heap_t *h)
 {
-    pev_t *top = h->a[0], *last = h->a[--h->n];
+    pev_t *top = h->a[0].e;
+    hent_t last = h->a[--h->n];
     size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= h->n) break;
-        if (c + 1 < h->n && pev_less(h->a[c + 1], h->a[c])) c++;
-        if (!pev_less(h->a[c], last)) break;
+        if (c + 1 < h->n && hent_less(&h->a[c + 1], &h->a[c])) c++;
+        if (!hent_less(&h->a[c], &last)) break;
         h->a[i] = h->a[c];
         i = c;
     }
@@ -445,18 +459,22 @@ static pev_t *heap_pop(heap_t *h)
     return top;
 }
 
-static pev_t *pev_copy(const ingest_record_t *rec, int64_t accept_from, uint64_t seq)
+static pev_t *pev_copy(const ingest_record_t *rec, int64_t accept_from, uint64_t seq,
+                       enode_t *const *nodes, size_t n_views)
 {
     size_t strbytes = 0;
     for (size_t i = 0; i < rec->n_fields; i++)
         if (rec->fields[i].type == AGG_IN_STRING) strbytes += rec->fields[i].slen;
-    pev_t *e = malloc(sizeof *e + rec->n_fields * sizeof(agg_input_t) + strbytes);
+    pev_t *e = malloc(sizeof *e + rec->n_fields * sizeof(agg_input_t) + n_views * sizeof(enode_t *) +
+                      strbytes);
     if (!e) return NULL;
     e->time = rec->time_ms;
     e->accept_from = accept_from;
     e->seq = seq;
     e->n_fields = rec->n_fields;
-    char *sp = (char *)(e->fields + rec->n_fields);
+    e->nodes = (enode_t **)(e->fields + rec->n_fields);
+    if (n_views) memcpy(e->nodes, nodes, n_views * sizeof(enode_t *));
+    char *sp = (char *)(e->nodes + n_views);
     for (size_t i = 0; i < rec->n_fields; i++) {
         e->fields[i] = rec->fields[i];
         if (rec->fields[i].type == AGG_IN_STRING) {
@@ -566,30 +584,47 @@ static int answer_until(pass_t *ps, int64_t limit)
     return 0;
 }
 
-static int apply_event(pass_t *ps, const pev_t *ev)
+/* Per view of the pass, the labelled entity an event feeds (NULL: the
+ * view's filter drops it, its key is unusable, or no label asks for the
+ * entity any more). Entities are independent, so an event that feeds no
+ * labelled entity changes no answer and is not buffered at all (watermarks
+ * are per partition, judged before). Returns -1 (SL_ENOMEM) or the number
+ * of non-NULL nodes. The nodes live until the pass ends (never removed). */
+static int event_nodes(pass_t *ps, const agg_input_t *fields, enode_t **nodes)
 {
     const schema_t *schema = ps->j->schema;
-    agg_event_t aev = { ev->time, ev->fields, ev->n_fields };
+    int n = 0;
     for (size_t v = 0; v < ps->n_views; v++) {
+        nodes[v] = NULL;
         const schema_view_t *view = &schema->views[ps->views[v]];
-        if (!ingest_filter_match(&view->filter, ev->fields)) continue;
+        if (!ingest_filter_match(&view->filter, fields)) continue;
         const schema_entity_t *ent = &schema->entities[view->entity];
-        for (size_t k = 0; k < ent->n_keys; k++) ps->keyvals[k] = ev->fields[view->key_fields[k]];
+        for (size_t k = 0; k < ent->n_keys; k++) ps->keyvals[k] = fields[view->key_fields[k]];
         sl_buf_reset(&ps->key);
         int rc = ingest_key_encode(&ps->key, ent->key_types, ps->keyvals, ent->n_keys);
-        if (rc == SL_ENOMEM) return rc;
+        if (rc == SL_ENOMEM) return -1;
         if (rc) continue;
         uint64_t h = XXH3_64bits(ps->key.data, ps->key.len);
         enode_t *e = emap_find(&ps->maps[v], ps->key.data, ps->key.len, h);
-        /* No label asks for this entity (any more): its state would never
-         * be read. Entities are independent, so skipping it changes no
-         * other answer (watermarks are per partition, judged above). */
+        if (!e || e->pending == 0) continue;
+        nodes[v] = e;
+        n++;
+    }
+    return n;
+}
+
+static int apply_event(pass_t *ps, const pev_t *ev)
+{
+    agg_event_t aev = { ev->time, ev->fields, ev->n_fields };
+    for (size_t v = 0; v < ps->n_views; v++) {
+        enode_t *e = ev->nodes[v];
+        /* its last label may have been answered since it was buffered */
         if (!e || e->pending == 0) continue;
         if (!e->ent) {
             if (!(e->ent = agg_entity_new(ps->plans[v]))) return SL_ENOMEM;
             if (++ps->live > ps->peak) ps->peak = ps->live;
         }
-        rc = agg_entity_update(ps->plans[v], e->ent, &aev, ev->accept_from);
+        int rc = agg_entity_update(ps->plans[v], e->ent, &aev, ev->accept_from);
         if (rc == SL_ENOMEM) return rc;
         /* Pending labels all have ts >= ev->time: state older than every
          * window at that time is never queried again. */
@@ -611,6 +646,7 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
     ingest_decoder_t *dec = NULL;
     ingest_wm_t *wm = NULL;
     heap_t heap = { 0 };
+    enode_t *nodes[64];       /* scratch: event_nodes of one event */
     uint64_t n_events = 0, n_bad = 0, n_late = 0;
     size_t cap = j->o->max_buffered_events ? j->o->max_buffered_events : 100000;
     bool throttled = false;
@@ -681,9 +717,16 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
                  * the output never depends on fetch timing or --buffer
                  * (double sums and variances fold in one fixed order). */
                 uint64_t key = (uint64_t)m->partition << 48 | ((uint64_t)m->offset & 0xffffffffffffULL);
-                pev_t *e = pev_copy(&rec, ingest_wm_accept_from(w), key);
-                if (!e || heap_push(&heap, e)) { free(e); rc = SL_ENOMEM; goto out; }
-                if (heap.n > j->stats->buffered_max) j->stats->buffered_max = heap.n;
+                int feeds = event_nodes(&ps, rec.fields, nodes);
+                if (feeds < 0) { rc = SL_ENOMEM; goto out; }
+                if (feeds == 0) {
+                    n_events++;             /* accepted; no label reads what it feeds */
+                    replay_count_events(r, 1);
+                } else {
+                    pev_t *e = pev_copy(&rec, ingest_wm_accept_from(w), key, nodes, ps.n_views);
+                    if (!e || heap_push(&heap, e)) { free(e); rc = SL_ENOMEM; goto out; }
+                    if (heap.n > j->stats->buffered_max) j->stats->buffered_max = heap.n;
+                }
             }
             moved = ingest_wm_accept_from(w) != before;
             rd_kafka_message_destroy(m);
@@ -702,7 +745,7 @@ static int run_pass(job_t *j, int source, char *errstr, size_t errsize)
                 if (af < frontier) frontier = af;
             }
         }
-        while (heap.n && heap.a[0]->time < frontier) {
+        while (heap.n && heap.a[0].time < frontier) {
             pev_t *e = heap_pop(&heap);
             if ((rc = answer_until(&ps, e->time)) || (rc = apply_event(&ps, e))) { free(e); goto out; }
             free(e);
