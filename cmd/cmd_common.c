@@ -1,13 +1,15 @@
 /*
- * cmd_common.c — options, config + schema loading and the signal mask shared
- * by the worker commands (cmd_common.h).
+ * cmd_common.c — options, config + schema loading, the signal mask and the
+ * ports file shared by the worker commands (cmd_common.h).
  */
 #include "cmd_common.h"
 #include "sl_log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int cmd_parse_args(const char *prog, int argc, char **argv, const cmd_flag_t *flags, size_t n_flags,
                    void (*usage)(FILE *), const char **config)
@@ -25,6 +27,10 @@ int cmd_parse_args(const char *prog, int argc, char **argv, const cmd_flag_t *fl
         }
         if ((!strcmp(a, "--set") || !strcmp(a, "--log-format") || !strcmp(a, "--log-level")) && i + 1 < argc) {
             i++;                           /* applied by cmd_load_config_and_schema */
+            continue;
+        }
+        if (!strcmp(a, "--ports-file") && i + 1 < argc) {
+            i++;                           /* read with cmd_arg_value */
             continue;
         }
         size_t f = 0;
@@ -111,4 +117,36 @@ void cmd_on_stop_signals(void (*handler)(int))
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+const char *cmd_arg_value(int argc, char **argv, const char *name)
+{
+    const char *v = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) v = argv[++i];
+    return v;
+}
+
+int cmd_ports_file_write(const char *path, const cmd_listener_t *l, size_t n, char *errstr, size_t errsize)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
+        snprintf(errstr, errsize, "--ports-file %s: path too long", path);
+        return -1;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(errstr, errsize, "--ports-file: cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (l[i].port > 0) fprintf(f, "%s %s %d\n", l[i].name, l[i].bind, l[i].port);
+    int bad = ferror(f);
+    if (fclose(f) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0) {
+        snprintf(errstr, errsize, "--ports-file: cannot write %s: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
 }

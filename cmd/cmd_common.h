@@ -1,8 +1,9 @@
 /*
  * cmd_common.h — what the worker commands (ingest, serve, run) share: their
  * common command-line options, loading the config file, applying --set
- * overrides and loading its schema, and the signal mask of a process that
- * stops on SIGINT/SIGTERM.
+ * overrides and loading its schema, the signal mask of a process that
+ * stops on SIGINT/SIGTERM, and the ports file (--ports-file) that tells a
+ * caller which ports the command listens on.
  */
 #ifndef CMD_COMMON_H
 #define CMD_COMMON_H
@@ -22,7 +23,8 @@ typedef struct cmd_flag {
 
 /* Parses argv[1..argc): -h/--help (usage to stdout), -c/--config FILE into
  * *config, --set K=V, --log-format F and --log-level L (left in argv for
- * cmd_load_config_and_schema), and the n_flags flags of the command. Returns
+ * cmd_load_config_and_schema), --ports-file PATH (left for cmd_arg_value),
+ * and the n_flags flags of the command. Returns
  * -1 to go on, or the exit status: 0 after --help, 2 on an unknown argument
  * or a missing -c (usage to stderr). */
 int cmd_parse_args(const char *prog, int argc, char **argv, const cmd_flag_t *flags, size_t n_flags,
@@ -51,5 +53,23 @@ void cmd_print_refusal(const char *prog, const char *err, const char *config);
  * 1 otherwise (*schema is NULL then). */
 int cmd_load_config_and_schema(const char *prog, const char *config, int argc, char **argv,
                                sl_config_t *cfg, schema_t **schema);
+
+/* The value of the last "NAME VALUE" pair of argv[1..argc), or NULL. For
+ * valued options cmd_parse_args skips, such as --ports-file. */
+const char *cmd_arg_value(int argc, char **argv, const char *name);
+
+/* One listening socket of a command, for the ports file. */
+typedef struct cmd_listener {
+    const char *name;        /* "resp", "grpc", "metrics" */
+    const char *bind;        /* the address it listens on */
+    int port;                /* the bound port; 0 = not listening (left out) */
+} cmd_listener_t;
+
+/* --ports-file PATH: writes one line "NAME BIND PORT" per listener with a
+ * port (in the order given) to PATH atomically (a temporary file in the same
+ * directory, renamed over PATH), so a reader that finds PATH finds every
+ * line. Called once every listener is bound. Returns 0, or -1 with errstr
+ * set (the temporary file removed). */
+int cmd_ports_file_write(const char *path, const cmd_listener_t *l, size_t n, char *errstr, size_t errsize);
 
 #endif

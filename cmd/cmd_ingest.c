@@ -34,7 +34,8 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sluice ingest -c CONFIG [--set key=value ...] [--log-format F] [--exit-at-eof] [--stats]\n\n"
+        "usage: sluice ingest -c CONFIG [--set key=value ...] [--log-format F] [--exit-at-eof] [--stats]\n"
+        "                     [--ports-file PATH]\n\n"
         "Consumes the Kafka topics of the schema's sources into RocksDB state, exactly\n"
         "once: entity states and partition offsets are committed in one atomic batch\n"
         "every commit_interval, and a restart resumes from the stored offsets.\n\n"
@@ -44,6 +45,8 @@ static void usage(FILE *f)
         "  --log-level L       debug, info (default), warn or error\n"
         "  --exit-at-eof       stop once every assigned partition is caught up\n"
         "  --stats             print the counters on exit\n"
+        "  --ports-file PATH   once listening, write \"NAME BIND PORT\" per listener to PATH\n"
+        "                      (metrics; written atomically; docs/operations.md)\n"
         "SIGINT/SIGTERM commit, close the consumer and exit 0.\n");
 }
 
@@ -97,6 +100,14 @@ int cmd_ingest(int argc, char **argv)
             sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err))
             sl_warn("ingest", "metrics endpoint not started: %s", metrics ? err : "out of memory");
     }
+    const char *ports_file = cmd_arg_value(argc, argv, "--ports-file");
+    if (ports_file) {
+        const cmd_listener_t ls[] = { { "metrics", cfg.metrics_bind, metrics ? sl_metrics_port(metrics) : 0 } };
+        if (cmd_ports_file_write(ports_file, ls, 1, err, sizeof err)) {
+            fprintf(stderr, "sluice ingest: %s\n", err);
+            goto out_metrics;
+        }
+    }
 
     running = w;
     cmd_on_stop_signals(on_signal);
@@ -107,6 +118,7 @@ int cmd_ingest(int argc, char **argv)
     if (rc) sl_error("ingest", "%s", err);
     status = rc ? 1 : 0;
 
+out_metrics:
     if (metrics) sl_metrics_free(metrics);
     node_metrics_free(node_metrics);
     if (lag_rk) rd_kafka_destroy(lag_rk);

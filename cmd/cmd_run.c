@@ -473,7 +473,7 @@ static int run__pending_view(state_store_t *st, const schema_t *schema)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sluice run -c CONFIG [--set key=value ...] [--log-format F] [--stats]\n\n"
+        "usage: sluice run -c CONFIG [--set key=value ...] [--log-format F] [--stats] [--ports-file PATH]\n\n"
         "Ingest (Kafka -> state, exactly once) and serve (RESP + gRPC) in one process.\n"
         "Hosts `sluice backfill` requests while serving (docs/backfill.md).\n\n"
         "  -c, --config FILE   worker configuration (see `sluice config --help`)\n"
@@ -481,6 +481,8 @@ static void usage(FILE *f)
         "  --log-format F      text (default) or json: one JSON object per log line\n"
         "  --log-level L       debug, info (default), warn or error\n"
         "  --stats             print ingest and server counters on exit\n"
+        "  --ports-file PATH   once listening, write \"NAME BIND PORT\" per listener to PATH\n"
+        "                      (resp, grpc, metrics; written atomically; docs/operations.md)\n"
         "SIGINT/SIGTERM commit, stop and exit 0. See docs/serving.md.\n");
 }
 
@@ -590,6 +592,18 @@ int cmd_run(int argc, char **argv)
     sl_info("run", "ingest from %s; RESP on %s:%d, gRPC on %s:%d; state %s", cfg.brokers,
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
             cfg.state_dir);
+    const char *ports_file = cmd_arg_value(argc, argv, "--ports-file");
+    if (ports_file) {
+        const cmd_listener_t ls[] = {
+            { "resp", cfg.resp_bind, serve_servers_resp_port(srv) },
+            { "grpc", cfg.grpc_bind, serve_servers_grpc_port(srv) },
+            { "metrics", cfg.metrics_bind, metrics ? sl_metrics_port(metrics) : 0 },
+        };
+        if (cmd_ports_file_write(ports_file, ls, 3, err, sizeof err)) {
+            fprintf(stderr, "sluice run: %s\n", err);
+            goto out_ctl;
+        }
+    }
     if (pending >= 0) {
         sl_info("run", "resuming the interrupted backfill of view '%s'",
                 schema->views[pending].name);

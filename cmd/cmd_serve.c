@@ -174,7 +174,8 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sluice serve -c CONFIG [--set key=value ...] [--log-format F] [--read-only] [--stats]\n\n"
+        "usage: sluice serve -c CONFIG [--set key=value ...] [--log-format F] [--read-only] [--stats]\n"
+        "                    [--ports-file PATH]\n\n"
         "Serves feature vectors from the state directory over the Redis protocol\n"
         "(resp_bind:resp_port) and gRPC (grpc_bind:grpc_port, sluice.v1.FeatureService).\n\n"
         "  -c, --config FILE   worker configuration (see `sluice config --help`)\n"
@@ -183,6 +184,8 @@ static void usage(FILE *f)
         "  --log-level L       debug, info (default), warn or error\n"
         "  --read-only         open the state read-only as of startup (no refresh)\n"
         "  --stats             print the server counters on exit\n"
+        "  --ports-file PATH   once listening, write \"NAME BIND PORT\" per listener to PATH\n"
+        "                      (resp, grpc, metrics; written atomically; docs/operations.md)\n"
         "When `sluice ingest` holds the state dir, serve follows its commits (a\n"
         "RocksDB secondary refreshed every commit_interval/2).\n"
         "SIGINT/SIGTERM stop the servers and exit 0. See docs/serving.md.\n");
@@ -297,6 +300,18 @@ int cmd_serve(int argc, char **argv)
     sl_info("serve", "RESP on %s:%d, gRPC on %s:%d, %lld threads each, metrics on %s:%s, state %s%s",
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
             (long long)cfg.serve_threads, cfg.metrics_bind, mport, cfg.state_dir, mode);
+    const char *ports_file = cmd_arg_value(argc, argv, "--ports-file");
+    if (ports_file) {
+        const cmd_listener_t ls[] = {
+            { "resp", cfg.resp_bind, serve_servers_resp_port(srv) },
+            { "grpc", cfg.grpc_bind, serve_servers_grpc_port(srv) },
+            { "metrics", cfg.metrics_bind, metrics ? sl_metrics_port(metrics) : 0 },
+        };
+        if (cmd_ports_file_write(ports_file, ls, 3, err, sizeof err)) {
+            fprintf(stderr, "sluice serve: %s\n", err);
+            goto out_servers;
+        }
+    }
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {}
     sl_info("serve", "signal %d, stopping", sig);

@@ -1,18 +1,50 @@
-# testlib.sh — sourced by the shell tests of tests/cmd: check results, free
-# ports, a scratch dir removed on exit, the Prometheus reader and the
-# payments source the tests' own schemas share.
+# testlib.sh — sourced by the shell tests of tests/cmd: check results,
+# reserved ports and ports files, a scratch dir removed on exit, the
+# Prometheus reader and the payments source the tests' own schemas share.
 #
 #   . testlib.sh           sets T (scratch dir), fails=0; EXIT trap runs
-#                          on_exit (define it to kill children) then rm -rf T
+#                          on_exit (define it to kill children), releases
+#                          the reserved ports, then rm -rf T
 set -u
 fails=0
 T=$(mktemp -d /tmp/sluice-test-XXXXXX)
+TESTLIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
+PORT_HOLDERS=
 on_exit() { :; }
-trap 'on_exit; rm -rf "$T"' EXIT
+trap 'on_exit; [ -n "$PORT_HOLDERS" ] && kill $PORT_HOLDERS 2>/dev/null; rm -rf "$T"' EXIT
 
 ok() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; fails=$((fails+1)); }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# reserve_ports N: N ports on 127.0.0.1, space-separated in $PORTS, that
+# no other process can take until this script exits, while Sluice's
+# listeners can still bind them (tests/pylib/sluice_proc.py holds them).
+# Unlike a port that was free a moment ago, nobody can take one before the
+# server binds it, nor between a kill and a restart on the same ports.
+# Call it in the script's own shell (not in $(...)): the holder lives as
+# long as its parent.
+reserve_ports() {
+    local f="$T/ports.$RANDOM$RANDOM" i
+    python3 "$TESTLIB_DIR/../pylib/sluice_proc.py" hold "$1" "$f" </dev/null >/dev/null 2>&1 &
+    PORT_HOLDERS="$PORT_HOLDERS $!"
+    for i in $(seq 1 600); do [ -s "$f" ] && break; sleep 0.1; done
+    [ -s "$f" ] || { echo "FAIL could not reserve $1 ports"; exit 1; }
+    PORTS=$(tr '\n' ' ' < "$f")
+}
+# wait_ports FILE PID: up to 120 s until process PID wrote its ports file
+# (--ports-file FILE, docs/operations.md): it listens then. Fails (1) if PID
+# exits first or nothing comes.
+wait_ports() {
+    local i
+    for i in $(seq 1 1200); do
+        [ -e "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+# port_of FILE NAME: the port of listener NAME (resp, grpc, metrics) in a ports file
+port_of() { awk -v n="$2" '$1 == n {print $3}' "$1"; }
 
 # metric PORT NAME: the value of an unlabelled metric ('' when absent)
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
@@ -20,10 +52,11 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print
 committed_sum() {
     curl -s "http://127.0.0.1:$1/metrics" | awk '/^sluice_partition_committed_offset/ {s += $2} END {print s+0}'
 }
-# wait_committed PORT N: up to 60 s for the committed offsets to sum to N
+# wait_committed PORT N: up to 120 s (a loaded machine) for the committed
+# offsets to sum to N
 wait_committed() {
     local i
-    for i in $(seq 1 240); do [ "$(committed_sum "$1")" = "$2" ] && return 0; sleep 0.25; done
+    for i in $(seq 1 480); do [ "$(committed_sum "$1")" = "$2" ] && return 0; sleep 0.25; done
     return 1
 }
 
