@@ -32,12 +32,14 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import unittest
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import sluice_proc  # noqa: E402  (tests/pylib: reserved ports, --ports-file)
 
 import grpc
 from sluice.v1 import feature_service_pb2 as pb
@@ -47,14 +49,6 @@ ARGS = None
 BURST_EVENTS = 6000
 RATE = 3000           # events/s of wall time, event time = production time
 N_CARDS = 40
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def metric_sum(port, prefix):
@@ -118,7 +112,8 @@ class LiveConsistency(unittest.TestCase):
         schema = os.path.join(work, "schema.yaml")
         with open(schema, "w") as f:
             f.write(text)
-        grpc_port, metrics_port = free_port(), free_port()
+        ports = sluice_proc.reserve_ports(2)         # held until the node is gone
+        grpc_port, metrics_port = ports.ports
         config = os.path.join(work, "sluice.yaml")
         with open(config, "w") as f:
             f.write("schemas: [schema.yaml]\nbrokers: \"%s\"\ngroup_id: g-%s\nstate_dir: %s/state\n"
@@ -131,11 +126,14 @@ class LiveConsistency(unittest.TestCase):
         subprocess.run(gen + ["--events", "200", "--seed", "100", "--start-time", str(t0 - 60000),
                               "--spacing-us", "1000"], check=True, timeout=120)
         produced = 200
-        log = open(os.path.join(work, "node.log"), "wb")
-        node = subprocess.Popen([ARGS.sluice, "run", "-c", config], stdout=log, stderr=subprocess.STDOUT)
+        log_path = os.path.join(work, "node.log")
+        log = open(log_path, "wb")
+        node, _ = sluice_proc.start([ARGS.sluice, "run", "-c", config], os.path.join(work, "node.ports"),
+                                    want={"grpc": grpc_port, "metrics": metrics_port}, log=log_path,
+                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             channel = grpc.insecure_channel("127.0.0.1:%d" % grpc_port)
-            grpc.channel_ready_future(channel).result(timeout=30)
+            grpc.channel_ready_future(channel).result(timeout=60)
             stub = pbg.FeatureServiceStub(channel)
             records = []          # (card, merchant, served_at_ms, [cells])
             names = None
@@ -147,7 +145,7 @@ class LiveConsistency(unittest.TestCase):
                                               "--spacing-us", str(1000000 // RATE)],
                                check=True, timeout=120)
                 produced += BURST_EVENTS
-                deadline = time.time() + 60
+                deadline = time.time() + 120           # a loaded machine
                 while metric_sum(metrics_port, "sluice_partition_committed_offset") < produced:
                     self.assertLess(time.time(), deadline, "node did not commit %d messages" % produced)
                     time.sleep(0.1)
@@ -203,6 +201,7 @@ class LiveConsistency(unittest.TestCase):
             node.terminate()
             node.wait(timeout=60)
             log.close()
+            ports.close()
 
 
 def main():
