@@ -41,13 +41,15 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import urllib.request
 import time
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import sluice_proc  # noqa: E402  (tests/pylib: reserved ports, --ports-file)
 
 import grpc
 import redis
@@ -101,12 +103,29 @@ BIG_B = """  - name: big_spend
 
 LONG_STATE = "state-" + "x" * 100
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def eventually(check, timeout=60):
+    """Calls check() until it passes (no AssertionError / KeyError) or
+    timeout seconds went by (then its last error is raised): for states the
+    node reaches by itself a moment later, instead of a fixed sleep."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, KeyError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def wait_answers(lookers, after=0.0, timeout=60):
+    """Until every looker has an answer to a request it started after
+    `after` (a time.time()), up to timeout seconds."""
+    deadline = time.time() + timeout
+    while not all(any(a[0] > after for a in lk.answers[-50:]) for lk in lookers):
+        if time.time() > deadline:
+            raise AssertionError("lookers without an answer after %.1f: %r"
+                                 % (after, [(lk.fn, len(lk.answers), lk.errors[:1]) for lk in lookers]))
+        time.sleep(0.05)
 
 
 class Stream:
@@ -184,7 +203,9 @@ class Node:
             raise RuntimeError(r.stderr.decode())
         self.schema = os.path.join(self.dir, "schema.yaml")
         self.config = os.path.join(self.dir, "sluice.yaml")
-        self.resp_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        # reserved for the node's life, restarts included (tests/pylib/sluice_proc.py)
+        self.ports = sluice_proc.reserve_ports(3)
+        self.resp_port, self.grpc_port, self.metrics_port = self.ports.ports
         with open(self.config, "w") as f:
             # a state dir longer than a Unix socket path (108 bytes): the
             # control socket must still be reachable
@@ -209,19 +230,12 @@ class Node:
         env.pop("SLUICE_TEST_CRASH", None)
         if crash:
             env["SLUICE_TEST_CRASH"] = crash
-        self.log = open(os.path.join(self.dir, "node.log"), "ab")
-        self.proc = subprocess.Popen([ARGS.sluice, "run", "-c", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if redis.Redis(port=self.resp_port, socket_timeout=2).ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.1)
-            if self.proc.poll() is not None:
-                raise RuntimeError("sluice run exited: see %s/node.log" % self.dir)
-        raise RuntimeError("sluice run did not answer")
+        log_path = os.path.join(self.dir, "node.log")
+        self.log = open(log_path, "ab")
+        self.proc, _ = sluice_proc.start(
+            [ARGS.sluice, "run", "-c", self.config], os.path.join(self.dir, "node.ports"), log=log_path,
+            want={"resp": self.resp_port, "grpc": self.grpc_port, "metrics": self.metrics_port},
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -360,6 +374,7 @@ class HostedBackfill(unittest.TestCase):
     def tearDown(self):
         for n in self.nodes:
             n.stop(signal.SIGKILL)
+            n.ports.close()
 
     def check_views(self, node, evs):
         r = node.client()
@@ -394,7 +409,7 @@ class HostedBackfill(unittest.TestCase):
                    Looker(node, "grpc")]
         for lk in lookers:
             lk.start()
-        time.sleep(0.5)
+        wait_answers(lookers)                    # every looker has answers on A before the switch
         node.set_schema(BIG_B)
         t_cmd = time.time()
         p = node.backfill(wait=False)
@@ -408,7 +423,7 @@ class HostedBackfill(unittest.TestCase):
                     hosted.set()
         rt = threading.Thread(target=reader, daemon=True)
         rt.start()
-        self.assertTrue(hosted.wait(30), "".join(lines))
+        self.assertTrue(hosted.wait(120), "".join(lines))
         # one at a time: another view's request is refused while this one runs
         r2 = subprocess.run([ARGS.sluice, "backfill", "-c", node.config, "--view", "user_totals"],
                             capture_output=True, text=True, timeout=60)
@@ -435,7 +450,7 @@ class HostedBackfill(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         self.assertIn("now serves version 2", out)
         self.assertIsNotNone(fresh_at, "user_totals did not catch up while the backfill ran:\n" + out)
-        time.sleep(1.0)
+        wait_answers(lookers, after=t_exit)      # every looker has answers after the exit (all B)
         for lk in lookers:
             lk.stop_flag.set()
         for lk in lookers:
@@ -465,8 +480,9 @@ class HostedBackfill(unittest.TestCase):
                     self.assertFalse(seen_b, "%s: an A answer after a B answer" % lk.fn)
                     self.assertLess(t0, t_exit, "%s: an A answer after the command exited" % lk.fn)
         total = sum(len(lk.answers) for lk in lookers)
-        sys.stderr.write("lookups during the run: %d (A %d, B %d, empty %d), errors 0; backfill %.1fs\n"
-                         % (total, counts["A"], counts["B"], counts["empty"], t_exit - t_cmd))
+        sys.stderr.write("lookups during the run: %d (A %d, B %d, empty %d), errors 0; backfill %.1fs, "
+                         "user_totals fresh after %.1fs\n" % (total, counts["A"], counts["B"], counts["empty"],
+                                                            t_exit - t_cmd, fresh_at - t_cmd))
         self.assertGreater(counts["A"], 0)
         self.assertGreater(counts["B"], 0)
         node.wait_offsets(n1 + n2)
@@ -526,7 +542,12 @@ class HostedBackfill(unittest.TestCase):
         self.nodes.append(node)
         n1, n2 = 15000, 2000
         produce(self.boot, node.topic, s.gen(n1))
-        node.start(delay_us=300)
+        # 1 ms per replayed message: the backfill takes >= 15 s, so that the
+        # follower command (started after a detach, slowly on a loaded
+        # machine) sees it between 15 % and 60 % and the kill lands >= 6 s
+        # before its end (300 us once left ~0.15 s between the 90 % line and
+        # the end)
+        node.start(delay_us=1000)
         node.wait_offsets(n1)
         node.set_schema(BIG_B)
         # Ctrl-C of the command detaches it (130); the node goes on
@@ -546,11 +567,11 @@ class HostedBackfill(unittest.TestCase):
             for line in p.stdout:
                 lines.append(line)
                 m = re.search(r"backfill big_spend: ([\d.]+)%", line)
-                if m and 15.0 <= float(m.group(1)) < 90.0:
+                if m and 15.0 <= float(m.group(1)) < 60.0:
                     progressed.set()
         rt = threading.Thread(target=reader, daemon=True)
         rt.start()
-        self.assertTrue(progressed.wait(60), "".join(lines))
+        self.assertTrue(progressed.wait(120), "".join(lines))
         self.assertIn("following it", "".join(lines))
         time.sleep(0.3)
         node.stop(signal.SIGKILL)
@@ -559,7 +580,7 @@ class HostedBackfill(unittest.TestCase):
         self.assertNotEqual(rc, 0, "".join(lines))
         self.assertIn("went away", "".join(lines))
         # restart: the node resumes by itself; the command follows it (or finds it done)
-        node.start(delay_us=300)
+        node.start(delay_us=1000)                # >= 40 % left: >= 6 s before the cut-over
         # until the cut-over the view answers from its current version with the
         # definition that version was built with (stored before the backfill
         # began: the schema files hold B now), as before the kill; then B
@@ -586,24 +607,30 @@ class HostedBackfill(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         r = node.client()
         new2 = Stream.new(batch2)
-        time.sleep(1.2)                              # coverage entries are re-read once a second
-        for i in range(N_USERS):
-            u = "u%d" % i
-            d = as_dict(hgetall(r, "big_spend", u))
-            got = (int(num(d["n_big"])), int(num(d["sum_big"])), int(num(d["max_big"]))) if d else None
-            self.assertEqual(got, new2.get(u), u)
-            if d:
-                meta = {m[0]: m[1] for m in r.execute_command("FEATURES.META", "big_spend:" + u)}
-                self.assertEqual(meta["n_big_1d"], "partial_window", u)
-                self.assertEqual(meta["n_big"], "present", u)
+
+        def only_batch2():
+            for i in range(N_USERS):
+                u = "u%d" % i
+                d = as_dict(hgetall(r, "big_spend", u))
+                got = (int(num(d["n_big"])), int(num(d["sum_big"])), int(num(d["max_big"]))) if d else None
+                self.assertEqual(got, new2.get(u), u)
+                if d:
+                    meta = {m[0]: m[1] for m in r.execute_command("FEATURES.META", "big_spend:" + u)}
+                    self.assertEqual(meta["n_big_1d"], "partial_window", u)
+                    self.assertEqual(meta["n_big"], "present", u)
+        # coverage entries are re-read once a second: polled (up to 60 s)
+        # instead of a fixed 1.2 s sleep
+        eventually(only_batch2)
         # from the earliest offset: complete again
         rc, out = node.backfill("--force")
         self.assertEqual(rc, 0, out)
-        time.sleep(1.2)
         self.check_views(node, s.events)
         u = next(u for u in ("u%d" % i for i in range(N_USERS)) if u in Stream.new(s.events))
-        meta = {m[0]: m[1] for m in r.execute_command("FEATURES.META", "big_spend:" + u)}
-        self.assertEqual(meta["n_big_1d"], "present")
+
+        def complete_again():
+            meta = {m[0]: m[1] for m in r.execute_command("FEATURES.META", "big_spend:" + u)}
+            self.assertEqual(meta["n_big_1d"], "present")
+        eventually(complete_again)
         # a second request while none runs and nothing changed: up to date, non-zero
         rc, out = node.backfill()
         self.assertEqual(rc, 4, out)
@@ -657,6 +684,7 @@ class HostedCrashPoints(unittest.TestCase):
             self.assertEqual(node.stop(), 0)
         finally:
             node.stop(signal.SIGKILL)
+            node.ports.close()
 
 
 def main():
