@@ -23,7 +23,8 @@ on_exit() { [ -n "$W" ] && kill -9 "$W" 2>/dev/null; [ -n "$G" ] && kill -9 "$G"
 topic="ops_payments_$$_$RANDOM"
 sed "s/topic: payments/topic: $topic/" "$SCHEMA_SRC" > "$T/schema.yaml"
 grep -q "topic: $topic" "$T/schema.yaml" || { echo "FAIL schema has no 'topic: payments'"; exit 1; }
-mport=$(free_port)
+reserve_ports 3       # metrics (every worker here), and RESP + gRPC of the run below
+read -r mport rport gport <<<"$PORTS"
 cat > "$T/sluice.yaml" <<EOF
 schemas: [schema.yaml]
 brokers: "$BOOT"
@@ -46,8 +47,9 @@ if [ $rc = 2 ] && [[ "$out" == *"log_format"* ]]; then ok bad-log-format; else f
 
 "$SLUICE" ingest -c "$T/sluice.yaml" --log-format json 2> "$T/err" &
 W=$!
-# Wait for the whole topic to be consumed (the metrics' committed offsets).
-for i in $(seq 1 60); do
+# Wait for the whole topic to be consumed (the metrics' committed offsets;
+# up to 120 s on a loaded machine).
+for i in $(seq 1 240); do
     sleep 0.5
     n=$(metric $mport sluice_ingest_messages_total)
     [ "${n:-0}" = 20000 ] && break
@@ -55,15 +57,22 @@ done
 [ "${n:-0}" = 20000 ] && ok "consumed 20000" || fail "consumed ${n:-none} of 20000"
 # Consumer lag per partition: 3 series, 0 once everything is committed.
 lag() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^sluice_partition_lag\{/ {n++; s += $2} END {print n+0, s+0}'; }
-for i in $(seq 1 40); do l=$(lag); [ "$l" = "3 0" ] && break; sleep 0.25; done
+for i in $(seq 1 240); do l=$(lag); [ "$l" = "3 0" ] && break; sleep 0.25; done
 [ "$l" = "3 0" ] && ok "partition lag: 3 partitions, 0 behind" || fail "partition lag (series, sum): $l"
-sleep 3.5   # at least three periodic snapshots
+# At least three periodic snapshots (every 1 s; polled up to 60 s instead of
+# a fixed 3.5 s sleep, which a loaded machine could fill with only two).
+for i in $(seq 1 240); do [ "$(metric $mport sluice_snapshots_total)" -ge 3 ] 2>/dev/null && break; sleep 0.25; done
 
 out=$("$SLUICE" snapshot create -c "$T/sluice.yaml" manual1 --wait 30 2>&1); rc=$?
 if [ $rc = 0 ] && [[ "$out" == *"taken by the running worker"* ]]; then ok snapshot-request; else fail "snapshot-request: $rc: $out"; fi
 
-metrics=$(curl -s "http://127.0.0.1:$mport/metrics")
-taken=$(awk '/^sluice_snapshots_total/ {print $2}' <<< "$metrics")
+# The worker counts a requested snapshot a moment after its reply: up to 10 s.
+for i in $(seq 1 40); do
+    metrics=$(curl -s "http://127.0.0.1:$mport/metrics")
+    taken=$(awk '/^sluice_snapshots_total/ {print $2}' <<< "$metrics")
+    [ "${taken:-0}" -ge 4 ] && break
+    sleep 0.25
+done
 age=$(awk '/^sluice_snapshot_age_seconds/ {print $2}' <<< "$metrics")
 if [ "${taken:-0}" -ge 4 ] && awk -v a="${age:-99}" 'BEGIN { exit !(a >= 0 && a < 5) }'; then
     ok "metrics snapshots_total=$taken age=${age}s"
@@ -119,8 +128,8 @@ EOF
 "$SLUICE" generate --schema "$T/schema.yaml" --source payments --brokers "$BOOT" \
     --events 400000 --rate 8000 --seed 8 --quiet &
 G=$!
-"$SLUICE" run -c "$T/sluice.yaml" --set snapshot_interval=0s --set resp_port=$(free_port) \
-    --set grpc_port=$(free_port) --stats > "$T/run.stats" 2> "$T/run-mid.err" &
+"$SLUICE" run -c "$T/sluice.yaml" --set snapshot_interval=0s --set resp_port=$rport \
+    --set grpc_port=$gport --stats > "$T/run.stats" 2> "$T/run-mid.err" &
 W=$!
 for i in $(seq 1 120); do
     sleep 0.25
@@ -147,7 +156,9 @@ fi
 "$SLUICE" run -c "$T/sluice.yaml" --set brokers=127.0.0.1:1 --set state_dir="$T/st2" \
     --set metrics_port=0 --set resp_port=0 --set grpc_port=0 --log-format json 2> "$T/run.err" &
 W=$!
-sleep 3
+# until librdkafka has logged a connection error (up to 60 s; a fixed 3 s
+# could end before a loaded machine got that far)
+for i in $(seq 1 240); do grep -q '"component":"kafka"' "$T/run.err" && break; sleep 0.25; done
 kill -TERM $W; wait $W; rc=$?; W=
 [ $rc = 0 ] && ok "run without a broker stops on SIGTERM" || fail "run exit $rc"
 python3 - "$T/run.err" <<'PY' || fails=$((fails+1))
@@ -172,7 +183,7 @@ PY
 # the snapshot age appears (requested ones were taken but never counted).
 "$SLUICE" ingest -c "$T/sluice.yaml" --set snapshot_interval=0s 2> "$T/req.err" &
 W=$!
-for i in $(seq 1 60); do
+for i in $(seq 1 240); do
     sleep 0.25
     before=$(metric $mport sluice_snapshots_total)
     [ -n "$before" ] && break
