@@ -37,7 +37,8 @@ EOF
 "$SLUICE" check "$T/schema.yaml" | grep -q "not keyed by the message key: one merchant's events may be in several partitions" &&
     ok "check marks by_merchant" || fail "sluice check does not mark by_merchant"
 
-pr=$(free_port); pm=$(free_port)
+reserve_ports 2
+read -r pr pm <<<"$PORTS"
 cat > "$T/sluice.yaml" <<EOF
 schemas: [schema.yaml]
 brokers: "$BOOT"
