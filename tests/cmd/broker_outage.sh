@@ -30,7 +30,8 @@ feature_views:
 EOF
   lifetime_totals
 } > "$T/schema.yaml"
-pr=$(free_port); pm=$(free_port)
+reserve_ports 2
+read -r pr pm <<<"$PORTS"
 cat > "$T/sluice.yaml" <<EOF
 schemas: [schema.yaml]
 brokers: "$BOOT"
