@@ -16,10 +16,13 @@ SLUICE=${1:?usage: resp_shutdown.sh SLUICE SCHEMA}
 SCHEMA=$(realpath "${2:?schema}")
 . "$(dirname "$0")/testlib.sh"
 
+# Reserved ports (testlib.sh): the demo's three, then serve's; held until the
+# end, so that "the port refuses new connections" can only mean serve closed it.
+reserve_ports 4
+read -r dresp dgrpc dmetrics port <<<"$PORTS"
 # State to look up: a short demo run.
-"$SLUICE" demo --schema "$SCHEMA" --duration 4 --rate 4000 --resp-port 0 --grpc-port 0 \
-  --metrics-port 0 --state-dir "$T/st" > "$T/demo.out" 2>&1 || { tail "$T/demo.out"; echo "FAIL demo"; exit 1; }
-port=$(free_port)
+"$SLUICE" demo --schema "$SCHEMA" --duration 4 --rate 4000 --resp-port $dresp --grpc-port $dgrpc \
+  --metrics-port $dmetrics --state-dir "$T/st" > "$T/demo.out" 2>&1 || { tail "$T/demo.out"; echo "FAIL demo"; exit 1; }
 cat > "$T/serve.yaml" <<EOF
 schemas: [$SCHEMA]
 state_dir: $T/st
@@ -29,23 +32,25 @@ metrics_port: 0
 EOF
 
 python3 - "$SLUICE" "$T/serve.yaml" "$port" "$T" <<'EOF' || fails=$((fails+1))
-import os, signal, socket, subprocess, sys, time
+import os, select, signal, socket, subprocess, sys, time
 sluice, cfg, port, tmp = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 N = 30000
-srv = subprocess.Popen([sluice, "serve", "-c", cfg, "--stats"], stdout=open(tmp + "/stats", "w"),
-                       stderr=open(tmp + "/serve.err", "w"))
-for _ in range(200):
-    try:
-        s = socket.create_connection(("127.0.0.1", port))
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    print("FAIL serve did not start: " + open(tmp + "/serve.err").read()); sys.exit(1)
+srv = subprocess.Popen([sluice, "serve", "-c", cfg, "--stats", "--ports-file", tmp + "/serve.ports"],
+                       stdout=open(tmp + "/stats", "w"), stderr=open(tmp + "/serve.err", "w"))
+deadline = time.time() + 120            # a loaded machine starts slowly
+while not os.path.exists(tmp + "/serve.ports"):
+    if srv.poll() is not None or time.time() > deadline:
+        print("FAIL serve did not start: " + open(tmp + "/serve.err").read()); sys.exit(1)
+    time.sleep(0.05)
+s = socket.create_connection(("127.0.0.1", port))
 key = b"card_activity:card-000001"
 one = b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(key), key)
 s.sendall(one * N)
-time.sleep(1.5)                          # the server reads and executes what it can
+# The server is executing (a first reply is readable; up to 60 s on a loaded
+# machine), then it reads and executes what it can for a while.
+if not select.select([s], [], [], 60)[0]:
+    print("FAIL no reply within 60 s"); sys.exit(1)
+time.sleep(1.5)
 srv.send_signal(signal.SIGTERM)
 s.settimeout(20)
 data, err = bytearray(), None
