@@ -37,7 +37,7 @@ on_exit() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; [ -n "$pid2" ] && kill 
   --metrics-port 0 --state-dir "$T/state" >"$T/out" 2>&1 &
 pid=$!
 
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do       # up to 120 s: a loaded machine starts slowly
   grep -q '^Try:' "$T/out" && break
   kill -0 $pid 2>/dev/null || { cat "$T/out"; echo "FAIL demo exited early"; exit 1; }
   sleep 0.2
@@ -79,7 +79,7 @@ EOF
 key=$(sed -n "s/.*HGETALL '\(card_activity:[^']*\)'.*/\1/p" "$T/out" | head -1)
 [ -n "$key" ] || { cat "$T/out"; echo "FAIL no HGETALL hint"; exit 1; }
 fields=0
-for _ in $(seq 1 60); do
+for _ in $(seq 1 240); do       # up to 120 s
   fields=$(redis-cli -p "$resp" HGETALL "$key" | wc -l)
   [ "$fields" -ge 24 ] && break
   sleep 0.5
@@ -146,7 +146,7 @@ hkey=$(sed -n "s/^redis-cli -p 6380 HGETALL '\([^']*\)'.*/\1/p" <<<"$tour")
   fail "README tour: request '$rjson' key '$hkey'; the demo printed '$json' and '$key'"
 
 # Live lines: every 3 s; some show traffic and a served lookup rate.
-for _ in $(seq 1 40); do [ "$(grep -c '^\[' "$T/out")" -ge 3 ] && break; sleep 0.25; done
+for _ in $(seq 1 240); do [ "$(grep -c '^\[' "$T/out")" -ge 3 ] && break; sleep 0.25; done   # up to 60 s
 python3 - "$T/out" <<'EOF' || fails=$((fails+1))
 import re, sys
 live = re.compile(r"^\[ *(\d+)s\] events +(\d+)/s  total (\d+) +bad (\d+) +late (\d+) +lag (\d+) +"
@@ -254,7 +254,9 @@ next=$("$SLUICE" snapshot list --state-dir "$T/state" 2>&1 | awk '$1 == "final"'
 
 # The stopped demo's state, served by `sluice serve`: sluice_requests_total
 # counts exactly the requests made here, by protocol and outcome.
-pr=$(free_port); pg=$(free_port); pm=$(free_port)
+# Reserved ports (testlib.sh): this serve's three, and the second serve's RESP.
+reserve_ports 4
+read -r pr pg pm pr2 <<<"$PORTS"
 cat > "$T/serve.yaml" <<EOF
 schemas: [$SCHEMA]
 state_dir: $T/state
@@ -263,9 +265,9 @@ grpc_port: $pg
 metrics_port: $pm
 grpc_token: t0k
 EOF
-"$SLUICE" serve -c "$T/serve.yaml" 2> "$T/serve.err" &
+"$SLUICE" serve -c "$T/serve.yaml" --ports-file "$T/serve.ports" 2> "$T/serve.err" &
 pid=$!
-for _ in $(seq 1 80); do [ "$(redis-cli -p $pr PING 2>/dev/null)" = PONG ] && break; sleep 0.25; done
+wait_ports "$T/serve.ports" $pid || fail "serve did not start: $(tail -3 "$T/serve.err")"
 for i in 1 2 3 4 5; do redis-cli -p $pr HGETALL "$key" > /dev/null; done
 for i in 1 2 3; do redis-cli -p $pr HGETALL "card_activity:card-nobody-$i" > /dev/null; done
 want='resp/hit=5 resp/miss=3 resp/error=0'
@@ -316,10 +318,10 @@ if [ -n "$PY" ]; then
 fi
 # A second serve (a follower of the first) on the same metrics port: it
 # warns and serves without metrics.
-pr2=$(free_port)
-"$SLUICE" serve -c "$T/serve.yaml" --set resp_port=$pr2 --set grpc_port=0 2> "$T/serve2.err" &
+"$SLUICE" serve -c "$T/serve.yaml" --set resp_port=$pr2 --set grpc_port=0 --ports-file "$T/serve2.ports" \
+  2> "$T/serve2.err" &
 pid2=$!
-for _ in $(seq 1 80); do [ "$(redis-cli -p $pr2 PING 2>/dev/null)" = PONG ] && break; sleep 0.25; done
+wait_ports "$T/serve2.ports" $pid2
 [ "$(redis-cli -p $pr2 PING 2>/dev/null)" = PONG ] && grep -q "serving without a metrics endpoint" "$T/serve2.err" &&
   ok "serve beside a taken metrics port: warns and serves" || fail "second serve: $(tail -3 "$T/serve2.err")"
 kill -TERM $pid2; wait $pid2 || fail "second serve: exit $?"; pid2=
@@ -337,7 +339,7 @@ t0=$(date +%s)
 "$SLUICE" demo --schema "$SCHEMA" --duration 3 --rate 1500 --resp-port 0 --grpc-port 0 --metrics-port 0 \
   --log-format json > "$T/out2" 2> "$T/err2" &
 pid=$!
-for _ in $(seq 1 120); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done
+for _ in $(seq 1 480); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done   # up to 120 s
 status=0
 kill -0 $pid 2>/dev/null && status=timeout
 wait $pid || status=$?
