@@ -46,14 +46,17 @@ want="sluice backfill -c $T/c2.yaml --view card_declines"
 out=$("$SLUICE" ingest -c "$T/c2.yaml" --exit-at-eof 2>&1); rc=$?
 [ $rc != 0 ] && [[ "$out" == *"$want"* ]] && [[ "$out" != *"card_activity"* ]] &&
     ok "ingest refuses the changed view and names \`$want\`" || fail "ingest (status $rc): $out"
-out=$(timeout 30 "$SLUICE" run -c "$T/c2.yaml" 2>&1); rc=$?
+out=$(timeout 120 "$SLUICE" run -c "$T/c2.yaml" 2>&1); rc=$?
 [ $rc != 0 ] && [ $rc != 124 ] && [[ "$out" == *"$want"* ]] &&
     ok "run refuses the changed view and names the exact command" || fail "run (status $rc): $out"
 
 # ---- 2: check against a running state dir -------------------------------
-"$SLUICE" ingest -c "$T/c1.yaml" 2> "$T/ingest2.err" &
+"$SLUICE" ingest -c "$T/c1.yaml" --ports-file "$T/ingest2.ports" 2> "$T/ingest2.err" &
 ING=$!
-for _ in $(seq 1 100); do grep -q "assigned\|partitions" "$T/ingest2.err" && break; sleep 0.1; done
+# its ports file (no listener: empty) is written once it holds the state dir
+# (up to 120 s), then up to 60 s for its partitions
+wait_ports "$T/ingest2.ports" $ING
+for _ in $(seq 1 600); do grep -q "assigned\|partitions" "$T/ingest2.err" && break; sleep 0.1; done
 sleep 1
 kill -0 $ING 2>/dev/null && ok "a live ingest holds the state dir" || fail "live ingest: $(cat "$T/ingest2.err")"
 out=$("$SLUICE" check -c "$T/c2.yaml" 2>&1); rc=$?
@@ -144,10 +147,12 @@ cmp -s "$T/ts.csv" "$T/ts2.csv" && ok "training-set output independent of --buff
 sed -e "s#state_dir: $T/st#state_dir: $T/fresh#" -e "s/group_id: clireplay-$$/group_id: clireplay-fresh-$$/" \
     "$T/c2.yaml" > "$T/c3.yaml"
 "$SLUICE" ingest -c "$T/c3.yaml" --exit-at-eof 2> "$T/ingest3.err" || fail "fresh ingest: $(tail -3 "$T/ingest3.err")"
-p1=$(free_port); p2=$(free_port)
-"$SLUICE" serve -c "$T/c2.yaml" --set resp_port=$p1 2> "$T/srv1.err" & SRV1=$!
-"$SLUICE" serve -c "$T/c3.yaml" --set resp_port=$p2 2> "$T/srv2.err" & SRV2=$!
-for _ in $(seq 1 50); do redis-cli -p $p1 PING > /dev/null 2>&1 && redis-cli -p $p2 PING > /dev/null 2>&1 && break; sleep 0.2; done
+reserve_ports 2
+read -r p1 p2 <<<"$PORTS"
+"$SLUICE" serve -c "$T/c2.yaml" --set resp_port=$p1 --ports-file "$T/srv1.ports" 2> "$T/srv1.err" & SRV1=$!
+"$SLUICE" serve -c "$T/c3.yaml" --set resp_port=$p2 --ports-file "$T/srv2.ports" 2> "$T/srv2.err" & SRV2=$!
+wait_ports "$T/srv1.ports" $SRV1 || fail "serve 1: $(tail -3 "$T/srv1.err")"
+wait_ports "$T/srv2.ports" $SRV2 || fail "serve 2: $(tail -3 "$T/srv2.err")"
 same=0 diff=0 nonempty=0
 for i in $(seq 1 40); do
     k=$(printf 'card-%06d' "$i")
