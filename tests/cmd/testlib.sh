@@ -15,7 +15,6 @@ trap 'on_exit; [ -n "$PORT_HOLDERS" ] && kill $PORT_HOLDERS 2>/dev/null; rm -rf 
 
 ok() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; fails=$((fails+1)); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # reserve_ports N: N ports on 127.0.0.1, space-separated in $PORTS, that
 # no other process can take until this script exits, while Sluice's
 # listeners can still bind them (tests/pylib/sluice_proc.py holds them).
