@@ -54,21 +54,22 @@
  * after C2 without starting the live worker, so nothing can advance the
  * topic between the final batch and the switch.
  *
- * Commits are pipelined as in live ingest: the replay thread encodes the
- * dirty states and the positions into a batch (a consistent cut), hands it
- * to a committer thread that writes it, and replays on; the next commit
- * first waits for that write. Entities are evicted only once the batch
- * holding their state is durable, so a state read back from the store is
- * never older than one in flight. A failed write stops the backfill (a rerun
- * resumes from the last durable batch).
+ * Commits are pipelined as in live ingest, with the same committer
+ * (ingest/committer.h): the replay thread encodes the dirty states and the
+ * positions into a batch (a consistent cut), hands it to the committer
+ * thread that writes it, and replays on; the next commit first waits for
+ * that write. Entities are evicted only once the batch holding their state is
+ * durable, so a state read back from the store is never older than one in
+ * flight. A failed write stops the backfill: it is sticky (commit_failed),
+ * nothing commits after it, and a rerun resumes from the last durable batch.
  *
- * Threads: the caller's thread replays; a committer thread writes its
+ * Threads: the caller's thread replays; the committer thread writes its
  * batches; an optional thread runs the live worker until DRAIN.
  */
-#define _GNU_SOURCE                 /* pthread_setname_np */
 #include "backfill.h"
 
 #include "cache.h"
+#include "committer.h"
 #include "decode.h"
 #include "entity_key.h"
 #include "ingest.h"
@@ -365,17 +366,8 @@ typedef struct bf {
     ingest_cache_t *cache;
     state_batch_t *batches[2];    /* alternate: one building, one in flight */
     int next_batch;
-    bool in_flight;
     int commit_failed;            /* sticky: a write failed, nothing more commits */
-    /* committer thread; the fields below `cmu` are under it */
-    pthread_t committer;
-    bool committer_started;
-    pthread_mutex_t cmu;
-    pthread_cond_t ccond;
-    bool job_ready, job_done, committer_quit;
-    state_batch_t *job_batch;
-    int job_rc;
-    char job_err[512];
+    ingest_committer_t *committer;   /* NULL: not running */
     replay_t *r;
     ingest_wm_t *wm;
     bool *touched;
@@ -390,45 +382,29 @@ typedef struct bf {
     bool apply_failed;            /* positions moved past a message not applied: never commit them */
 } bf_t;
 
-static void *bf_committer_main(void *arg)
+/* The committer thread's job: the synced write of one batch (b->st is
+ * read-only while the committer runs). A failed batch is cleared: nothing
+ * of it is written again. */
+static int bf_commit_job(void *arg, void *job, char *err, size_t errsize)
 {
     bf_t *b = arg;
-    pthread_setname_np(pthread_self(), "sl-bf-commit");
-    pthread_mutex_lock(&b->cmu);
-    for (;;) {
-        while (!b->job_ready && !b->committer_quit) pthread_cond_wait(&b->ccond, &b->cmu);
-        if (!b->job_ready) break;
-        state_batch_t *batch = b->job_batch;
-        pthread_mutex_unlock(&b->cmu);
-        char err[512] = "";
-        int64_t t0 = sl_mono_ns();
-        int rc = state_batch_commit(b->st, batch, err, sizeof err);
-        if (rc) state_batch_clear(batch);
-        sl_debug("backfill", "commit written in %.1f ms", (double)(sl_mono_ns() - t0) / 1e6);
-        pthread_mutex_lock(&b->cmu);
-        b->job_rc = rc;
-        snprintf(b->job_err, sizeof b->job_err, "%s", err);
-        b->job_ready = false;
-        b->job_done = true;
-        pthread_cond_broadcast(&b->ccond);
-    }
-    pthread_mutex_unlock(&b->cmu);
-    return NULL;
+    state_batch_t *batch = job;
+    int64_t t0 = sl_mono_ns();
+    int rc = state_batch_commit(b->st, batch, err, errsize);
+    if (rc) state_batch_clear(batch);
+    sl_debug("backfill", "commit written in %.1f ms", (double)(sl_mono_ns() - t0) / 1e6);
+    return rc;
 }
 
 /* Waits for the batch in flight, if any; once it is durable, evicts (see the
  * top). Returns 0 or the write's error (then sticky). */
 static int bf_commit_wait(bf_t *b, char *errstr, size_t errsize)
 {
-    if (!b->in_flight) return b->commit_failed;
-    pthread_mutex_lock(&b->cmu);
-    while (!b->job_done) pthread_cond_wait(&b->ccond, &b->cmu);
-    b->job_done = false;
-    int rc = b->job_rc;
-    if (rc) seterr(errstr, errsize, "backfill commit failed: %s", b->job_err[0] ? b->job_err : sl_strerror(rc));
-    pthread_mutex_unlock(&b->cmu);
-    b->in_flight = false;
+    if (!ingest_committer_pending(b->committer)) return b->commit_failed;
+    char err[512] = "";
+    int rc = ingest_committer_wait(b->committer, err, sizeof err);
     if (rc) {
+        seterr(errstr, errsize, "backfill commit failed: %s", err[0] ? err : sl_strerror(rc));
         b->commit_failed = rc;
         return rc;
     }
@@ -436,17 +412,14 @@ static int bf_commit_wait(bf_t *b, char *errstr, size_t errsize)
     return 0;
 }
 
+/* Finishes the batch in flight, if any, then stops the committer thread. */
 static void bf_committer_stop(bf_t *b)
 {
-    if (!b->committer_started) return;
+    if (!b->committer) return;
     char err[512];
     bf_commit_wait(b, err, sizeof err);
-    pthread_mutex_lock(&b->cmu);
-    b->committer_quit = true;
-    pthread_cond_broadcast(&b->ccond);
-    pthread_mutex_unlock(&b->cmu);
-    pthread_join(b->committer, NULL);
-    b->committer_started = false;
+    ingest_committer_stop(b->committer);
+    b->committer = NULL;
 }
 
 /* Builds a batch of every dirty state and moved position and hands it to the
@@ -500,12 +473,7 @@ static int bf_commit(bf_t *b, bool with_topic_progress, bool wait, char *errstr,
     /* The cut is complete: clean from now on. */
     ingest_cache_clear_dirty(b->cache);
     memset(b->touched, 0, b->np * sizeof *b->touched);
-    pthread_mutex_lock(&b->cmu);
-    b->job_batch = batch;
-    b->job_ready = true;
-    pthread_cond_broadcast(&b->ccond);
-    pthread_mutex_unlock(&b->cmu);
-    b->in_flight = true;
+    ingest_committer_submit(b->committer, batch);
     b->next_batch ^= 1;
     return wait ? bf_commit_wait(b, errstr, errsize) : 0;
 fail:
@@ -650,17 +618,6 @@ static void bounds_from_store(bf_t *b)
     }
 }
 
-/* True while the batch in flight is still being written: a periodic commit
- * then waits for a later loop turn instead of blocking the replay. */
-static bool bf_commit_busy(bf_t *b)
-{
-    if (!b->in_flight) return false;
-    pthread_mutex_lock(&b->cmu);
-    bool done = b->job_done;
-    pthread_mutex_unlock(&b->cmu);
-    return !done;
-}
-
 /* Reads until every partition reached its end (or stop). Commits on the
  * config's interval. follow: refresh the ends (high watermarks / stored
  * progress) on the way; returns when the lag is <= catchup. */
@@ -694,7 +651,9 @@ static int bf_read(bf_t *b, bool follow, int64_t catchup, char *errstr, size_t e
             return rc;
         }
         if (fatal) { seterr(errstr, errsize, "fatal Kafka error replaying %s", b->src->topic); return SL_EKAFKA; }
-        if (sl_mono_ns() >= next_commit && !bf_commit_busy(b)) {
+        /* While the batch in flight is still being written, a periodic
+         * commit waits for a later loop turn instead of blocking the replay. */
+        if (sl_mono_ns() >= next_commit && !ingest_committer_busy(b->committer)) {
             if ((rc = bf_commit(b, false, false, errstr, errsize))) return rc;
             next_commit = sl_mono_ns() + interval;
         }
@@ -747,8 +706,6 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     live_t live;
     memset(&b, 0, sizeof b);
     memset(&live, 0, sizeof live);
-    pthread_mutex_init(&b.cmu, NULL);
-    pthread_cond_init(&b.ccond, NULL);
     if (!stats) stats = &local;
     memset(stats, 0, sizeof *stats);
     if (errstr && errsize) errstr[0] = '\0';
@@ -829,12 +786,8 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     b.batches[0] = state_batch_new();
     b.batches[1] = state_batch_new();
     if (!b.cache || !b.batches[0] || !b.batches[1]) { rc = SL_ENOMEM; goto out; }
-    if (pthread_create(&b.committer, NULL, bf_committer_main, &b) != 0) {
-        seterr(errstr, errsize, "cannot start the backfill's committer thread");
-        rc = SL_ENOMEM;
+    if ((rc = ingest_committer_start(&b.committer, "sl-bf-commit", bf_commit_job, &b, errstr, errsize)))
         goto out;
-    }
-    b.committer_started = true;
     char what[600];
     snprintf(what, sizeof what, "backfill %s", b.v->name);
     replay_options_t ro = { .topic = b.src->topic, .from_ms = meta.from_ms, .what = what,
@@ -909,8 +862,6 @@ out:
     ingest_cache_free(b.cache);
     state_batch_free(b.batches[0]);
     state_batch_free(b.batches[1]);
-    pthread_mutex_destroy(&b.cmu);
-    pthread_cond_destroy(&b.ccond);
     agg_plan_free(b.plan);
     free(b.wm);
     free(b.touched);
