@@ -3,7 +3,7 @@
 #
 # What: fetches the Kafka broker jars from Maven Central (with Maven and the small
 # pom beside this script), then runs one KRaft node (broker + controller in one JVM)
-# on 127.0.0.1 with free ports, with transactions and consumer groups usable on a
+# on 127.0.0.1 with reserved ports, with transactions and consumer groups usable on a
 # single node (replication factors 1, min ISR 1, no initial rebalance delay).
 #
 # Usage:
@@ -38,7 +38,8 @@
 #   SLUICE_MAVEN_REPO         Maven local repository (default: Maven's own, ~/.m2/repository)
 #   JAVA                      java binary (default: java on PATH; Kafka 4 needs Java 17+)
 #
-# Needs: bash, java 17+, mvn (fetch only), kcat (readiness check), python3 (free ports),
+# Needs: bash, java 17+, mvn (fetch only), kcat (readiness check), python3 (reserved ports,
+# tests/pylib/sluice_proc.py),
 # flock and setsid (util-linux), timeout (coreutils); scripts/install-deps.sh has them all.
 #
 # Checked with Kafka 4.1.1 (default) and 4.4.0 against Debian's librdkafka 2.0.2. On the
@@ -127,14 +128,58 @@ fetch_locked() {
   say "fetched $(grep -c '^jar=' "$CACHE/MANIFEST") jars in $(( $(date +%s) - t0 )) s"
 }
 
-# A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
-free_port() {
+# Port reservations (tests/pylib/sluice_proc.py): sockets bound with
+# SO_REUSEADDR|SO_REUSEPORT that never listen. While one is held no other
+# process gets its port (bind(0), connect(), a plain bind), but the JVM's
+# listeners (SO_REUSEADDR, Java's default) can bind it.
+PORTS_PY="$HERE/../pylib/sluice_proc.py"
+python_bin() {
   local py
   py="$(command -v python3 || true)"
   [ -x /usr/bin/python3 ] && py=/usr/bin/python3
-  [ -n "$py" ] || die "python3 not found (needed to pick free ports)"
-  "$py" -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  [ -n "$py" ] || die "python3 not found (needed to reserve ports)"
+  echo "$py"
+}
+
+# reserve_start_ports WD: three ports for a starting broker in PORTS (space-
+# separated), held by a child (pid in HOLDER) until release_start_ports or
+# this script's exit: nobody can take them before the JVM binds them.
+reserve_start_ports() {
+  local wd="$1" i
+  rm -f "$wd/ports.start"
+  "$(python_bin)" "$PORTS_PY" hold 3 "$wd/ports.start" </dev/null >/dev/null 2>&1 &
+  HOLDER=$!
+  for i in $(seq 1 200); do [ -s "$wd/ports.start" ] && break; sleep 0.05; done
+  [ -s "$wd/ports.start" ] || die "could not reserve ports"
+  PORTS="$(tr '\n' ' ' < "$wd/ports.start")"
+}
+release_start_ports() {
+  [ -n "${HOLDER:-}" ] && kill "$HOLDER" 2>/dev/null
+  HOLDER=
+  rm -f "$1/ports.start"
+}
+
+# hold_ports WD: after a crash, holds the broker's three ports (its listeners
+# in WD/server.properties) until resume or stop (release_ports): resume needs
+# them back, and another process could take one while the broker is down.
+# The holder outlives this script (setsid); its pid is in WD/ports.holder.
+hold_ports() {
+  local wd="$1" ports i
+  ports="$(sed -n 's/^listeners=//p' "$wd/server.properties" | grep -o ':[0-9]*' | tr -d ':' | tr '\n' ' ')"
+  rm -f "$wd/ports.holder"
+  setsid "$(python_bin)" "$PORTS_PY" hold-ports "$wd/ports.holder" $ports </dev/null >/dev/null 2>&1 &
+  for i in $(seq 1 200); do [ -s "$wd/ports.holder" ] && return 0; sleep 0.05; done
+  say "could not hold the ports $ports while the broker is down (resume may find one taken)"
+}
+release_ports() {
+  local wd="$1" pid
+  [ -f "$wd/ports.holder" ] || return 0
+  pid="$(cat "$wd/ports.holder")"
+  # only our holder (guards against pid reuse)
+  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "hold-ports $wd/ports.holder"; then
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  rm -f "$wd/ports.holder"
 }
 
 # Is PID alive and the Kafka JVM of this WORKDIR (guards against PID reuse)?
@@ -234,13 +279,10 @@ cmd_start() {
   rm -f "$wd/bootstrap" "$wd/bootstrap_sasl" "$wd/broker.pid"
   [ -f "$wd/broker.log" ] && mv -f "$wd/broker.log" "$wd/broker.log.prev"
 
-  # Two tries: a port picked free can be taken before the JVM binds it.
+  # Reserved ports (held until the broker answers); two tries all the same.
   for attempt in 1 2; do
-    port="$(free_port)"
-    cport="$(free_port)"
-    while [ "$cport" = "$port" ]; do cport="$(free_port)"; done
-    sport="$(free_port)"
-    while [ "$sport" = "$port" ] || [ "$sport" = "$cport" ]; do sport="$(free_port)"; done
+    reserve_start_ports "$wd"
+    read -r port cport sport <<< "$PORTS"
     addr="127.0.0.1:$port"
     write_config "$wd" "$port" "$cport" "$sport"
     rm -rf "$wd/data"
@@ -267,6 +309,7 @@ cmd_start() {
     while [ "$(date +%s)" -lt "$deadline" ]; do
       if ! kill -0 "$pid" 2>/dev/null; then break; fi
       if answers_metadata "$addr"; then
+        release_start_ports "$wd"
         echo "127.0.0.1:$sport" > "$wd/bootstrap_sasl"
         echo "$addr" > "$wd/bootstrap.tmp"
         mv -f "$wd/bootstrap.tmp" "$wd/bootstrap"
@@ -282,6 +325,7 @@ cmd_start() {
       cmd_stop "$wd"
       die "broker start timed out"
     fi
+    release_start_ports "$wd"
     if [ "$attempt" = 1 ] && grep -q 'Address already in use' "$wd/broker.log"; then
       say "port taken before the broker bound it; retrying with new ports"
       mv -f "$wd/broker.log" "$wd/broker.log.prev"
@@ -298,6 +342,7 @@ cmd_stop() {
   local wd="$1" pid i
   [ -d "$wd" ] || { say "no such workdir $wd; nothing to stop"; return 0; }
   wd="$(cd "$wd" && pwd)"
+  release_ports "$wd"
   pid="$(read_pid "$wd")"
   if ! is_our_broker "$pid" "$wd"; then
     say "no broker running for $wd"
@@ -339,6 +384,7 @@ cmd_crash() {
   is_our_broker "$pid" "$wd" || die "no broker running for $wd"
   kill -KILL "$pid"
   while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  hold_ports "$wd"
   say "broker pid $pid killed (data and ports kept; 'resume' starts it again)"
 }
 
@@ -359,6 +405,7 @@ cmd_resume() {
   while [ "$(date +%s)" -lt "$deadline" ]; do
     kill -0 "$pid" 2>/dev/null || { tail -n 40 "$wd/broker.log" >&2; die "broker exited during resume"; }
     if answers_metadata "$addr"; then
+      release_ports "$wd"
       echo "$addr" > "$wd/bootstrap"
       say "broker pid $pid resumed at $addr in $(( $(date +%s) - t0 )) s"
       return 0

@@ -20,7 +20,11 @@ waits for that file: the command listens on every port it names.
 As a program, for the shell tests (tests/cmd/testlib.sh):
     python3 sluice_proc.py hold N FILE
 reserves N ports, writes them to FILE (one per line, atomically) and holds
-them until killed or until its parent exits.
+them until killed or until its parent exits; and for a broker that is
+crashed and resumed on its ports (tests/kafka/kafka-broker.sh):
+    python3 sluice_proc.py hold-ports PIDFILE PORT...
+holds those ports, writes its pid to PIDFILE once it holds them, and exits
+on SIGTERM (or after 15 minutes, should nobody resume the broker).
 """
 import os
 import signal
@@ -33,14 +37,15 @@ import time
 class PortReservation:
     """n reserved ports on 127.0.0.1 (.ports), held until close()."""
 
-    def __init__(self, n):
+    def __init__(self, n, ports=None):
+        """n ports the kernel picks, or the given ports (OSError if one is taken)."""
         self._socks = []
-        for _ in range(n):
+        for i in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind(("127.0.0.1", 0))
-            self._socks.append(s)
+            s.bind(("127.0.0.1", ports[i] if ports else 0))
         self.ports = [s.getsockname()[1] for s in self._socks]
 
     def close(self):
@@ -126,8 +131,22 @@ def _hold(n, path):
     r.close()
 
 
+def _hold_ports(pidfile, ports):
+    """Holds the given ports until SIGTERM (at most 15 minutes)."""
+    r = PortReservation(len(ports), ports)
+    tmp = "%s.tmp.%d" % (pidfile, os.getpid())
+    with open(tmp, "w") as f:
+        f.write("%d\n" % os.getpid())
+    os.replace(tmp, pidfile)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    time.sleep(900)
+    r.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "hold":
         _hold(int(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "hold-ports":
+        _hold_ports(sys.argv[2], [int(p) for p in sys.argv[3:]])
     else:
-        sys.exit("usage: sluice_proc.py hold N FILE")
+        sys.exit("usage: sluice_proc.py hold N FILE | hold-ports PIDFILE PORT...")
