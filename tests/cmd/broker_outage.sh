@@ -57,7 +57,9 @@ W=$!
 # it: the producer and the worker both lose the broker mid-stream.
 gen 2 20000 $((now_ms - 300000)) --rate 4000 &
 G=$!
-sleep 2
+# The crash hits a worker that is consuming (polled up to 60 s; a fixed 2 s
+# sleep could crash the broker before a loaded machine's worker had started).
+for _ in $(seq 1 600); do [ "$(metric $pm sluice_ingest_messages_total)" -gt 0 ] 2>/dev/null && break; sleep 0.1; done
 bash "$BROKER" crash "$T/kafka" 2>/dev/null && ok "broker killed at $(metric $pm sluice_ingest_messages_total) messages consumed" ||
     fail "crash"
 sleep 8
