@@ -81,13 +81,22 @@ print("ok   oracle agrees with the tally %r" % tally)
 EOF
 
 # Default start time: the stream ends now, so a later run is the same stream
-# shifted by the time between the runs.
+# shifted by the time between the runs. The bounds come from the wall clock
+# read around the runs (fixed 5 s / 10 s bounds could be outrun by a loaded
+# machine's process start-up and exit): the shift is at least the 0.3 s
+# between the runs and at most the time from before d to after e; e's newest
+# event is no later than e's end.
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+t_d=$(now_ms)
 g --out "$T/d" --events 3000 --seed 4 2> /dev/null || fail "generate d"
 sleep 0.3
+t_e=$(now_ms)
 g --out "$T/e" --events 3000 --seed 4 2> /dev/null || fail "generate e"
-python3 - "$T/d" "$T/e" <<'EOF' || fails=$((fails+1))
-import json, sys, time
+t_end=$(now_ms)
+python3 - "$T/d" "$T/e" "$t_d" "$t_e" "$t_end" <<'EOF' || fails=$((fails+1))
+import json, sys
 a, b = open(sys.argv[1]).read().splitlines(), open(sys.argv[2]).read().splitlines()
+t_d, t_e, t_end = (int(x) for x in sys.argv[3:6])
 shifts, other = set(), 0
 for x, y in zip(a, b):
     try:
@@ -98,10 +107,11 @@ for x, y in zip(a, b):
         shifts.add(ey.pop("ts") - ex.pop("ts"))
     other += ex != ey
 newest = max(json.loads(l)["ts"] for l in b if l.startswith("{") and l.endswith("}") and '"ts":"' not in l)
-now = int(time.time() * 1000)
-if len(a) != len(b) or other or len(shifts) != 1 or not 250 <= shifts.copy().pop() <= 5000 or not now - 10000 <= newest <= now:
-    print("FAIL default start: %d/%d lines, %d differ beyond ts, shifts %r, newest %d ms before now"
-          % (len(a), len(b), other, sorted(shifts)[:5], now - newest))
+if (len(a) != len(b) or other or len(shifts) != 1 or not 250 <= shifts.copy().pop() <= t_end - t_d
+        or not t_e - 10000 <= newest <= t_end):
+    print("FAIL default start: %d/%d lines, %d differ beyond ts, shifts %r (runs %d ms apart at most), "
+          "newest %d ms before e's end, e ran %d ms"
+          % (len(a), len(b), other, sorted(shifts)[:5], t_end - t_d, t_end - newest, t_end - t_e))
     sys.exit(1)
 print("ok   without --start-time: the same stream shifted by %d ms, ending now" % shifts.pop())
 EOF
