@@ -51,7 +51,7 @@ n=$(awk '$1 == "messages" {print $2}' <<< "$out")
 rm -rf "$T/st"
 "$SLUICE" ingest -c "$T/sluice.yaml" --set kafka.sasl.password=wrong --stats > "$T/bad.out" 2> "$T/bad.err" &
 W=$!
-for _ in $(seq 1 60); do grep -qi "authentication" "$T/bad.err" && break; sleep 0.25; done
+for _ in $(seq 1 240); do grep -qi "authentication" "$T/bad.err" && break; sleep 0.25; done   # up to 60 s
 kill -TERM $W; wait $W; W=
 grep -qi "authentication failed\|SASL authentication error" "$T/bad.err" &&
     ok "wrong password: $(grep -i -m1 -o 'SASL authentication error[^(]*\|Authentication failed[^(]*' "$T/bad.err" | head -1)" ||

@@ -34,7 +34,7 @@ mkfifo "$T/fifo"
 "$FILL" "$T/busy" 10 hold < "$T/fifo" > "$T/hold.out" &
 holder=$!
 exec 3> "$T/fifo"
-for i in 1 2 3 4 5 6 7 8 9 10; do grep -q holding "$T/hold.out" 2>/dev/null && break; sleep 0.5; done
+for i in $(seq 1 120); do grep -q holding "$T/hold.out" 2>/dev/null && break; sleep 0.5; done   # up to 60 s
 check restore-busy 1 "state dir $T/busy is in use by pid $holder" -- "$SLUICE" snapshot restore one --snapshot-dir "$T/st.snapshots" --state-dir "$T/busy"
 check create-busy-noserve 1 "did not take the snapshot within 1000 ms" -- "$SLUICE" snapshot create --state-dir "$T/busy" --wait 1
 exec 3>&-
@@ -43,7 +43,7 @@ wait $holder
 "$FILL" "$T/busy" 10 serve "$T/busy.snaps" < "$T/fifo" > "$T/hold.out" &
 holder=$!
 exec 3> "$T/fifo"
-for i in 1 2 3 4 5 6 7 8 9 10; do grep -q holding "$T/hold.out" 2>/dev/null && break; sleep 0.5; done
+for i in $(seq 1 120); do grep -q holding "$T/hold.out" 2>/dev/null && break; sleep 0.5; done   # up to 60 s
 check create-running 0 "created snapshot live1 (taken by the running worker)" -- "$SLUICE" snapshot create --state-dir "$T/busy" live1 --wait 30
 check create-running-dup 1 "already exists" -- "$SLUICE" snapshot create --state-dir "$T/busy" live1 --wait 30
 check list-running 0 "events[4] next=4006" -- "$SLUICE" snapshot list --state-dir "$T/busy" --snapshot-dir "$T/busy.snaps"
