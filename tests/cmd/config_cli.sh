@@ -20,7 +20,7 @@ cp "$SCHEMA" "$T/schema.yaml"
 printf 'schemas: [schema.yaml]\nresp_port: 0\ncommit_intervall: 1s\n' > "$T/bad.yaml"
 for cmd in config run ingest serve; do
   if [ $cmd = config ]; then a=("$T/bad.yaml"); else a=(-c "$T/bad.yaml"); fi
-  out=$(timeout 20 "$SLUICE" $cmd "${a[@]}" 2>&1); rc=$?
+  out=$(timeout 120 "$SLUICE" $cmd "${a[@]}" 2>&1); rc=$?   # 124 = hung; a loaded box starts slowly
   [ $rc != 0 ] && [ $rc != 124 ] && [[ "$out" == *"$T/bad.yaml:3:1: unknown option 'commit_intervall'"* ]] &&
     ok "$cmd: unknown key located" || fail "$cmd: exit $rc: $out"
 done
@@ -65,7 +65,7 @@ kafka() {   # kafka NAME TEXT... -- SET...: ingest must fail with every TEXT in 
     while [ "$1" != -- ]; do texts+=("$1"); shift; done; shift
     local sets=()
     for kv in "$@"; do sets+=(--set "$kv"); done
-    out=$(timeout 30 "$SLUICE" ingest -c "$T/min.yaml" --set metrics_port=0 "${sets[@]}" 2>&1); rc=$?
+    out=$(timeout 120 "$SLUICE" ingest -c "$T/min.yaml" --set metrics_port=0 "${sets[@]}" 2>&1); rc=$?
     local miss=
     for t in "${texts[@]}"; do [[ "$out" == *"$t"* ]] || miss="$miss '$t'"; done
     [ $rc != 0 ] && [ $rc != 124 ] && [ -z "$miss" ] && ok "kafka $name" || fail "kafka $name: exit $rc, missing$miss: $out"
