@@ -1,16 +1,16 @@
 /*
- * node_metrics.c — see node_metrics.h. The collectors run on the metrics
- * HTTP thread and only read atomics, the store's committed progress
- * (thread-safe) and a table of high watermarks.
+ * node_metrics.c — see node_metrics.h. Runs on the metrics HTTP thread; it
+ * only reads atomics, the store's committed progress (thread-safe) and asks
+ * Kafka for high watermarks, for consumer lag.
  *
- * Consumer lag needs each partition's high watermark, which only the
- * brokers know. Asking them inside a scrape would make the scrape as slow
- * as the brokers (one round trip per partition; during a broker outage, a
- * timeout per partition, so the scrape itself times out exactly when the
- * lag matters). A refresher thread asks instead, every LAG_REFRESH_MS, for
- * the partitions the store has progress for, and keeps the answers with
- * their time; a scrape reads the table and leaves out a partition whose
- * watermark is older than LAG_STALE_MS (an absent series, not a stale one).
+ * Lag is the partition's high watermark now minus the committed offset, so
+ * the watermark is asked of the brokers at each scrape (a cached one would
+ * be behind the commits and show 0 while a producer runs ahead). A scrape
+ * gives those questions LAG_BUDGET_MS in all, LAG_QUERY_MS each; the first
+ * that fails ends them for LAG_BACKOFF_MS, during which scrapes leave the
+ * lag series out instead of waiting: with brokers down, a scrape would
+ * otherwise take a timeout per partition and itself time out just when
+ * the other figures matter.
  */
 #include "node_metrics.h"
 #include "kafka_log.h"
@@ -18,24 +18,15 @@
 #include "sl_time.h"
 
 #include <pthread.h>
-#include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define LAG_REFRESH_MS 2000     /* high watermarks asked this often */
-#define LAG_QUERY_MS 1000       /* one partition's query, at most */
-#define LAG_STALE_MS 30000      /* older answers are not shown */
-#define PROGRESS_MAX 1024       /* partitions shown */
-
-typedef struct hwm {
-    char topic[256];
-    int32_t partition;
-    int64_t high;               /* the partition's high watermark... */
-    int64_t at_ms;              /* ...as of this wall-clock time */
-} hwm_t;
+#define LAG_QUERY_MS 200        /* one partition's high watermark, at most */
+#define LAG_BUDGET_MS 1000      /* all of them in one scrape, at most */
+#define LAG_BACKOFF_MS 10000    /* after a failed question: no lag series */
 
 struct node_metrics {
     pthread_mutex_t mu;           /* ingest + schema, swapped by set_ingest */
@@ -45,13 +36,7 @@ struct node_metrics {
     serve_servers_t *servers;
     rd_kafka_t *kafka;
     const sl_hist_t *hist;
-    /* the lag refresher; hwm[] and lag_quit under lag_mu */
-    pthread_t lag_thread;
-    bool lag_started, lag_quit;
-    pthread_mutex_t lag_mu;
-    pthread_cond_t lag_cond;
-    hwm_t *hwm;
-    size_t n_hwm;
+    _Atomic int64_t lag_retry_ms; /* monotonic ms before which no broker is asked */
 };
 
 #define LOAD(x) ((double)atomic_load_explicit(&(x), memory_order_relaxed))
@@ -131,62 +116,10 @@ static int64_t source_delay(const schema_t *sc, const char *topic)
     return 0;
 }
 
-/* The table's entry for (topic, partition), or NULL. Under lag_mu. */
-static hwm_t *hwm_find(node_metrics_t *nm, const char *topic, int32_t partition)
-{
-    for (size_t i = 0; i < nm->n_hwm; i++)
-        if (nm->hwm[i].partition == partition && !strcmp(nm->hwm[i].topic, topic)) return &nm->hwm[i];
-    return NULL;
-}
-
-static void *lag_refresher_main(void *arg)
-{
-    node_metrics_t *nm = arg;
-    state_partition_progress_t *pp = malloc(PROGRESS_MAX * sizeof *pp);
-    pthread_mutex_lock(&nm->lag_mu);
-    while (pp && !nm->lag_quit) {
-        pthread_mutex_unlock(&nm->lag_mu);
-        size_t n = state_progress(nm->st, pp, PROGRESS_MAX);
-        if (n > PROGRESS_MAX) n = PROGRESS_MAX;
-        for (size_t i = 0; i < n; i++) {
-            int64_t lo, hi;
-            if (strlen(pp[i].topic) >= sizeof nm->hwm[0].topic ||
-                rd_kafka_query_watermark_offsets(nm->kafka, pp[i].topic, pp[i].partition, &lo, &hi,
-                                                 LAG_QUERY_MS))
-                continue;
-            pthread_mutex_lock(&nm->lag_mu);
-            bool quit = nm->lag_quit;
-            hwm_t *h = hwm_find(nm, pp[i].topic, pp[i].partition);
-            if (!h && nm->n_hwm < PROGRESS_MAX) {
-                h = &nm->hwm[nm->n_hwm++];
-                snprintf(h->topic, sizeof h->topic, "%s", pp[i].topic);
-                h->partition = pp[i].partition;
-            }
-            if (h) {
-                h->high = hi;
-                h->at_ms = sl_now_ms();
-            }
-            pthread_mutex_unlock(&nm->lag_mu);
-            if (quit) break;
-        }
-        pthread_mutex_lock(&nm->lag_mu);
-        if (nm->lag_quit) break;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += LAG_REFRESH_MS / 1000;
-        until.tv_nsec += (long)(LAG_REFRESH_MS % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
-        pthread_cond_timedwait(&nm->lag_cond, &nm->lag_mu, &until);
-    }
-    pthread_mutex_unlock(&nm->lag_mu);
-    free(pp);
-    return NULL;
-}
-
 static int collect_progress(void *ctx, sl_buf_t *o)
 {
     node_metrics_t *nm = ctx;
-    enum { MAX = PROGRESS_MAX };
+    enum { MAX = 1024 };
     state_partition_progress_t *pp = malloc(MAX * sizeof *pp);
     if (!pp) return SL_ENOMEM;
     size_t n = state_progress(nm->st, pp, MAX);
@@ -212,17 +145,21 @@ static int collect_progress(void *ctx, sl_buf_t *o)
         int64_t newest_event = pp[i].watermark_ms + source_delay(sc, pp[i].topic);
         if (newest_event > newest) newest = newest_event;
     }
-    if (nm->lag_started) {
+    int64_t t0 = sl_mono_ns() / 1000000;
+    if (nm->kafka && t0 >= atomic_load(&nm->lag_retry_ms)) {
         rc |= sl_prom_header(o, "sluice_partition_lag", "gauge", "Messages in Kafka not yet committed to state.");
-        pthread_mutex_lock(&nm->lag_mu);
         for (size_t i = 0; i < n; i++) {
-            const hwm_t *h = hwm_find(nm, pp[i].topic, pp[i].partition);
-            if (!h || now - h->at_ms > LAG_STALE_MS) continue;
+            int64_t lo, hi, left = LAG_BUDGET_MS - (sl_mono_ns() / 1000000 - t0);
+            if (left <= 0) break;
+            if (rd_kafka_query_watermark_offsets(nm->kafka, pp[i].topic, pp[i].partition, &lo, &hi,
+                                                 (int)(left < LAG_QUERY_MS ? left : LAG_QUERY_MS))) {
+                atomic_store(&nm->lag_retry_ms, sl_mono_ns() / 1000000 + LAG_BACKOFF_MS);
+                break;
+            }
             snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", pp[i].topic, pp[i].partition);
             rc |= sl_prom_value(o, "sluice_partition_lag", labels,
-                                (double)(h->high > pp[i].next_offset ? h->high - pp[i].next_offset : 0));
+                                (double)(hi > pp[i].next_offset ? hi - pp[i].next_offset : 0));
         }
-        pthread_mutex_unlock(&nm->lag_mu);
     }
     if (newest) {
         rc |= sl_prom_header(o, "sluice_freshness_seconds", "gauge",
@@ -356,13 +293,7 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
     nm->servers = servers;
     nm->kafka = kafka;
     nm->hist = lookup_hist;
-    pthread_mutex_init(&nm->lag_mu, NULL);
-    pthread_cond_init(&nm->lag_cond, NULL);
     int rc = 0;
-    if (kafka && st) {
-        if (!(nm->hwm = calloc(PROGRESS_MAX, sizeof *nm->hwm))) rc = SL_ENOMEM;
-        else if (pthread_create(&nm->lag_thread, NULL, lag_refresher_main, nm) == 0) nm->lag_started = true;
-    }
     if (ingest) rc |= sl_metrics_add(m, collect_ingest, nm);
     if (st) rc |= sl_metrics_add(m, collect_progress, nm);
     if (servers) rc |= sl_metrics_add(m, collect_serving, nm);
@@ -387,17 +318,7 @@ void node_metrics_set_ingest(node_metrics_t *nm, const ingest_stats_t *ingest,
 void node_metrics_free(node_metrics_t *nm)
 {
     if (!nm) return;
-    if (nm->lag_started) {
-        pthread_mutex_lock(&nm->lag_mu);
-        nm->lag_quit = true;
-        pthread_cond_signal(&nm->lag_cond);
-        pthread_mutex_unlock(&nm->lag_mu);
-        pthread_join(nm->lag_thread, NULL);
-    }
-    pthread_cond_destroy(&nm->lag_cond);
-    pthread_mutex_destroy(&nm->lag_mu);
     pthread_mutex_destroy(&nm->mu);
-    free(nm->hwm);
     free(nm);
 }
 

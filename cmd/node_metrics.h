@@ -21,10 +21,9 @@
 
 typedef struct node_metrics node_metrics_t;
 
-/* Registers the collectors on m. Any of ingest, servers, kafka (a handle a
- * background thread uses to ask the brokers for high watermarks, for lag,
- * every 2 s) and lookup_hist may be NULL. Everything passed must outlive m
- * and node_metrics_free (which stops that thread). Returns 0 or SL_ENOMEM. */
+/* Registers the collectors on m. Any of ingest, servers, kafka (a handle used
+ * to query high watermarks for lag) and lookup_hist may be NULL. Everything
+ * passed must outlive m. Returns 0 or SL_ENOMEM. */
 int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *st,
                         const ingest_stats_t *ingest, serve_servers_t *servers,
                         rd_kafka_t *kafka, const sl_hist_t *lookup_hist, node_metrics_t **out);
