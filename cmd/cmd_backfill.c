@@ -177,8 +177,8 @@ int cmd_backfill(int argc, char **argv)
     if (rc) { fprintf(stderr, "sluice backfill: %s\n", err); goto out; }
     fprintf(stderr,
             "sluice backfill: view '%s' now serves version %u (old version %u dropped)%s; "
-            "%llu messages replayed (%llu events applied, %llu bad, %llu late) in %.2fs = %.0f msg/s; "
-            "cut-over %.1f ms. Start the ingest worker again.\n",
+            "%llu messages replayed (%llu events applied, %llu bad, %llu late) in %.2fs to the last "
+            "durable batch = %.0f msg/s; cut-over %.1f ms. Start the ingest worker again.\n",
             o.view, bs.new_version, bs.old_version, bs.resumed ? ", resumed" : "",
             (unsigned long long)bs.messages, (unsigned long long)bs.events, (unsigned long long)bs.bad,
             (unsigned long long)bs.late, bs.replay_s, bs.replay_s > 0 ? (double)bs.messages / bs.replay_s : 0.0,

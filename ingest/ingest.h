@@ -63,6 +63,8 @@ typedef struct ingest_stats {
     _Atomic uint64_t final_cpu_us;      /* CPU time of the ingest thread up to the final commit */
     _Atomic uint64_t final_committed;   /* 1 once the run's final commit is durable (the
                                          * consumer is closed and the cache freed after it) */
+    _Atomic uint64_t first_message_us;  /* monotonic clock at the first message; 0 = none yet */
+    _Atomic uint64_t final_commit_us;   /* ...and once the final commit was durable */
     _Atomic uint64_t dead_letters;      /* produced to the dead-letter topic */
     _Atomic uint64_t dead_letter_errors;
     _Atomic uint64_t cache_entries;

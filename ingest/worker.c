@@ -726,7 +726,7 @@ static void slot_apply(ingest_worker_t *w, bslot_t *b)
     if (!b->live || !slot_is_fresh(b)) return;   /* stale delivery, or already applied */
 
     const int source = t->source;
-    STAT_ADD(w->stats.messages, 1);
+    if (STAT_ADD(w->stats.messages, 1) == 0) STAT_SET(w->stats.first_message_us, sl_mono_ns() / 1000);
     p->counts.messages++;
     ingest_bad_t bad = b->bad;
     if (bad != INGEST_OK) {
@@ -1207,7 +1207,10 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
         for (int attempt = 0; (rc = worker_commit(w, true)) == SL_EKAFKA && attempt < 5; attempt++)
             ;
         STAT_SET(w->stats.final_cpu_us, sl_thread_cpu_us());
-        if (!rc && !w->fatal) atomic_store(&w->stats.final_committed, 1);
+        if (!rc && !w->fatal) {
+            STAT_SET(w->stats.final_commit_us, sl_mono_ns() / 1000);
+            atomic_store(&w->stats.final_committed, 1);
+        }
     } else {
         commit_wait(w);
     }
@@ -1288,6 +1291,9 @@ void ingest_stats_print(const ingest_stats_t *s, const schema_t *schema, FILE *f
             (unsigned long long)atomic_load(&s->committed_entities),
             (unsigned long long)atomic_load(&s->dead_letters),
             (unsigned long long)atomic_load(&s->dead_letter_errors));
+    uint64_t t0 = atomic_load(&s->first_message_us), t1 = atomic_load(&s->final_commit_us);
+    if (t0 && t1 >= t0)   /* the work itself, without start-up, group join and close */
+        fprintf(f, "seconds_first_message_to_final_commit %.3f\n", (double)(t1 - t0) / 1e6);
     fprintf(f, "cache_entries %llu\ncache_evictions %llu\nrebalances %llu\n",
             (unsigned long long)atomic_load(&s->cache_entries),
             (unsigned long long)atomic_load(&s->cache_evictions),

@@ -845,6 +845,7 @@ int backfill_run(const sl_config_t *cfg, const schema_t *schema, state_store_t *
     }
     replay_progress(b.r, true, true);
     if ((rc = bf_commit(&b, !b.shared, true, errstr, errsize))) goto out;
+    stats->replay_s = replay_elapsed_s(b.r);   /* up to the last durable batch, like live ingest's */
     crash_point("C1");
     snprintf(meta.phase, sizeof meta.phase, "switch");
     if ((rc = meta_write(st, b.v->name, &meta))) { seterr(errstr, errsize, "cannot record the cut-over"); goto out; }
@@ -855,7 +856,7 @@ out:
     live_stop(&live);
     bf_committer_stop(&b);
     stats->messages = b.r ? replay_messages(b.r) : 0;
-    stats->replay_s = b.r ? replay_elapsed_s(b.r) : 0;
+    if (stats->replay_s == 0) stats->replay_s = b.r ? replay_elapsed_s(b.r) : 0;
     stats->total_s = (double)(sl_mono_ns() - t0) / 1e9;
     replay_free(b.r);
     for (size_t i = 0; i < BF_BATCH; i++) ingest_decoder_free(b.decs[i]);

@@ -47,7 +47,10 @@ typedef struct backfill_stats {
     uint64_t messages, events, bad, late;
     uint32_t old_version, new_version;
     bool resumed;
-    double replay_s, cutover_ms, total_s;
+    double replay_s;              /* replay start .. the last batch durable */
+    double cutover_ms;            /* caught up .. the new version serves (the last
+                                   * reads and batch, the switch, the old version dropped) */
+    double total_s;
     double switch_ms;             /* switch_begin .. switch_end (serving held) */
 } backfill_stats_t;
 
