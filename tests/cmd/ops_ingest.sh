@@ -56,7 +56,7 @@ for i in $(seq 1 240); do
 done
 [ "${n:-0}" = 20000 ] && ok "consumed 20000" || fail "consumed ${n:-none} of 20000"
 # Consumer lag per partition: 3 series, 0 once everything is committed.
-lag() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^sluice_partition_lag\{/ {n++; s += $2} END {print n+0, s+0}'; }
+lag() { curl -s --max-time 10 "http://127.0.0.1:$mport/metrics" | awk '/^sluice_partition_lag\{/ {n++; s += $2} END {print n+0, s+0}'; }
 for i in $(seq 1 240); do l=$(lag); [ "$l" = "3 0" ] && break; sleep 0.25; done
 [ "$l" = "3 0" ] && ok "partition lag: 3 partitions, 0 behind" || fail "partition lag (series, sum): $l"
 # At least three periodic snapshots (every 1 s; polled up to 60 s instead of

@@ -45,11 +45,12 @@ wait_ports() {
 # port_of FILE NAME: the port of listener NAME (resp, grpc, metrics) in a ports file
 port_of() { awk -v n="$2" '$1 == n {print $3}' "$1"; }
 
-# metric PORT NAME: the value of an unlabelled metric ('' when absent)
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+# metric PORT NAME: the value of an unlabelled metric ('' when absent, or
+# when the endpoint does not answer within 10 s: a test must not hang on it)
+metric() { curl -s --max-time 10 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 # committed_sum PORT: next offsets stored with the state, summed over partitions
 committed_sum() {
-    curl -s "http://127.0.0.1:$1/metrics" | awk '/^sluice_partition_committed_offset/ {s += $2} END {print s+0}'
+    curl -s --max-time 10 "http://127.0.0.1:$1/metrics" | awk '/^sluice_partition_committed_offset/ {s += $2} END {print s+0}'
 }
 # wait_committed PORT N: up to 120 s (a loaded machine) for the committed
 # offsets to sum to N
