@@ -587,7 +587,7 @@ int cmd_demo(int argc, char **argv)
     d->metrics = sl_metrics_new();
     if (!d->metrics) goto fail;
     if (node_metrics_attach(d->metrics, d->schema, d->st, ingest_worker_stats(d->worker),
-                            d->servers, d->producer, &d->probe_hist, &d->node_metrics))
+                            d->servers, &d->probe_hist, &d->node_metrics))
         goto fail;
     if (sl_metrics_listen(d->metrics, d->cfg.metrics_bind, d->metrics_port, err, sizeof err)) goto fail;
 

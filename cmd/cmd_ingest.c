@@ -89,14 +89,11 @@ int cmd_ingest(int argc, char **argv)
 
     /* Prometheus endpoint (metrics_port 0 = off). A port in use is a warning,
      * not a reason to stop ingesting. */
-    rd_kafka_t *lag_rk = NULL;      /* high watermarks for sluice_partition_lag */
     if (cfg.metrics_port > 0) {
-        if (!(lag_rk = node_metrics_kafka_new(&cfg, err, sizeof err)))
-            sl_warn("ingest", "no consumer lag in the metrics: %s", err);
         err[0] = '\0';
         metrics = sl_metrics_new();
-        if (!metrics || node_metrics_attach(metrics, schema, st, ingest_worker_stats(w), NULL, lag_rk,
-                                            NULL, &node_metrics) ||
+        if (!metrics || node_metrics_attach(metrics, schema, st, ingest_worker_stats(w), NULL, NULL,
+                                            &node_metrics) ||
             sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err))
             sl_warn("ingest", "metrics endpoint not started: %s", metrics ? err : "out of memory");
     }
@@ -121,7 +118,6 @@ int cmd_ingest(int argc, char **argv)
 out_metrics:
     if (metrics) sl_metrics_free(metrics);
     node_metrics_free(node_metrics);
-    if (lag_rk) rd_kafka_destroy(lag_rk);
     ingest_worker_free(w);
 out_state:
     state_close(st);

@@ -497,7 +497,6 @@ int cmd_run(int argc, char **argv)
     serve_servers_t *srv = NULL;
     sl_metrics_t *metrics = NULL;
     node_metrics_t *nm = NULL;
-    rd_kafka_t *lag_rk = NULL;            /* high watermarks for sluice_partition_lag */
     run_node_t *n = calloc(1, sizeof *n);
     if (!n) return 1;
     pthread_mutex_init(&n->mu, NULL);
@@ -573,14 +572,12 @@ int cmd_run(int argc, char **argv)
         goto out_worker;
     }
     if (cfg.metrics_port > 0) {
-        if (!(lag_rk = node_metrics_kafka_new(&cfg, err, sizeof err)))
-            sl_warn("run", "no consumer lag in the metrics: %s", err);
         err[0] = '\0';
         metrics = sl_metrics_new();
         if (!metrics ||
             node_metrics_attach(metrics, n->w_schema ? n->w_schema : schema, n->st,
                                 n->n_workers ? ingest_worker_stats(n->workers[0]) : NULL,
-                                srv, lag_rk, NULL, &nm) ||
+                                srv, NULL, &nm) ||
             sl_metrics_listen(metrics, cfg.metrics_bind, (int)cfg.metrics_port, err, sizeof err)) {
             fprintf(stderr, "sluice run: metrics: %s\n", err[0] ? err : "out of memory");
             goto out_metrics;
@@ -664,7 +661,6 @@ out_metrics:
     sl_metrics_free(metrics);          /* stops the HTTP server before its collectors go */
     n->nm = NULL;
     node_metrics_free(nm);
-    if (lag_rk) rd_kafka_destroy(lag_rk);
     serve_servers_stop(srv);
 out_worker:
     run__worker_stop(n);

@@ -279,7 +279,7 @@ int cmd_serve(int argc, char **argv)
      * metrics_port is the same by default; serving must not fail for that. */
     if (cfg.metrics_port > 0) {
         metrics = sl_metrics_new();
-        if (!metrics || node_metrics_attach(metrics, schema, st, NULL, srv, NULL, NULL, &nm)) {
+        if (!metrics || node_metrics_attach(metrics, schema, st, NULL, srv, NULL, &nm)) {
             fprintf(stderr, "sluice serve: metrics: out of memory\n");
             goto out_servers;
         }

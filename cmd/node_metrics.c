@@ -1,32 +1,27 @@
 /*
  * node_metrics.c — see node_metrics.h. Runs on the metrics HTTP thread; it
- * only reads atomics, the store's committed progress (thread-safe) and asks
- * Kafka for high watermarks, for consumer lag.
+ * only reads atomics, the store's committed progress (thread-safe) and the
+ * worker's published high watermarks, so a scrape never waits on Kafka.
  *
- * Lag is the partition's high watermark now minus the committed offset, so
- * the watermark is asked of the brokers at each scrape (a cached one would
- * be behind the commits and show 0 while a producer runs ahead). A scrape
- * gives those questions LAG_BUDGET_MS in all, LAG_QUERY_MS each; the first
- * that fails ends them for LAG_BACKOFF_MS, during which scrapes leave the
- * lag series out instead of waiting: with brokers down, a scrape would
- * otherwise take a timeout per partition and itself time out just when
- * the other figures matter.
+ * Consumer lag = a partition's high watermark - the next offset committed
+ * with the state. The high watermarks are those the worker's own consumer
+ * learnt from its fetch responses (ingest_stats_t.hwm, refreshed every
+ * 100 ms): as fresh as the data it consumes, no request to the brokers per
+ * scrape (asking them made a scrape wait up to socket.timeout.ms for each
+ * partition while they were down: librdkafka queues the request to the
+ * known leader whatever the timeout given), and the last known values
+ * during an outage. A partition this worker does not consume has no lag
+ * series.
  */
 #include "node_metrics.h"
-#include "kafka_log.h"
 #include "sl_err.h"
 #include "sl_time.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define LAG_QUERY_MS 200        /* one partition's high watermark, at most */
-#define LAG_BUDGET_MS 1000      /* all of them in one scrape, at most */
-#define LAG_BACKOFF_MS 10000    /* after a failed question: no lag series */
 
 struct node_metrics {
     pthread_mutex_t mu;           /* ingest + schema, swapped by set_ingest */
@@ -34,9 +29,7 @@ struct node_metrics {
     state_store_t *st;
     const ingest_stats_t *ingest;
     serve_servers_t *servers;
-    rd_kafka_t *kafka;
     const sl_hist_t *hist;
-    _Atomic int64_t lag_retry_ms; /* monotonic ms before which no broker is asked */
 };
 
 #define LOAD(x) ((double)atomic_load_explicit(&(x), memory_order_relaxed))
@@ -145,22 +138,31 @@ static int collect_progress(void *ctx, sl_buf_t *o)
         int64_t newest_event = pp[i].watermark_ms + source_delay(sc, pp[i].topic);
         if (newest_event > newest) newest = newest_event;
     }
-    int64_t t0 = sl_mono_ns() / 1000000;
-    if (nm->kafka && t0 >= atomic_load(&nm->lag_retry_ms)) {
+    /* the worker's high watermarks (a copy: its table changes meanwhile) */
+    ingest_hwm_t *hw = NULL;
+    size_t nhw = 0;
+    pthread_mutex_lock(&nm->mu);
+    const ingest_stats_t *is = nm->ingest;
+    if (is && is->hwm && (hw = malloc(INGEST_HWM_MAX * sizeof *hw))) {
+        pthread_mutex_lock((pthread_mutex_t *)&is->hwm_mu);
+        nhw = is->n_hwm;
+        memcpy(hw, is->hwm, nhw * sizeof *hw);
+        pthread_mutex_unlock((pthread_mutex_t *)&is->hwm_mu);
+    }
+    pthread_mutex_unlock(&nm->mu);
+    if (is) {
         rc |= sl_prom_header(o, "sluice_partition_lag", "gauge", "Messages in Kafka not yet committed to state.");
         for (size_t i = 0; i < n; i++) {
-            int64_t lo, hi, left = LAG_BUDGET_MS - (sl_mono_ns() / 1000000 - t0);
-            if (left <= 0) break;
-            if (rd_kafka_query_watermark_offsets(nm->kafka, pp[i].topic, pp[i].partition, &lo, &hi,
-                                                 (int)(left < LAG_QUERY_MS ? left : LAG_QUERY_MS))) {
-                atomic_store(&nm->lag_retry_ms, sl_mono_ns() / 1000000 + LAG_BACKOFF_MS);
-                break;
-            }
+            const ingest_hwm_t *h = NULL;
+            for (size_t k = 0; k < nhw && !h; k++)
+                if (hw[k].partition == pp[i].partition && !strcmp(hw[k].topic, pp[i].topic)) h = &hw[k];
+            if (!h) continue;
             snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%d\"", pp[i].topic, pp[i].partition);
             rc |= sl_prom_value(o, "sluice_partition_lag", labels,
-                                (double)(hi > pp[i].next_offset ? hi - pp[i].next_offset : 0));
+                                (double)(h->high > pp[i].next_offset ? h->high - pp[i].next_offset : 0));
         }
     }
+    free(hw);
     if (newest) {
         rc |= sl_prom_header(o, "sluice_freshness_seconds", "gauge",
                              "Wall clock minus the newest event committed (servable).");
@@ -282,7 +284,7 @@ static int collect_hist(void *ctx, sl_buf_t *o)
 
 int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *st,
                         const ingest_stats_t *ingest, serve_servers_t *servers,
-                        rd_kafka_t *kafka, const sl_hist_t *lookup_hist, node_metrics_t **out)
+                        const sl_hist_t *lookup_hist, node_metrics_t **out)
 {
     node_metrics_t *nm = calloc(1, sizeof *nm);
     if (!nm) return SL_ENOMEM;
@@ -291,7 +293,6 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
     nm->st = st;
     nm->ingest = ingest;
     nm->servers = servers;
-    nm->kafka = kafka;
     nm->hist = lookup_hist;
     int rc = 0;
     if (ingest) rc |= sl_metrics_add(m, collect_ingest, nm);
@@ -320,27 +321,4 @@ void node_metrics_free(node_metrics_t *nm)
     if (!nm) return;
     pthread_mutex_destroy(&nm->mu);
     free(nm);
-}
-
-rd_kafka_t *node_metrics_kafka_new(const sl_config_t *cfg, char *errstr, size_t errsize)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    ingest_kafka_log_setup(conf);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->brokers, errstr, errsize) ||
-        rd_kafka_conf_set(conf, "client.id", "sluice-metrics", errstr, errsize))
-        goto fail;
-    for (size_t i = 0; i < cfg->n_kafka; i++) {
-        if (!strncmp(cfg->kafka_keys[i], "group.", 6)) continue;
-        char msg[512];
-        if (rd_kafka_conf_set(conf, cfg->kafka_keys[i], cfg->kafka_values[i], msg, sizeof msg)) {
-            snprintf(errstr, errsize, "kafka option %s: %s", cfg->kafka_keys[i], msg);
-            goto fail;
-        }
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errsize);
-    if (!rk) goto fail;
-    return rk;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return NULL;
 }

@@ -9,8 +9,6 @@
 #ifndef NODE_METRICS_H
 #define NODE_METRICS_H
 
-#include <librdkafka/rdkafka.h>
-
 #include "ingest.h"
 #include "metrics.h"
 #include "schema.h"
@@ -21,12 +19,12 @@
 
 typedef struct node_metrics node_metrics_t;
 
-/* Registers the collectors on m. Any of ingest, servers, kafka (a handle used
- * to query high watermarks for lag) and lookup_hist may be NULL. Everything
- * passed must outlive m. Returns 0 or SL_ENOMEM. */
+/* Registers the collectors on m. Any of ingest (with it, consumer lag from
+ * the worker's published high watermarks), servers and lookup_hist may be
+ * NULL. Everything passed must outlive m. Returns 0 or SL_ENOMEM. */
 int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *st,
                         const ingest_stats_t *ingest, serve_servers_t *servers,
-                        rd_kafka_t *kafka, const sl_hist_t *lookup_hist, node_metrics_t **out);
+                        const sl_hist_t *lookup_hist, node_metrics_t **out);
 /* Points the ingest collectors at another worker's counters and the schema
  * it ingests (sluice run restarts its worker around a hosted backfill; the
  * counters start again from 0, which Prometheus reads as a reset). Both must
@@ -34,13 +32,4 @@ int node_metrics_attach(sl_metrics_t *m, const schema_t *schema, state_store_t *
 void node_metrics_set_ingest(node_metrics_t *nm, const ingest_stats_t *ingest,
                              const schema_t *schema);
 void node_metrics_free(node_metrics_t *nm);
-
-/* A Kafka handle for the lag gauges of `sluice run` and `sluice ingest`: a
- * consumer configured like the worker's (brokers, then every kafka:
- * property except group.*: it never joins a group) used only to ask for
- * high watermarks from the metrics thread; its log lines go through sl_log.
- * Returns NULL with errstr set (a property librdkafka refuses). The caller
- * destroys it (rd_kafka_destroy) after sl_metrics_free. */
-rd_kafka_t *node_metrics_kafka_new(const sl_config_t *cfg, char *errstr, size_t errsize);
-
 #endif

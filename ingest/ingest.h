@@ -26,6 +26,7 @@
 #ifndef INGEST_H
 #define INGEST_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,6 +50,18 @@ typedef struct ingest_options {
 
 /* Live counters of one worker since it started. Written by the ingest thread
  * with relaxed atomics; any thread (metrics, serving) may read them. */
+/* One assigned partition's high watermark (log end offset) as the worker's
+ * consumer last saw it, from its own fetch responses (no broker round trip:
+ * fresh while it consumes, the last known value while brokers are down). */
+typedef struct ingest_hwm {
+    const char *topic;                  /* the schema's string: lives as long as the worker */
+    int32_t partition;
+    int64_t high;
+} ingest_hwm_t;
+
+#define INGEST_HWM_MAX 4096         /* partitions published, at most */
+#define INGEST_HWM_REFRESH_MS 100
+
 typedef struct ingest_stats {
     _Atomic uint64_t messages;          /* messages taken from Kafka (good + bad) */
     _Atomic uint64_t bad[INGEST_BAD__COUNT];   /* by reason; [0] unused */
@@ -76,6 +89,12 @@ typedef struct ingest_stats {
     size_t n_sources, n_views;
     _Atomic uint64_t *source_events;    /* [n_sources] good events decoded */
     _Atomic uint64_t *view_events;      /* [n_views] events applied to the view */
+    /* The assigned partitions' high watermarks, refreshed by the worker
+     * thread every INGEST_HWM_REFRESH_MS (consumer lag = high - the
+     * committed next offset). n_hwm and hwm[] are under hwm_mu. */
+    pthread_mutex_t hwm_mu;
+    size_t n_hwm;
+    ingest_hwm_t *hwm;                  /* [INGEST_HWM_MAX] */
 } ingest_stats_t;
 
 /* Counters persisted per (topic, partition) with every commit, so they are

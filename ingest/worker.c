@@ -1065,6 +1065,8 @@ int ingest_worker_new(const sl_config_t *cfg, const schema_t *schema, state_stor
     w->topics = calloc(ns ? ns : 1, sizeof *w->topics);
     w->stats.source_events = calloc(ns ? ns : 1, sizeof *w->stats.source_events);
     w->stats.view_events = calloc(nv ? nv : 1, sizeof *w->stats.view_events);
+    w->stats.hwm = calloc(INGEST_HWM_MAX, sizeof *w->stats.hwm);
+    pthread_mutex_init(&w->stats.hwm_mu, NULL);
     w->stats.n_sources = ns;
     w->stats.n_views = nv;
     w->cache = ingest_cache_new(cfg->cache_max_entities > 0 ? (size_t)cfg->cache_max_entities : 1);
@@ -1144,6 +1146,26 @@ static void commit_stop(ingest_worker_t *w)
     w->committer = NULL;
 }
 
+/* Publishes the assigned partitions' high watermarks from what the
+ * consumer learnt with its fetches (rd_kafka_get_watermark_offsets reads
+ * its own records: no request, never blocks). */
+static void worker_publish_hwm(ingest_worker_t *w)
+{
+    if (!w->stats.hwm) return;
+    pthread_mutex_lock(&w->stats.hwm_mu);
+    size_t n = 0;
+    for (size_t t = 0; t < w->n_topics; t++)
+        for (size_t pi = 0; pi < w->topics[t].n_parts && n < INGEST_HWM_MAX; pi++) {
+            int64_t lo = -1, hi = -1;
+            if (!w->topics[t].parts[pi].assigned ||
+                rd_kafka_get_watermark_offsets(w->rk, w->topics[t].name, (int32_t)pi, &lo, &hi) || hi < 0)
+                continue;
+            w->stats.hwm[n++] = (ingest_hwm_t){ w->topics[t].name, (int32_t)pi, hi };
+        }
+    w->stats.n_hwm = n;
+    pthread_mutex_unlock(&w->stats.hwm_mu);
+}
+
 int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
 {
     int started = ingest_committer_start(&w->committer, "sl-commit", commit_job, w, errstr, errsize);
@@ -1159,7 +1181,7 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
         return SL_EKAFKA;
     }
     const int64_t interval_ns = (w->cfg->commit_interval_ms > 0 ? w->cfg->commit_interval_ms : 1000) * 1000000LL;
-    int64_t next_commit = sl_mono_ns() + interval_ns;
+    int64_t next_commit = sl_mono_ns() + interval_ns, next_hwm = 0;
     int64_t log_every = w->opts.progress_log_ms * 1000000LL;
     int64_t next_log = sl_mono_ns() + log_every;
     while (!atomic_load_explicit(&w->stop, RELAXED) && !w->fatal) {
@@ -1187,6 +1209,10 @@ int ingest_worker_run(ingest_worker_t *w, char *errstr, size_t errsize)
          * is handed off as soon as the write is done (an entity touched
          * twice meanwhile is then encoded and written once, not twice). */
         if (w->snap_dir && !w->fatal) worker_snapshots(w, now);
+        if (now >= next_hwm) {
+            worker_publish_hwm(w);
+            next_hwm = now + INGEST_HWM_REFRESH_MS * 1000000LL;
+        }
         if (now >= next_commit && !ingest_committer_busy(w->committer)) {
             if (!w->fatal) worker_commit(w, false);
             next_commit = now + interval_ns;
@@ -1261,6 +1287,8 @@ void ingest_worker_free(ingest_worker_t *w)
     free(w->decoders);
     free((void *)w->stats.source_events);
     free((void *)w->stats.view_events);
+    free(w->stats.hwm);
+    pthread_mutex_destroy(&w->stats.hwm_mu);
     sl_buf_free(&w->key);
     sl_buf_free(&w->enc);
     sl_buf_free(&w->lookup);
