@@ -3,6 +3,8 @@
  * ports file shared by the worker commands (cmd_common.h).
  */
 #include "cmd_common.h"
+#include "metrics.h"
+#include "serve.h"
 #include "sl_log.h"
 
 #include <errno.h>
@@ -149,4 +151,15 @@ int cmd_ports_file_write(const char *path, const cmd_listener_t *l, size_t n, ch
         return -1;
     }
     return 0;
+}
+
+int cmd_ports_file_write_node(const char *path, const sl_config_t *cfg, serve_servers_t *srv,
+                              sl_metrics_t *metrics, char *errstr, size_t errsize)
+{
+    const cmd_listener_t ls[] = {
+        { "resp", cfg->resp_bind, serve_servers_resp_port(srv) },
+        { "grpc", cfg->grpc_bind, serve_servers_grpc_port(srv) },
+        { "metrics", cfg->metrics_bind, metrics ? sl_metrics_port(metrics) : 0 },
+    };
+    return cmd_ports_file_write(path, ls, sizeof ls / sizeof ls[0], errstr, errsize);
 }

@@ -72,4 +72,11 @@ typedef struct cmd_listener {
  * set (the temporary file removed). */
 int cmd_ports_file_write(const char *path, const cmd_listener_t *l, size_t n, char *errstr, size_t errsize);
 
+/* The ports file of a serving node (serve, run): its RESP, gRPC and
+ * metrics listeners (metrics may be NULL: no endpoint). */
+struct serve_servers;
+struct sl_metrics;
+int cmd_ports_file_write_node(const char *path, const sl_config_t *cfg, struct serve_servers *srv,
+                              struct sl_metrics *metrics, char *errstr, size_t errsize);
+
 #endif

@@ -590,16 +590,9 @@ int cmd_run(int argc, char **argv)
             cfg.resp_bind, serve_servers_resp_port(srv), cfg.grpc_bind, serve_servers_grpc_port(srv),
             cfg.state_dir);
     const char *ports_file = cmd_arg_value(argc, argv, "--ports-file");
-    if (ports_file) {
-        const cmd_listener_t ls[] = {
-            { "resp", cfg.resp_bind, serve_servers_resp_port(srv) },
-            { "grpc", cfg.grpc_bind, serve_servers_grpc_port(srv) },
-            { "metrics", cfg.metrics_bind, metrics ? sl_metrics_port(metrics) : 0 },
-        };
-        if (cmd_ports_file_write(ports_file, ls, 3, err, sizeof err)) {
-            fprintf(stderr, "sluice run: %s\n", err);
-            goto out_ctl;
-        }
+    if (ports_file && cmd_ports_file_write_node(ports_file, &cfg, srv, metrics, err, sizeof err)) {
+        fprintf(stderr, "sluice run: %s\n", err);
+        goto out_ctl;
     }
     if (pending >= 0) {
         sl_info("run", "resuming the interrupted backfill of view '%s'",
