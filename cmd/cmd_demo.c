@@ -450,9 +450,10 @@ static int setup_generators(demo_t *d, char *err, size_t size)
 }
 
 /* A port that is free on 127.0.0.1 now: the demo's "0 = any free port" for
- * the RESP and gRPC servers, whose config treats port 0 as "disabled". (Another
- * process could take it before the server binds; the server then fails to
- * start, saying so.) Returns the port, or -1 with errno set. */
+ * the RESP and gRPC servers, whose config treats port 0 as "disabled".
+ * Another process could take it before the server binds: the servers' start
+ * is then tried again on newly picked ports (see demo_run). Returns the
+ * port, or -1 with errno set. */
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -534,8 +535,9 @@ int cmd_demo(int argc, char **argv)
         return 2;
     }
     if (!d->schema_path) d->schema_path = default_schema();
-    if ((d->resp_port == 0 && (d->resp_port = free_port()) < 0) ||
-        (d->grpc_port == 0 && (d->grpc_port = free_port()) < 0)) {
+    const bool any_resp = d->resp_port == 0, any_grpc = d->grpc_port == 0;
+    if ((any_resp && (d->resp_port = free_port()) < 0) ||
+        (any_grpc && (d->grpc_port = free_port()) < 0)) {
         perror("sluice demo: finding a free port");
         free(d);
         return 1;
@@ -582,8 +584,15 @@ int cmd_demo(int argc, char **argv)
     ingest_options_t io = { .exit_at_eof = false, .progress_log_ms = 0 };
     if (ingest_worker_new(&d->cfg, d->schema, d->st, &io, &d->worker, err, sizeof err)) goto fail;
     if (serve_state_backend_new(d->schema, d->st, &d->backend, err, sizeof err)) goto fail;
-    if (serve_servers_start(&d->cfg, serve_state_backend(d->backend), &d->servers, err, sizeof err))
-        goto fail;
+    for (int attempt = 0;; attempt++) {
+        if (serve_servers_start(&d->cfg, serve_state_backend(d->backend), &d->servers, err, sizeof err) == 0)
+            break;
+        /* a picked port taken meanwhile: pick again (a port the user gave is not changed) */
+        if (!(any_resp || any_grpc) || attempt == 4) goto fail;
+        if ((any_resp && (d->cfg.resp_port = d->resp_port = free_port()) < 0) ||
+            (any_grpc && (d->cfg.grpc_port = d->grpc_port = free_port()) < 0))
+            goto fail;
+    }
     d->metrics = sl_metrics_new();
     if (!d->metrics) goto fail;
     if (node_metrics_attach(d->metrics, d->schema, d->st, ingest_worker_stats(d->worker),
