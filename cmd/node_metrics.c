@@ -116,10 +116,24 @@ static int collect_progress(void *ctx, sl_buf_t *o)
     state_partition_progress_t *pp = malloc(MAX * sizeof *pp);
     if (!pp) return SL_ENOMEM;
     size_t n = state_progress(nm->st, pp, MAX);
+    if (n > MAX) n = MAX;
+    /* the schema, and a copy of the worker's high watermarks (its table
+     * changes meanwhile) */
+    ingest_hwm_t *hw = NULL;
+    size_t nhw = 0;
     pthread_mutex_lock(&nm->mu);
     const schema_t *sc = nm->schema;   /* every schema a node used lives until exit */
+    const ingest_stats_t *is = nm->ingest;
+    if (is && is->hwm) {
+        pthread_mutex_t *hmu = (pthread_mutex_t *)&is->hwm_mu;   /* the stats are const to readers */
+        pthread_mutex_lock(hmu);
+        if (is->n_hwm && (hw = malloc(is->n_hwm * sizeof *hw))) {
+            nhw = is->n_hwm;
+            memcpy(hw, is->hwm, nhw * sizeof *hw);
+        }
+        pthread_mutex_unlock(hmu);
+    }
     pthread_mutex_unlock(&nm->mu);
-    if (n > MAX) n = MAX;
     int64_t now = sl_now_ms(), newest = 0;
     char labels[512];
     int rc = 0;
@@ -138,18 +152,6 @@ static int collect_progress(void *ctx, sl_buf_t *o)
         int64_t newest_event = pp[i].watermark_ms + source_delay(sc, pp[i].topic);
         if (newest_event > newest) newest = newest_event;
     }
-    /* the worker's high watermarks (a copy: its table changes meanwhile) */
-    ingest_hwm_t *hw = NULL;
-    size_t nhw = 0;
-    pthread_mutex_lock(&nm->mu);
-    const ingest_stats_t *is = nm->ingest;
-    if (is && is->hwm && (hw = malloc(INGEST_HWM_MAX * sizeof *hw))) {
-        pthread_mutex_lock((pthread_mutex_t *)&is->hwm_mu);
-        nhw = is->n_hwm;
-        memcpy(hw, is->hwm, nhw * sizeof *hw);
-        pthread_mutex_unlock((pthread_mutex_t *)&is->hwm_mu);
-    }
-    pthread_mutex_unlock(&nm->mu);
     if (is) {
         rc |= sl_prom_header(o, "sluice_partition_lag", "gauge", "Messages in Kafka not yet committed to state.");
         for (size_t i = 0; i < n; i++) {

@@ -48,8 +48,6 @@ typedef struct ingest_options {
     int64_t progress_log_ms;
 } ingest_options_t;
 
-/* Live counters of one worker since it started. Written by the ingest thread
- * with relaxed atomics; any thread (metrics, serving) may read them. */
 /* One assigned partition's high watermark (log end offset) as the worker's
  * consumer last saw it, from its own fetch responses (no broker round trip:
  * fresh while it consumes, the last known value while brokers are down). */
@@ -62,6 +60,8 @@ typedef struct ingest_hwm {
 #define INGEST_HWM_MAX 4096         /* partitions published, at most */
 #define INGEST_HWM_REFRESH_MS 100
 
+/* Live counters of one worker since it started. Written by the ingest thread
+ * with relaxed atomics; any thread (metrics, serving) may read them. */
 typedef struct ingest_stats {
     _Atomic uint64_t messages;          /* messages taken from Kafka (good + bad) */
     _Atomic uint64_t bad[INGEST_BAD__COUNT];   /* by reason; [0] unused */

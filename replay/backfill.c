@@ -426,6 +426,7 @@ static void bf_committer_stop(bf_t *b)
  * committer; with `wait`, returns once it is durable. */
 static int bf_commit(bf_t *b, bool with_topic_progress, bool wait, char *errstr, size_t errsize)
 {
+    errstr[0] = '\0';                  /* the checks below ask whether a callee set it */
     int rc = bf_commit_wait(b, errstr, errsize);
     if (rc) {
         if (!errstr[0]) seterr(errstr, errsize, "an earlier backfill commit failed: %s", sl_strerror(rc));
