@@ -386,28 +386,38 @@ def main():
             n = a.requests // 4 if n_ent == 1 else a.requests // 40     # 100 entities: 1/10 the calls
             ents = [{"keys": {"user_id": "u%012d" % rnd.randrange(a.entities)}} for _ in range(n_ent)]
 
-            req = pb.GetOnlineFeaturesRequest(feature_service="user_model",
-                                              entities=[pb.EntityRow(keys=e["keys"]) for e in ents]).SerializeToString()
+            rows = [pb.EntityRow(keys=e["keys"]) for e in ents]
+            # the two shapes of a call: entity maps in, a FeatureVector of
+            # FeatureValues per row out (two messages per value to decode);
+            # or key columns in, the dense matrix (flat byte arrays) out
+            cols = [pb.EntityKeyColumn(name="user_id", values=[e["keys"]["user_id"] for e in ents])]
+            reqs = {"rows": pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=rows).SerializeToString(),
+                    "dense": pb.GetOnlineFeaturesRequest(feature_service="user_model", entity_columns=cols,
+                                                         layout=pb.LAYOUT_DENSE).SerializeToString()}
             # echo: an EchoMessage of the same encoded size as the request;
-            # both sent as serialized bytes (ghz -B)
-            ed = echo_msg(len(req))
-            runs = {"features": [], "echo": []}
+            # all sent as serialized bytes (ghz -B)
+            eds = {k: echo_msg(len(v)) for k, v in reqs.items()}
+            runs = {"rows": [], "dense": [], "echo": [], "echo dense": []}
             for rep in range(a.reps):
-                for name, port, pid in (("features", grpc_port, sl.pid), ("echo", echo_port, ec.pid)):
+                for name, port, pid in (("rows", grpc_port, sl.pid), ("echo", echo_port, ec.pid),
+                                        ("dense", grpc_port, sl.pid), ("echo dense", echo_port, ec.pid)):
+                    is_echo = name.startswith("echo")
+                    body = eds[name[5:] or "rows"] if is_echo else reqs[name]
                     if use_ghz:
-                        pr, d = (fs_proto, req) if name == "features" else (echo_proto, ed)
-                        fn = lambda: ghz_run(ghz, "127.0.0.1:%d" % port, *pr, d, n, 50)
+                        pr = echo_proto if is_echo else fs_proto
+                        fn = lambda: ghz_run(ghz, "127.0.0.1:%d" % port, *pr, body, n, 50)
                     else:
-                        meth = "/sluice.v1.FeatureService/GetOnlineFeatures" if name == "features" else "/sluice.bench.Echo/Echo"
-                        body = req if name == "features" else ed
+                        meth = "/sluice.bench.Echo/Echo" if is_echo else "/sluice.v1.FeatureService/GetOnlineFeatures"
                         fn = lambda: py_grpc_run("127.0.0.1:%d" % port, meth, body, n, 48)
                     (qps, p50, p99), cpu, _ = measure(pid, fn)
                     runs[name].append((qps, p50, p99, cpu * 1e6 / n, GHZ_CPU_US))
             med = {k: [median([r[i] for r in v]) for i in range(5)] for k, v in runs.items()}
-            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *med["features"]))
-            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med["echo"]))
-            ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["features"], runs["echo"]))
-            print("%-24s %11.2fx   (per run: %s)" % ("features/echo QPS", med["features"][0] / med["echo"][0], ratios))
+            ents_txt = "%d entit%s" % (n_ent, "y" if n_ent == 1 else "ies")
+            for lay, echo in (("rows", "echo"), ("dense", "echo dense")):
+                print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("%s, %s" % (ents_txt, lay), *med[lay]))
+                print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med[echo]))
+                ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs[lay], runs[echo]))
+                print("%-24s %11.2fx   (per run: %s)" % ("%s/echo QPS" % lay, med[lay][0] / med[echo][0], ratios))
         # the same comparison with a load generator that does not decode
         # responses (ghz's decoding cost differs between the two services)
         load = os.path.join(a.build, "bench", "bench_grpc_load")

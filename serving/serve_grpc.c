@@ -158,6 +158,8 @@ struct serve_grpc_thread {
     uint32_t *slices;                 /* their (offset, length) per feature */
     size_t slices_cap;
     sl_buf_t row;                     /* one entity row's column values */
+    sl_buf_t d_status, d_kind, d_vals, d_times, d_strs, d_lists;   /* LAYOUT_DENSE arrays */
+    uint64_t n_lists;
 };
 
 /* Reads the committed progress of every partition into t->pp; returns how
@@ -227,6 +229,40 @@ static Sluice__V1__FeatureValue *serve_grpc__value(arena_t *a, const serve_value
         serve_grpc__scalar(a, pv, x->type, x->i, x->d, x->s, x->slen);
     }
     return fv;
+}
+
+/* One cell of the dense layout as the cache keeps it after a view's
+ * records (serve_grpc__vector): followed by obj_len bytes, the text of a
+ * STRING value or the packed ValueList of a LIST value. Read with memcpy
+ * (no alignment). */
+typedef struct dense_cell {
+    uint8_t status;                   /* Sluice__V1__FeatureStatus */
+    uint8_t kind;                     /* Sluice__V1__ValueKind */
+    uint8_t pad[2];
+    uint32_t obj_len;
+    uint64_t bits;                    /* the int64, or the double's bits */
+    int64_t event_ms;
+} dense_cell_t;
+
+/* The dense cell of a FeatureValue built by serve_grpc__value. */
+static void serve_grpc__dense_cell(const Sluice__V1__FeatureValue *fv, dense_cell_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->status = (uint8_t)fv->status;
+    c->event_ms = fv->event_time_ms;
+    switch (fv->value->kind_case) {
+    case SLUICE__V1__VALUE__KIND_INT64_VALUE:
+        c->kind = SLUICE__V1__VALUE_KIND__VALUE_KIND_INT64;
+        c->bits = (uint64_t)fv->value->int64_value;
+        break;
+    case SLUICE__V1__VALUE__KIND_DOUBLE_VALUE:
+        c->kind = SLUICE__V1__VALUE_KIND__VALUE_KIND_DOUBLE;
+        memcpy(&c->bits, &fv->value->double_value, sizeof c->bits);
+        break;
+    case SLUICE__V1__VALUE__KIND_STRING_VALUE: c->kind = SLUICE__V1__VALUE_KIND__VALUE_KIND_STRING; break;
+    case SLUICE__V1__VALUE__KIND_LIST_VALUE: c->kind = SLUICE__V1__VALUE_KIND__VALUE_KIND_LIST; break;
+    default: c->kind = SLUICE__V1__VALUE_KIND__VALUE_KIND_NONE; break;
+    }
 }
 
 /* ---- consistency tokens ------------------------------------------------ */
@@ -468,9 +504,37 @@ static Sluice__V1__EntityRow *serve_grpc__parse_row(arena_t *a, const uint8_t *p
     return row;
 }
 
+/* One EntityKeyColumn: its name (at most once, first) then its values.
+ * NULL: not this shape. */
+static Sluice__V1__EntityKeyColumn *serve_grpc__parse_key_column(arena_t *a, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n, *q = p, *name = (const uint8_t *)"", *v = NULL;
+    size_t name_len = 0, vl = 0, n_values = 0;
+    if (q < end && *q == 0x0a && !serve_grpc__len_field(&q, end, 0x0a, &name, &name_len)) return NULL;
+    const uint8_t *values = q;
+    while (q < end) {
+        if (!serve_grpc__len_field(&q, end, 0x12, &v, &vl)) return NULL;
+        n_values++;
+    }
+    Sluice__V1__EntityKeyColumn *col = arena_alloc(a, sizeof *col);
+    char **vals = arena_alloc(a, (n_values + 1) * sizeof *vals);
+    if (!col || !vals) return NULL;
+    sluice__v1__entity_key_column__init(col);
+    if (!(col->name = serve_grpc__arena_str(a, name, name_len))) return NULL;
+    q = values;
+    for (size_t i = 0; i < n_values; i++) {
+        serve_grpc__len_field(&q, end, 0x12, &v, &vl);
+        if (!(vals[i] = serve_grpc__arena_str(a, v, vl))) return NULL;
+    }
+    col->n_values = n_values;
+    col->values = vals;
+    return col;
+}
+
 /* GetOnlineFeaturesRequest of the shape nearly every client sends — one
- * feature_service (field 2) and entity rows (field 3) of string map
- * entries, nothing else — parsed straight into the arena; protobuf-c's
+ * feature_service (field 2), entity rows (field 3) of string map
+ * entries or key columns (field 7) of a name and values, and at most one
+ * layout (field 6), nothing else — parsed straight into the arena; protobuf-c's
  * generic unpacker costs ~10 % of a 100-row call. Anything else (feature
  * refs, a token, repeated or unknown fields, map entry fields repeated or
  * out of order) returns NULL and goes to protobuf-c, so the result is always what
@@ -479,13 +543,22 @@ static Sluice__V1__GetOnlineFeaturesRequest *serve_grpc__parse_fast(arena_t *a, 
                                                                     size_t n)
 {
     const uint8_t *end = p + n, *q = p, *svc = NULL, *f = NULL;
-    size_t svc_len = 0, fl = 0, n_rows = 0;
+    size_t svc_len = 0, fl = 0, n_rows = 0, n_kcols = 0;
+    uint64_t layout = 0;
+    bool has_layout = false;
     while (q < end) {
         if (*q == 0x12 && !svc) {
             if (!serve_grpc__len_field(&q, end, 0x12, &svc, &svc_len)) return NULL;
+        } else if (*q == 0x30 && !has_layout) {
+            q++;
+            if (!serve_grpc__varint(&q, end, &layout) || layout > INT32_MAX) return NULL;
+            has_layout = true;
         } else if (*q == 0x1a) {
             if (!serve_grpc__len_field(&q, end, 0x1a, &f, &fl)) return NULL;
             n_rows++;
+        } else if (*q == 0x3a) {
+            if (!serve_grpc__len_field(&q, end, 0x3a, &f, &fl)) return NULL;
+            n_kcols++;
         } else {
             return NULL;
         }
@@ -493,17 +566,31 @@ static Sluice__V1__GetOnlineFeaturesRequest *serve_grpc__parse_fast(arena_t *a, 
     if (!svc) return NULL;
     Sluice__V1__GetOnlineFeaturesRequest *req = arena_alloc(a, sizeof *req);
     Sluice__V1__EntityRow **rows = arena_alloc(a, (n_rows + 1) * sizeof *rows);
-    if (!req || !rows) return NULL;
+    Sluice__V1__EntityKeyColumn **kcols = arena_alloc(a, (n_kcols + 1) * sizeof *kcols);
+    if (!req || !rows || !kcols) return NULL;
     sluice__v1__get_online_features_request__init(req);
     req->features_case = SLUICE__V1__GET_ONLINE_FEATURES_REQUEST__FEATURES_FEATURE_SERVICE;
     if (!(req->feature_service = serve_grpc__arena_str(a, svc, svc_len))) return NULL;
     req->n_entities = n_rows;
     req->entities = rows;
+    req->layout = (Sluice__V1__ResponseLayout)layout;
+    req->n_entity_columns = n_kcols;
+    req->entity_columns = kcols;
     q = p;
-    size_t i = 0;
+    size_t i = 0, kc = 0;
     while (q < end) {
+        if (*q == 0x3a) {
+            serve_grpc__len_field(&q, end, 0x3a, &f, &fl);
+            if (!(kcols[kc++] = serve_grpc__parse_key_column(a, f, fl))) return NULL;
+            continue;
+        }
         if (*q == 0x12) {
             serve_grpc__len_field(&q, end, 0x12, &f, &fl);
+            continue;
+        }
+        if (*q == 0x30) {
+            q++;
+            serve_grpc__varint(&q, end, &layout);
             continue;
         }
         serve_grpc__len_field(&q, end, 0x1a, &f, &fl);
@@ -530,13 +617,20 @@ int serve_grpc_parse_check(const void *data, size_t len)
     bool same = ref && ref->features_case == fast->features_case &&
                 serve_grpc__same_str(ref->feature_service, fast->feature_service) &&
                 ref->n_entities == fast->n_entities && !ref->min_token &&
-                ref->min_token_wait_ms == fast->min_token_wait_ms;
+                ref->min_token_wait_ms == fast->min_token_wait_ms && ref->layout == fast->layout;
     for (size_t e = 0; same && e < ref->n_entities; e++) {
         const Sluice__V1__EntityRow *x = ref->entities[e], *y = fast->entities[e];
         same = x->n_keys == y->n_keys;
         for (size_t k = 0; same && k < x->n_keys; k++)
             same = serve_grpc__same_str(x->keys[k]->key, y->keys[k]->key) &&
                    serve_grpc__same_str(x->keys[k]->value, y->keys[k]->value);
+    }
+    same = same && ref->n_entity_columns == fast->n_entity_columns;
+    for (size_t c = 0; same && c < ref->n_entity_columns; c++) {
+        const Sluice__V1__EntityKeyColumn *x = ref->entity_columns[c], *y = fast->entity_columns[c];
+        same = serve_grpc__same_str(x->name, y->name) && x->n_values == y->n_values;
+        for (size_t i = 0; same && i < x->n_values; i++)
+            same = serve_grpc__same_str(x->values[i], y->values[i]);
     }
     sluice__v1__get_online_features_request__free_unpacked(ref, NULL);
     arena_free(&a);
@@ -592,7 +686,9 @@ static int serve_grpc__cache_key(sl_buf_t *b, const serve_key_t *key)
 
 /* One entity's values of `view` as FeatureVector.values records (tag 0x0a,
  * length, packed FeatureValue: a vector is its columns' records one after
- * the other), slice f = feature f's record: from the thread's cache while the backend says they hold
+ * the other), slice f = feature f's record, and slice n_features + f =
+ * its dense_cell_t (LAYOUT_DENSE) followed by the packed Value of a STRING
+ * or LIST cell: from the thread's cache while the backend says they hold
  * (generation `gen` read before, request time before valid_until), else
  * one lookup at `now`, packed and cached. *data / *slices stay valid until
  * the thread's next vector. Returns RPC_OK or the reply's failure. */
@@ -622,18 +718,22 @@ static int serve_grpc__vector(serve_grpc_thread_t *t, const serve_backend_t *be,
         return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entity row %zu, view '%s': bad key: %s",
                               row, v->name, err[0] ? err : sl_strerror(rc));
     if (rc) return rpc_reply_fail(reply, RPC_INTERNAL, "lookup failed: %s", err[0] ? err : sl_strerror(rc));
-    if (v->n_features > t->slices_cap) {
-        uint32_t *ns = realloc(t->slices, v->n_features * 2 * sizeof *ns);
+    size_t nf = v->n_features;
+    if (2 * nf > t->slices_cap) {
+        uint32_t *ns = realloc(t->slices, nf * 4 * sizeof *ns);
         if (!ns) return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         t->slices = ns;
-        t->slices_cap = v->n_features;
+        t->slices_cap = 2 * nf;
     }
+    Sluice__V1__FeatureValue **fvs = arena_alloc(&t->a, (nf + 1) * sizeof *fvs);
+    if (!fvs) return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
     sl_buf_reset(&t->vbuf);
-    for (size_t f = 0; f < v->n_features; f++) {
-        Sluice__V1__FeatureValue *fv = serve_grpc__value(&t->a, &t->vals[f]);
+    for (size_t f = 0; f < nf; f++) {
+        Sluice__V1__FeatureValue *fv = fvs[f] = serve_grpc__value(&t->a, &t->vals[f]);
         size_t off = t->vbuf.len;
         size_t n = fv && !t->a.failed ? protobuf_c_message_get_packed_size(&fv->base) : 0;
-        if (!fv || t->a.failed || sl_buf_reserve(&t->vbuf, 11 + n) || t->vbuf.len + 11 + n > UINT32_MAX)
+        size_t need = 11 + n;
+        if (!fv || t->a.failed || sl_buf_reserve(&t->vbuf, need) || t->vbuf.len + need > UINT32_MAX)
             return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         /* the record as a FeatureVector holds it: values (1) = the message */
         unsigned char *w = t->vbuf.data + off;
@@ -644,10 +744,29 @@ static int serve_grpc__vector(serve_grpc_thread_t *t, const serve_backend_t *be,
         t->slices[2 * f] = (uint32_t)off;
         t->slices[2 * f + 1] = (uint32_t)(t->vbuf.len - off);
     }
+    for (size_t f = 0; f < nf; f++) {      /* the dense cells, after all records */
+        const Sluice__V1__FeatureValue *fv = fvs[f];
+        dense_cell_t cell;
+        serve_grpc__dense_cell(fv, &cell);
+        bool str = cell.kind == SLUICE__V1__VALUE_KIND__VALUE_KIND_STRING;
+        bool list = cell.kind == SLUICE__V1__VALUE_KIND__VALUE_KIND_LIST;
+        size_t vn = str ? strlen(fv->value->string_value)
+                  : list ? protobuf_c_message_get_packed_size(&fv->value->list_value->base) : 0;
+        size_t off = t->vbuf.len;
+        if (sl_buf_reserve(&t->vbuf, sizeof cell + vn) || off + sizeof cell + vn > UINT32_MAX)
+            return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        cell.obj_len = (uint32_t)vn;
+        memcpy(t->vbuf.data + off, &cell, sizeof cell);
+        if (str) memcpy(t->vbuf.data + off + sizeof cell, fv->value->string_value, vn);
+        if (list) protobuf_c_message_pack(&fv->value->list_value->base, t->vbuf.data + off + sizeof cell);
+        t->vbuf.len = off + sizeof cell + vn;
+        t->slices[2 * (nf + f)] = (uint32_t)off;
+        t->slices[2 * (nf + f) + 1] = (uint32_t)(sizeof cell + vn);
+    }
     if (cacheable)
         serve_cache_put(t->cache, h, be, view, t->key.data, t->key.len, gen,
                         be->valid_until(be, t->sc), 0, t->vbuf.data, t->vbuf.len, t->slices,
-                        v->n_features);
+                        2 * nf);
     *data = t->vbuf.data;
     *slices = t->slices;
     return RPC_OK;
@@ -686,12 +805,153 @@ static bool serve_grpc__row_cached(serve_grpc_thread_t *t, const serve_backend_t
     return true;
 }
 
+/* Entity rows from the request's key columns (entity_columns): row i maps
+ * each column's name to its values[i], as an EntityRow in the arena. */
+static int serve_grpc__rows_of_columns(arena_t *a, Sluice__V1__GetOnlineFeaturesRequest *req,
+                                       size_t max_entities, rpc_reply_t *reply)
+{
+    size_t nc = req->n_entity_columns, nr = req->entity_columns[0]->n_values;
+    if (req->n_entities)
+        return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entities and entity_columns both given: use one");
+    for (size_t c = 0; c < nc; c++) {
+        const Sluice__V1__EntityKeyColumn *col = req->entity_columns[c];
+        if (col->n_values != nr)
+            return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT,
+                                  "entity_columns differ in length: '%s' has %zu values, '%s' %zu",
+                                  req->entity_columns[0]->name, nr, col->name, col->n_values);
+        for (size_t d = 0; d < c; d++)
+            if (strcmp(req->entity_columns[d]->name, col->name) == 0)
+                return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entity column '%s' given twice", col->name);
+    }
+    if (nr > max_entities)
+        return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "too many entity rows: %zu > max_entities %zu",
+                              nr, max_entities);
+    Sluice__V1__EntityRow **rows = arena_alloc(a, (nr + 1) * sizeof *rows);
+    Sluice__V1__EntityRow *rowv = arena_alloc(a, (nr + 1) * sizeof *rowv);
+    Sluice__V1__EntityRow__KeysEntry *ents = arena_alloc(a, (nr * nc + 1) * sizeof *ents);
+    Sluice__V1__EntityRow__KeysEntry **keys = arena_alloc(a, (nr * nc + 1) * sizeof *keys);
+    if (!rows || !rowv || !ents || !keys)
+        return rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reading the request");
+    for (size_t r = 0; r < nr; r++) {
+        sluice__v1__entity_row__init(&rowv[r]);
+        rowv[r].n_keys = nc;
+        rowv[r].keys = keys + r * nc;
+        for (size_t c = 0; c < nc; c++) {
+            Sluice__V1__EntityRow__KeysEntry *ke = &ents[r * nc + c];
+            sluice__v1__entity_row__keys_entry__init(ke);
+            ke->key = req->entity_columns[c]->name;
+            ke->value = req->entity_columns[c]->values[r];
+            keys[r * nc + c] = ke;
+        }
+        rows[r] = &rowv[r];
+    }
+    req->entities = rows;
+    req->n_entities = nr;
+    return RPC_OK;
+}
+
+/* LAYOUT_DENSE: appends one entity row's cells (col_src[c] = column c's
+ * dense_cell_t and object bytes) to the thread's arrays. */
+static int serve_grpc__dense_row(serve_grpc_thread_t *t, const unsigned char *const *col_src,
+                                 size_t n_cols)
+{
+    for (size_t c = 0; c < n_cols; c++) {
+        dense_cell_t cell;
+        memcpy(&cell, col_src[c], sizeof cell);
+        t->d_status.data[t->d_status.len++] = cell.status;
+        t->d_kind.data[t->d_kind.len++] = cell.kind;
+        uint64_t bits = cell.bits;
+        uint64_t ms = (uint64_t)cell.event_ms;
+        if (cell.kind == SLUICE__V1__VALUE_KIND__VALUE_KIND_STRING) {     /* strings (7) */
+            if (t->d_strs.len + cell.obj_len > UINT32_MAX || sl_buf_append(&t->d_strs, col_src[c] + sizeof cell, cell.obj_len))
+                return SL_ENOMEM;
+            bits = (uint64_t)(t->d_strs.len - cell.obj_len) | (uint64_t)cell.obj_len << 32;
+        } else if (cell.kind == SLUICE__V1__VALUE_KIND__VALUE_KIND_LIST) {  /* lists (8) */
+            if (sl_buf_reserve(&t->d_lists, 11 + cell.obj_len)) return SL_ENOMEM;
+            unsigned char *w = t->d_lists.data + t->d_lists.len;
+            *w++ = 0x42;
+            w = serve_grpc__put_varint(w, cell.obj_len);
+            memcpy(w, col_src[c] + sizeof cell, cell.obj_len);
+            t->d_lists.len = (size_t)(w - t->d_lists.data) + cell.obj_len;
+            bits = t->n_lists++;
+        }
+        unsigned char *vw = t->d_vals.data + t->d_vals.len, *tw = t->d_times.data + t->d_times.len;
+        for (int i = 0; i < 8; i++) {     /* little-endian whatever the host */
+            vw[i] = (unsigned char)(bits >> (8 * i));
+            tw[i] = (unsigned char)(ms >> (8 * i));
+        }
+        t->d_vals.len += 8;
+        t->d_times.len += 8;
+    }
+    return 0;
+}
+
+static size_t serve_grpc__varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* A bytes field (tag, length, data) at w; nothing for an empty one, as
+ * proto3 leaves it out. Returns the end. */
+static unsigned char *serve_grpc__put_bytes(unsigned char *w, uint8_t tag, const sl_buf_t *b)
+{
+    if (!b->len) return w;
+    *w++ = tag;
+    w = serve_grpc__put_varint(w, b->len);
+    memcpy(w, b->data, b->len);
+    return w + b->len;
+}
+
+static size_t serve_grpc__bytes_size(const sl_buf_t *b)
+{
+    return b->len ? 1 + serve_grpc__varint_size(b->len) + b->len : 0;
+}
+
+/* LAYOUT_DENSE: the response's dense (field 5) DenseResults from the
+ * thread's arrays. */
+static int serve_grpc__dense_put(serve_grpc_thread_t *t, sl_buf_t *body, size_t n_rows, size_t n_cols)
+{
+    size_t len = (n_rows ? 1 + serve_grpc__varint_size(n_rows) : 0) +
+                 (n_cols ? 1 + serve_grpc__varint_size(n_cols) : 0) +
+                 serve_grpc__bytes_size(&t->d_status) + serve_grpc__bytes_size(&t->d_kind) +
+                 serve_grpc__bytes_size(&t->d_vals) + serve_grpc__bytes_size(&t->d_times) +
+                 serve_grpc__bytes_size(&t->d_strs) + t->d_lists.len;
+    if (sl_buf_reserve(body, 11 + len)) return SL_ENOMEM;
+    unsigned char *w = body->data + body->len;
+    *w++ = 0x2a;
+    w = serve_grpc__put_varint(w, len);
+    if (n_rows) {
+        *w++ = 0x08;
+        w = serve_grpc__put_varint(w, n_rows);
+    }
+    if (n_cols) {
+        *w++ = 0x10;
+        w = serve_grpc__put_varint(w, n_cols);
+    }
+    w = serve_grpc__put_bytes(w, 0x1a, &t->d_status);
+    w = serve_grpc__put_bytes(w, 0x22, &t->d_kind);
+    w = serve_grpc__put_bytes(w, 0x2a, &t->d_vals);
+    w = serve_grpc__put_bytes(w, 0x32, &t->d_times);
+    w = serve_grpc__put_bytes(w, 0x3a, &t->d_strs);
+    if (t->d_lists.len) memcpy(w, t->d_lists.data, t->d_lists.len);
+    w += t->d_lists.len;
+    body->len = (size_t)(w - body->data);
+    return 0;
+}
+
 /* GetOnlineFeatures. The response is written in three parts, in field
  * order: feature_names packed by protobuf-c; then the results (field 2),
  * each FeatureVector its columns' FeatureValue records one after the other
  * (cached per view and entity, see serve_grpc__vector); then token and served_at_ms packed
  * by protobuf-c. Concatenated protobuf messages are one message, so a
- * client parses exactly what a single pack would have produced. */
+ * client parses exactly what a single pack would have produced. With
+ * LAYOUT_DENSE the rows' cells (cached beside the records) go to the
+ * thread's flat arrays instead, written as field 5 after the last row. */
 static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len, rpc_reply_t *reply)
 {
     serve_grpc_t *g = ctx;
@@ -718,11 +978,20 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         t->vals = nv;
         t->vals_cap = need;
     }
+    if (req->n_entity_columns &&
+        serve_grpc__rows_of_columns(a, req, g->opts.max_entities, reply) != RPC_OK)
+        goto out;
     if (req->n_entities > g->opts.max_entities) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "too many entity rows: %zu > max_entities %zu",
                        req->n_entities, g->opts.max_entities);
         goto out;
     }
+    if (req->layout != SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_ROWS &&
+        req->layout != SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_DENSE) {
+        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "unknown layout %d (0 rows, 1 dense)", (int)req->layout);
+        goto out;
+    }
+    bool dense = req->layout == SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_DENSE;
     if (serve_grpc__columns(s, req, a, &cols, &n_cols, reply) != RPC_OK) goto out;
 
     /* progress first: the token must not claim more than what we read */
@@ -756,10 +1025,12 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     size_t *col_off = arena_alloc(a, (n_cols + 1) * sizeof *col_off);
     size_t *col_len = arena_alloc(a, (n_cols + 1) * sizeof *col_len);
     size_t *col_vk = arena_alloc(a, (n_cols + 1) * sizeof *col_vk);     /* column -> k in views */
+    size_t *col_sl = arena_alloc(a, (n_cols + 1) * sizeof *col_sl);     /* column -> its slice */
     const unsigned char **col_src = arena_alloc(a, (n_cols + 1) * sizeof *col_src);
     const unsigned char **vdk = arena_alloc(a, (n_cols + 1) * sizeof *vdk);  /* per view k */
     const uint32_t **vsk = arena_alloc(a, (n_cols + 1) * sizeof *vsk);
-    if (!head.feature_names || !views || !col_off || !col_len || !col_vk || !col_src || !vdk || !vsk) {
+    if (!head.feature_names || !views || !col_off || !col_len || !col_vk || !col_sl || !col_src ||
+        !vdk || !vsk) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -775,6 +1046,23 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         while (k < n_views && views[k] != cols[c].view) k++;
         if (k == n_views) views[n_views++] = cols[c].view;
         col_vk[c] = k;
+        /* the feature's record, or (dense) its cell after the view's records */
+        col_sl[c] = 2 * (size_t)(dense ? v->n_features + (size_t)cols[c].feature : (size_t)cols[c].feature);
+    }
+    if (dense) {
+        sl_buf_reset(&t->d_status);
+        sl_buf_reset(&t->d_kind);
+        sl_buf_reset(&t->d_vals);
+        sl_buf_reset(&t->d_times);
+        sl_buf_reset(&t->d_strs);
+        sl_buf_reset(&t->d_lists);
+        t->n_lists = 0;
+        size_t cells = req->n_entities * n_cols;
+        if (sl_buf_reserve(&t->d_status, cells) || sl_buf_reserve(&t->d_kind, cells) ||
+            sl_buf_reserve(&t->d_vals, 8 * cells) || sl_buf_reserve(&t->d_times, 8 * cells)) {
+            rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
     }
     if (serve_grpc__append_packed(&reply->body, &head.base)) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -789,7 +1077,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         if (cacheable && serve_grpc__row_cached(t, be, views, n_views, req->entities[e], e, now, gen,
                                                 vdk, vsk, reply)) {
             for (size_t c = 0; c < n_cols; c++) {
-                const uint32_t *sl = vsk[col_vk[c]] + 2 * cols[c].feature;
+                const uint32_t *sl = vsk[col_vk[c]] + col_sl[c];
                 col_src[c] = vdk[col_vk[c]] + sl[0];
                 col_len[c] = sl[1];
             }
@@ -805,7 +1093,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
                     goto out;
                 for (size_t c = 0; c < n_cols; c++) {
                     if (col_vk[c] != k) continue;
-                    const uint32_t *sl = vs + 2 * cols[c].feature;
+                    const uint32_t *sl = vs + col_sl[c];
                     col_len[c] = sl[1];
                     if (n_views == 1) {
                         col_src[c] = vd + sl[0];
@@ -820,6 +1108,13 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
             }
             if (n_views > 1)
                 for (size_t c = 0; c < n_cols; c++) col_src[c] = t->row.data + col_off[c];
+        }
+        if (dense) {
+            if (serve_grpc__dense_row(t, col_src, n_cols)) {
+                rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+                goto out;
+            }
+            continue;
         }
         /* results (field 2): FeatureVector { repeated FeatureValue values = 1 } */
         size_t vec_len = 0;
@@ -838,6 +1133,10 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
             w += col_len[c];
         }
         reply->body.len = (size_t)(w - reply->body.data);
+    }
+    if (dense && serve_grpc__dense_put(t, &reply->body, req->n_entities, n_cols)) {
+        rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
     }
     Sluice__V1__GetOnlineFeaturesResponse tail = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
     tail.served_at_ms = now;
@@ -997,6 +1296,12 @@ static void serve_grpc__thread_free(void *ctx, void *tctx)
     sl_buf_free(&t->key);
     sl_buf_free(&t->vbuf);
     sl_buf_free(&t->row);
+    sl_buf_free(&t->d_status);
+    sl_buf_free(&t->d_kind);
+    sl_buf_free(&t->d_vals);
+    sl_buf_free(&t->d_times);
+    sl_buf_free(&t->d_strs);
+    sl_buf_free(&t->d_lists);
     free(t->slices);
     free(t->pp);
     free(t->vals);

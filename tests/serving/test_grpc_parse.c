@@ -3,8 +3,8 @@
  * parser against protobuf-c (the oracle): random requests packed by
  * protobuf-c must be taken by the fast path and give the same message; any
  * byte mutation of them must either be declined (protobuf-c then decides)
- * or give the same message; other shapes (feature refs, tokens) are
- * declined.
+ * or give the same message (a repeated layout field included: the last
+ * one wins); other shapes (feature refs, tokens) are declined.
  */
 #include <criterion/criterion.h>
 
@@ -26,12 +26,15 @@ static char *rand_str(void)
     return s;
 }
 
-/* A random request (feature_service + rows), packed by protobuf-c. */
+/* A random request (feature_service, rows, a layout, sometimes key
+ * columns), packed by protobuf-c. */
 static uint8_t *random_request(size_t *len)
 {
     Sluice__V1__GetOnlineFeaturesRequest req = SLUICE__V1__GET_ONLINE_FEATURES_REQUEST__INIT;
     req.features_case = SLUICE__V1__GET_ONLINE_FEATURES_REQUEST__FEATURES_FEATURE_SERVICE;
     req.feature_service = rand_str();
+    int lr = rand() % 4;      /* rows (default, left out), dense, or an unknown value */
+    req.layout = (Sluice__V1__ResponseLayout)(lr < 2 ? 0 : lr == 2 ? 1 : rand() % 300);
     req.n_entities = (size_t)(rand() % 30);
     req.entities = calloc(req.n_entities + 1, sizeof *req.entities);
     for (size_t e = 0; e < req.n_entities; e++) {
@@ -48,9 +51,29 @@ static uint8_t *random_request(size_t *len)
         }
         req.entities[e] = row;
     }
+    if (rand() % 3 == 0) {   /* key columns (entity_columns) as well */
+        req.n_entity_columns = (size_t)(rand() % 3);
+        req.entity_columns = calloc(req.n_entity_columns + 1, sizeof *req.entity_columns);
+        for (size_t c = 0; c < req.n_entity_columns; c++) {
+            Sluice__V1__EntityKeyColumn *col = calloc(1, sizeof *col);
+            sluice__v1__entity_key_column__init(col);
+            col->name = rand_str();
+            col->n_values = (size_t)(rand() % 40);
+            col->values = calloc(col->n_values + 1, sizeof *col->values);
+            for (size_t i = 0; i < col->n_values; i++) col->values[i] = rand_str();
+            req.entity_columns[c] = col;
+        }
+    }
     *len = sluice__v1__get_online_features_request__get_packed_size(&req);
     uint8_t *buf = malloc(*len + 1);
     sluice__v1__get_online_features_request__pack(&req, buf);
+    for (size_t c = 0; c < req.n_entity_columns; c++) {
+        for (size_t i = 0; i < req.entity_columns[c]->n_values; i++) free(req.entity_columns[c]->values[i]);
+        free(req.entity_columns[c]->values);
+        free(req.entity_columns[c]->name);
+        free(req.entity_columns[c]);
+    }
+    free(req.entity_columns);
     for (size_t e = 0; e < req.n_entities; e++) {
         for (size_t k = 0; k < req.entities[e]->n_keys; k++) {
             free(req.entities[e]->keys[k]->key);
@@ -87,14 +110,17 @@ Test(grpc_parse, mutations_are_declined_or_parsed_alike)
             free(buf);
             continue;
         }
-        int m = rand() % 4;
+        int m = rand() % 5;
         size_t at = (size_t)rand() % len;
         if (m == 0) buf[at] = (uint8_t)rand();                 /* change a byte */
         else if (m == 1) len = at;                              /* truncate */
         else if (m == 2) buf[at] ^= (uint8_t)(1u << (rand() % 8));
-        else {                                                  /* a trailing unknown field */
+        else if (m == 3) {                                      /* a trailing unknown field */
             buf = realloc(buf, len + 3);
             buf[len] = 0x28; buf[len + 1] = 0x07; len += 2;     /* field 5 varint: min_token_wait_ms */
+        } else {                                                /* layout (again): the last one wins */
+            buf = realloc(buf, len + 3);
+            buf[len] = 0x30; buf[len + 1] = (uint8_t)(rand() % 3); len += 2;
         }
         int rc = serve_grpc_parse_check(buf, len);
         cr_assert_neq(rc, -1, "mutation %d of request %d differs from protobuf-c", m, i);

@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -556,6 +557,44 @@ def close(a, b):
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
 
 
+def dense_as_rows(resp):
+    """A LAYOUT_DENSE response's cells as the rows layout's packed
+    FeatureValues (row by row), read from the flat arrays as a client
+    would: status and kind bytes, little-endian 8-byte values and times,
+    a string's (offset, length) in `strings`, a list's index in `lists`."""
+    d = resp.dense
+    n = d.n_rows * d.n_columns
+    assert (len(d.statuses), len(d.kinds), len(d.values), len(d.event_times_ms)) == (n, n, 8 * n, 8 * n), d
+    rows, strs_used, lists_used = [], 0, 0
+    for r in range(d.n_rows):
+        row = []
+        for c in range(d.n_columns):
+            i = r * d.n_columns + c
+            fv = pb.FeatureValue(status=d.statuses[i], event_time_ms=struct.unpack_from("<q", d.event_times_ms, 8 * i)[0])
+            k = d.kinds[i]
+            fv.value.SetInParent()
+            if k == pb.VALUE_KIND_INT64:
+                fv.value.int64_value = struct.unpack_from("<q", d.values, 8 * i)[0]
+            elif k == pb.VALUE_KIND_DOUBLE:
+                fv.value.double_value = struct.unpack_from("<d", d.values, 8 * i)[0]
+            elif k == pb.VALUE_KIND_STRING:
+                off, ln = struct.unpack_from("<II", d.values, 8 * i)
+                assert off == strs_used, (off, strs_used)      # in cell order, back to back
+                fv.value.string_value = d.strings[off:off + ln].decode("utf-8")
+                strs_used += ln
+            elif k == pb.VALUE_KIND_LIST:
+                idx = struct.unpack_from("<Q", d.values, 8 * i)[0]
+                assert idx == lists_used, (idx, lists_used)
+                fv.value.list_value.CopyFrom(d.lists[idx])
+                lists_used += 1
+            else:
+                assert k == pb.VALUE_KIND_NONE and struct.unpack_from("<q", d.values, 8 * i)[0] == 0
+            row.append(fv.SerializeToString())
+        rows.append(row)
+    assert (strs_used, lists_used) == (len(d.strings), len(d.lists)), "strings or lists left over"
+    return rows
+
+
 class Grpc(unittest.TestCase):
     def setUp(self):
         self.ch = grpc.insecure_channel("127.0.0.1:%d" % MAIN.grpc_port)
@@ -634,6 +673,107 @@ class Grpc(unittest.TestCase):
         svc = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[E(keys={"user_id": u}) for u in us])
         first = self.stub.GetOnlineFeatures(svc).results
         self.assertEqual(list(self.stub.GetOnlineFeatures(svc).results), list(first))
+
+    def test_dense_layout_holds_the_rows_cells(self):
+        """LAYOUT_DENSE carries exactly the rows layout's cells (the rows
+        layout is checked against the oracle above): every value kind,
+        null values, unknown entities and entities past their TTL, one view
+        and several, columns repeated, rows served from the cache or built,
+        in either order; the same names, token and no results."""
+        us = ["nobody"] + users() + ["u-missing"]
+        E = pb.EntityRow
+        refs = ["user_stats:*", "user_recent:clicks", "user_stats:last_page"]
+        def get(ents, layout, **kw):
+            return self.stub.GetOnlineFeatures(pb.GetOnlineFeaturesRequest(
+                entities=[E(keys=k) for k in ents], layout=layout, **kw))
+        def both(ents, first, **kw):
+            for attempt in range(3):           # a window hop may pass between the calls
+                other = pb.LAYOUT_ROWS if first == pb.LAYOUT_DENSE else pb.LAYOUT_DENSE
+                a, b = get(ents, first, **kw), get(ents, other, **kw)
+                dense, rows = (a, b) if first == pb.LAYOUT_DENSE else (b, a)
+                want = [[fv.SerializeToString() for fv in row.values] for row in rows.results]
+                if dense_as_rows(dense) == want:
+                    break
+            self.assertEqual(dense_as_rows(dense), want, (first, kw))
+            self.assertEqual(len(dense.results), 0)
+            self.assertEqual(list(dense.feature_names), list(rows.feature_names))
+            self.assertEqual(dense.dense.n_rows, len(ents))
+            self.assertEqual(dense.token, rows.token)
+            return dense
+        half = len(us) // 2
+        # dense first (built, then cached), then rows first, on separate entities
+        d = both([{"user_id": u} for u in us[:half]], pb.LAYOUT_DENSE, feature_refs=pb.FeatureRefList(refs=refs))
+        both([{"user_id": u} for u in us[half:]], pb.LAYOUT_ROWS, feature_refs=pb.FeatureRefList(refs=refs))
+        both([{"user_id": u} for u in us], pb.LAYOUT_DENSE, feature_service="user_model")
+        mixed = [{"user_id": u, "region": r, "driver": str(x)} for u, r, x in
+                 (("u1", "eu", 1), ("nobody", "us", 3), ("u2", "zz", 9), ("u3", "eu", 2))]
+        both(mixed, pb.LAYOUT_DENSE, feature_service="mixed")
+        kinds = set(d.dense.kinds)
+        self.assertTrue({pb.VALUE_KIND_INT64, pb.VALUE_KIND_DOUBLE, pb.VALUE_KIND_STRING, pb.VALUE_KIND_LIST,
+                         pb.VALUE_KIND_NONE} <= kinds, kinds)
+        self.assertIn(pb.NOT_FOUND, set(d.dense.statuses))
+        # the dense values of one user against the oracle directly
+        u = us[1]
+        resp = get([{"user_id": u}], pb.LAYOUT_DENSE, feature_refs=pb.FeatureRefList(refs=["user_stats:*"]))
+        status, vals, _ = oracle_user(EVENTS, u, resp.served_at_ms)
+        row = dense_as_rows(resp)[0]
+        for i, f in enumerate(USER_FEATURES):
+            fv = pb.FeatureValue.FromString(row[i])
+            if vals:
+                self.assertTrue(close(vals[f], value_of(fv.value)), (u, f, vals[f], fv))
+        # no rows: an empty matrix
+        resp = get([], pb.LAYOUT_DENSE, feature_service="user_model")
+        self.assertEqual((resp.dense.n_rows, len(resp.dense.values), len(resp.results)), (0, 0, 0))
+        # an unknown layout is refused
+        with self.assertRaises(grpc.RpcError) as cm:
+            get([{"user_id": u}], 7, feature_service="user_model")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("layout", cm.exception.details())
+
+    def test_entity_columns_are_the_same_rows(self):
+        """Key columns (entity_columns) name the same rows as entity maps:
+        one key and composite keys, both layouts; mismatched lengths, a
+        repeated column, both forms at once and too many rows are refused."""
+        us = users() + ["nobody"]
+        mixed = [("u1", "eu", "1"), ("nobody", "us", "3"), ("u2", "zz", "9")]
+        cases = [
+            ("user_model", [{"user_id": u} for u in us], [pb.EntityKeyColumn(name="user_id", values=us)]),
+            ("mixed", [{"user_id": u, "region": r, "driver": d} for u, r, d in mixed],
+             [pb.EntityKeyColumn(name="driver", values=[m[2] for m in mixed]),
+              pb.EntityKeyColumn(name="user_id", values=[m[0] for m in mixed]),
+              pb.EntityKeyColumn(name="region", values=[m[1] for m in mixed])]),
+        ]
+        for svc, maps, cols in cases:
+            for layout in (pb.LAYOUT_ROWS, pb.LAYOUT_DENSE):
+                for attempt in range(3):          # a window hop may pass between the calls
+                    a = self.stub.GetOnlineFeatures(pb.GetOnlineFeaturesRequest(
+                        feature_service=svc, entities=[pb.EntityRow(keys=m) for m in maps], layout=layout))
+                    b = self.stub.GetOnlineFeatures(pb.GetOnlineFeaturesRequest(
+                        feature_service=svc, entity_columns=cols, layout=layout))
+                    if (a.results, a.dense) == (b.results, b.dense):
+                        break
+                self.assertEqual((a.results, a.dense), (b.results, b.dense), (svc, layout))
+                self.assertEqual(len(b.results) + b.dense.n_rows, len(maps))
+        def fails(**kw):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stub.GetOnlineFeatures(pb.GetOnlineFeaturesRequest(feature_service="mixed", **kw))
+            return cm.exception.code(), cm.exception.details()
+        C = pb.EntityKeyColumn
+        code, msg = fails(entity_columns=[C(name="user_id", values=["u1", "u2"]), C(name="region", values=["eu"]),
+                                          C(name="driver", values=["1", "2"])])
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("differ in length", msg)
+        code, msg = fails(entity_columns=[C(name="user_id", values=["u1"]), C(name="user_id", values=["u2"])])
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("twice", msg)
+        code, msg = fails(entity_columns=[C(name="user_id", values=["u1"])],
+                          entities=[pb.EntityRow(keys={"user_id": "u1"})])
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("both", msg)
+        code, msg = fails(entity_columns=[C(name="user_id", values=["u1"])])     # region, driver missing
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, msg = fails(entity_columns=[C(name="user_id", values=["u"] * 51)])
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def test_token_and_read_your_writes(self):
         req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[pb.EntityRow(keys={"user_id": "u1"})])
