@@ -876,10 +876,15 @@ static int serve_grpc__dense_row(serve_grpc_thread_t *t, const unsigned char *co
             bits = t->n_lists++;
         }
         unsigned char *vw = t->d_vals.data + t->d_vals.len, *tw = t->d_times.data + t->d_times.len;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(vw, &bits, 8);
+        memcpy(tw, &ms, 8);
+#else
         for (int i = 0; i < 8; i++) {     /* little-endian whatever the host */
             vw[i] = (unsigned char)(bits >> (8 * i));
             tw[i] = (unsigned char)(ms >> (8 * i));
         }
+#endif
         t->d_vals.len += 8;
         t->d_times.len += 8;
     }
