@@ -805,6 +805,11 @@ static bool serve_grpc__row_cached(serve_grpc_thread_t *t, const serve_backend_t
     return true;
 }
 
+/* Key columns a request may give: the keys of a few entities (a view's
+ * entity has at most SERVE_MAX_KEY_PARTS); the bound keeps the check for
+ * repeated names (quadratic) cheap against a request of many empty columns. */
+#define SERVE_GRPC_MAX_KEY_COLUMNS 64
+
 /* Entity rows from the request's key columns (entity_columns): row i maps
  * each column's name to its values[i], as an EntityRow in the arena. */
 static int serve_grpc__rows_of_columns(arena_t *a, Sluice__V1__GetOnlineFeaturesRequest *req,
@@ -813,6 +818,9 @@ static int serve_grpc__rows_of_columns(arena_t *a, Sluice__V1__GetOnlineFeatures
     size_t nc = req->n_entity_columns, nr = req->entity_columns[0]->n_values;
     if (req->n_entities)
         return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "entities and entity_columns both given: use one");
+    if (nc > SERVE_GRPC_MAX_KEY_COLUMNS)
+        return rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "too many entity_columns: %zu > %d", nc,
+                              SERVE_GRPC_MAX_KEY_COLUMNS);
     for (size_t c = 0; c < nc; c++) {
         const Sluice__V1__EntityKeyColumn *col = req->entity_columns[c];
         if (col->n_values != nr)

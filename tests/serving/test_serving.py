@@ -774,6 +774,10 @@ class Grpc(unittest.TestCase):
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
         code, msg = fails(entity_columns=[C(name="user_id", values=["u"] * 51)])
         self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # many (empty) columns: refused at once, not compared pairwise
+        code, msg = fails(entity_columns=[C() for _ in range(200_000)])
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("too many entity_columns", msg)
 
     def test_token_and_read_your_writes(self):
         req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=[pb.EntityRow(keys={"user_id": "u1"})])
