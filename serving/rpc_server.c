@@ -83,6 +83,7 @@ typedef struct rpc_call {
     grpc_slice details;
     grpc_call_details call_details;   /* unregistered methods only */
     int cancelled;
+    int status;                       /* the status sent (RPC_CALL_SENDING) */
     int64_t since_ns;                 /* when the handler first ran; 0 = not yet */
     struct rpc_call *next;            /* waiter queue */
 } rpc_call_t;
@@ -210,14 +211,25 @@ static grpc_byte_buffer *rpc__body_message(sl_buf_t *body)
     return bb;
 }
 
+/* A call's response batch is done (ok: it completed): counts the call, as
+ * an error unless it went out OK and whole, and frees it. A reply that a
+ * stop cancelled on its way (after RPC_STOP_MS), or a client that went away
+ * first, is an error: `calls - errors` is what clients received. */
+static void rpc__sent(rpc_server_t *srv, rpc_call_t *c, bool ok)
+{
+    atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
+    if (!ok || c->cancelled || c->status != RPC_OK)
+        atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
+    rpc__call_free(c);
+}
+
 /* Sends a call's whole response in one batch (the message only when
  * status is OK, taken from body, which may be NULL for an empty one;
  * details only otherwise); the batch's tag frees the call. */
 static void rpc__send(rpc_server_t *srv, rpc_call_t *c, int status, const char *details,
                       sl_buf_t *body)
 {
-    atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
-    if (status != RPC_OK) atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
+    c->status = status;
     if (c->since_ns) sl_hist_record(&srv->latency, (uint64_t)(sl_mono_ns() - c->since_ns));
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
@@ -242,7 +254,7 @@ static void rpc__send(rpc_server_t *srv, rpc_call_t *c, int status, const char *
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
     n++;
-    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) rpc__call_free(c);
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) rpc__sent(srv, c, false);
 }
 
 /* Hands a deferred call to the waiter thread; once the server is stopping
@@ -338,7 +350,7 @@ static void *rpc__worker_main(void *arg)
             rpc__post(w, c->method);    /* keep the same number pending */
             rpc__handle(w->srv, c, w->tctx);
         } else {
-            rpc__call_free(c);
+            rpc__sent(w->srv, c, ev.success);
         }
     }
     return NULL;
@@ -484,12 +496,15 @@ nomem:
 
 int rpc_server_port(const rpc_server_t *srv) { return srv->port; }
 
-static void rpc__drain(grpc_completion_queue *cq)
+static void rpc__drain(rpc_server_t *srv, grpc_completion_queue *cq)
 {
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-        if (ev.type == GRPC_OP_COMPLETE && ev.tag) rpc__call_free(ev.tag);
+        if (ev.type != GRPC_OP_COMPLETE || !ev.tag) continue;
+        rpc_call_t *c = ev.tag;
+        if (c->state == RPC_CALL_SENDING) rpc__sent(srv, c, ev.success);
+        else rpc__call_free(c);
     }
 }
 
@@ -541,7 +556,7 @@ void rpc_server_stop(rpc_server_t *srv)
         rpc_worker_t *w = &srv->workers[i];
         grpc_completion_queue_shutdown(w->cq);
         if (w->started) pthread_join(w->thread, NULL);
-        else rpc__drain(w->cq);
+        else rpc__drain(srv, w->cq);
     }
     grpc_server_destroy(srv->server);
     for (int i = 0; i < srv->n_workers; i++) {

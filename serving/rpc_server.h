@@ -90,6 +90,10 @@ void rpc_server_drain(rpc_server_t *srv);
  * everything. */
 void rpc_server_stop(rpc_server_t *srv);
 
+/* calls: calls answered (counted when gRPC reports the reply
+ * batch done); errors: those among them that the client did not receive
+ * OK and whole: an error status, or a reply cancelled on its way (a stop's
+ * RPC_STOP_MS ran out, the client left). */
 typedef struct rpc_server_stats {
     uint64_t calls, errors, unauthenticated;
 } rpc_server_stats_t;
