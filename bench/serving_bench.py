@@ -15,7 +15,10 @@ on the server's pid; read+write from /proc/PID/io when perf is missing).
 gRPC: GetOnlineFeatures for 1 and 100 entities against the echo service on
 the same gRPC core (bench_grpc_echo), with ghz when it is installed (else a
 multi-process grpcio load generator), interleaved, --reps times, median:
-QPS, p50, p99, server CPU per call and ghz's CPU per call. ghz decodes
+QPS, p50, p99, server CPU per call and ghz's CPU per call; each in two
+shapes, entity maps in and a FeatureVector per row out ("rows"), key
+columns in and the dense matrix out ("dense"), each beside an echo of its
+own request size. ghz decodes
 every response (dynamic protobuf), which costs it several times the
 server's CPU and more for a feature vector than for an echo: on shared
 cores that sets the ratio. So the same comparison is repeated with
@@ -429,21 +432,29 @@ def main():
             print("%-24s %12s %9s %9s %12s %12s" % ("call", "QPS", "p50 ms", "p99 ms", "CPU us/call", "load us/call"))
         for n_ent in ((1, 100) if closed else ()):
             nl = a.requests // 5 if n_ent == 1 else a.requests // 20
-            ents = [pb.EntityRow(keys={"user_id": "u%012d" % rnd.randrange(a.entities)}) for _ in range(n_ent)]
-            req = pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=ents).SerializeToString()
-            ed = echo_msg(len(req))
-            runs = {"features": [], "echo": []}
+            keys = ["u%012d" % rnd.randrange(a.entities) for _ in range(n_ent)]
+            ents = [pb.EntityRow(keys={"user_id": k}) for k in keys]
+            reqs = {"rows": pb.GetOnlineFeaturesRequest(feature_service="user_model", entities=ents).SerializeToString()}
+            if n_ent > 1:     # the server's cost of the dense shape (the client's is the same here)
+                reqs["dense"] = pb.GetOnlineFeaturesRequest(
+                    feature_service="user_model", layout=pb.LAYOUT_DENSE,
+                    entity_columns=[pb.EntityKeyColumn(name="user_id", values=keys)]).SerializeToString()
+            cases = []
+            for lay, req in reqs.items():
+                cases += [(lay, grpc_port, sl.pid, "/sluice.v1.FeatureService/GetOnlineFeatures", req),
+                          ("echo " + lay, echo_port, ec.pid, "/sluice.bench.Echo/Echo", echo_msg(len(req)))]
+            runs = {c[0]: [] for c in cases}
             for rep in range(lreps):
-                for name, port, pid in (("features", grpc_port, sl.pid), ("echo", echo_port, ec.pid)):
-                    meth, body = (("/sluice.v1.FeatureService/GetOnlineFeatures", req) if name == "features"
-                                  else ("/sluice.bench.Echo/Echo", ed))
+                for name, port, pid, meth, body in cases:
                     (qps, p50, p99), cpu, _ = measure(pid, lambda: load_run(load, "127.0.0.1:%d" % port, meth, body, nl, 50))
                     runs[name].append((qps, p50, p99, cpu * 1e6 / nl, LOAD_CPU_US))
             med = {k: [median([r[i] for r in v]) for i in range(5)] for k, v in runs.items()}
-            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("features %d entit%s" % (n_ent, "y" if n_ent == 1 else "ies"), *med["features"]))
-            print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med["echo"]))
-            ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["features"], runs["echo"]))
-            print("%-24s %11.2fx   (per run: %s)" % ("features/echo QPS", med["features"][0] / med["echo"][0], ratios))
+            ents_txt = "%d entit%s" % (n_ent, "y" if n_ent == 1 else "ies")
+            for lay in reqs:
+                print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("%s, %s" % (ents_txt, lay), *med[lay]))
+                print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("echo (same size)", *med["echo " + lay]))
+                ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs[lay], runs["echo " + lay]))
+                print("%-24s %11.2fx   (per run: %s)" % ("%s/echo QPS" % lay, med[lay][0] / med["echo " + lay][0], ratios))
         if "fixed" not in parts:
             return
         # constant rate, open loop: every call sent at its scheduled time,
