@@ -117,7 +117,7 @@ struct rpc_server {
     bool waiter_started;
     pthread_t waiter;
     void *waiter_tctx;
-    _Atomic uint64_t calls, errors, unauthenticated;
+    _Atomic uint64_t calls, errors, unauthenticated, cancelled;
     bool drained;                    /* rpc_server_drain ran */
     atomic_bool stopping;            /* draining: calls not yet begun get UNAVAILABLE */
     sl_hist_t latency;               /* ns from a call's first handler run to its reply */
@@ -211,15 +211,16 @@ static grpc_byte_buffer *rpc__body_message(sl_buf_t *body)
     return bb;
 }
 
-/* A call's response batch is done (ok: it completed): counts the call, as
- * an error unless it went out OK and whole, and frees it. A reply that a
- * stop cancelled on its way (after RPC_STOP_MS), or a client that went away
- * first, is an error: `calls - errors` is what clients received. */
+/* A call's response batch is done (ok: it completed), and the call freed.
+ * An OK reply that gRPC reports cancelled or failed on its way (a stop's
+ * RPC_STOP_MS ran out, the client left) is counted in `cancelled`: gRPC
+ * may say so of a reply the client did get whole, or not of one it did not
+ * (a race at the transport's close), so `calls - errors - cancelled` and
+ * `calls - errors` bound what clients received OK. */
 static void rpc__sent(rpc_server_t *srv, rpc_call_t *c, bool ok)
 {
-    atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
-    if (!ok || c->cancelled || c->status != RPC_OK)
-        atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
+    if (c->status == RPC_OK && (!ok || c->cancelled))
+        atomic_fetch_add_explicit(&srv->cancelled, 1, memory_order_relaxed);
     rpc__call_free(c);
 }
 
@@ -230,6 +231,8 @@ static void rpc__send(rpc_server_t *srv, rpc_call_t *c, int status, const char *
                       sl_buf_t *body)
 {
     c->status = status;
+    atomic_fetch_add_explicit(&srv->calls, 1, memory_order_relaxed);
+    if (status != RPC_OK) atomic_fetch_add_explicit(&srv->errors, 1, memory_order_relaxed);
     if (c->since_ns) sl_hist_record(&srv->latency, (uint64_t)(sl_mono_ns() - c->since_ns));
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
@@ -591,5 +594,6 @@ void rpc_server_stats(const rpc_server_t *srv, rpc_server_stats_t *out)
 {
     out->calls = atomic_load_explicit(&srv->calls, memory_order_relaxed);
     out->errors = atomic_load_explicit(&srv->errors, memory_order_relaxed);
+    out->cancelled = atomic_load_explicit(&srv->cancelled, memory_order_relaxed);
     out->unauthenticated = atomic_load_explicit(&srv->unauthenticated, memory_order_relaxed);
 }

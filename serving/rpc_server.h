@@ -90,12 +90,14 @@ void rpc_server_drain(rpc_server_t *srv);
  * everything. */
 void rpc_server_stop(rpc_server_t *srv);
 
-/* calls: calls answered (counted when gRPC reports the reply
- * batch done); errors: those among them that the client did not receive
- * OK and whole: an error status, or a reply cancelled on its way (a stop's
- * RPC_STOP_MS ran out, the client left). */
+/* calls: calls answered (counted when the reply is handed to gRPC);
+ * errors: those answered with an error status; cancelled: OK replies that
+ * gRPC then reported cancelled or failed on their way (a stop's RPC_STOP_MS
+ * ran out, the client left). gRPC's report can be wrong either way at a
+ * closing transport, so clients received between calls - errors - cancelled
+ * and calls - errors OK replies. */
 typedef struct rpc_server_stats {
-    uint64_t calls, errors, unauthenticated;
+    uint64_t calls, errors, unauthenticated, cancelled;
 } rpc_server_stats_t;
 void rpc_server_stats(const rpc_server_t *srv, rpc_server_stats_t *out);
 /* Adds the server time of every answered call (ns from the handler's first

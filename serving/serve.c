@@ -136,10 +136,11 @@ void serve_servers_print_stats(const serve_servers_t *s, FILE *f)
                 (unsigned long long)st.protocol_errors, (unsigned long long)st.idle_closed);
     }
     if (s->grpc) {
-        uint64_t calls, errors, unauth;
-        serve_grpc_stats(s->grpc, &calls, &errors, &unauth);
-        fprintf(f, "grpc_calls %llu\ngrpc_errors %llu\ngrpc_unauthenticated %llu\n",
-                (unsigned long long)calls, (unsigned long long)errors, (unsigned long long)unauth);
+        uint64_t calls, errors, unauth, cancelled;
+        serve_grpc_stats(s->grpc, &calls, &errors, &unauth, &cancelled);
+        fprintf(f, "grpc_calls %llu\ngrpc_errors %llu\ngrpc_unauthenticated %llu\ngrpc_cancelled %llu\n",
+                (unsigned long long)calls, (unsigned long long)errors, (unsigned long long)unauth,
+                (unsigned long long)cancelled);
     }
 }
 

@@ -1364,13 +1364,14 @@ int serve_grpc_start(const serve_grpc_opts_t *opts, const serve_backend_t *be,
 int serve_grpc_port(const serve_grpc_t *g) { return rpc_server_port(g->rpc); }
 
 void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
-                      uint64_t *unauthenticated)
+                      uint64_t *unauthenticated, uint64_t *cancelled)
 {
     rpc_server_stats_t st;
     rpc_server_stats(g->rpc, &st);
     *calls = st.calls;
     *errors = st.errors;
     *unauthenticated = st.unauthenticated;
+    *cancelled = st.cancelled;
 }
 
 void serve_grpc_latency(const serve_grpc_t *g, sl_hist_t *into)

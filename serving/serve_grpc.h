@@ -41,9 +41,10 @@ void serve_grpc_stop(serve_grpc_t *g);
 struct sl_hist;
 void serve_grpc_latency(const serve_grpc_t *g, struct sl_hist *into);
 
-/* Calls, failed calls, unauthenticated calls since start. */
+/* Calls, failed calls, unauthenticated calls since start, and OK replies
+ * cancelled on their way (rpc_server.h). */
 void serve_grpc_stats(const serve_grpc_t *g, uint64_t *calls, uint64_t *errors,
-                      uint64_t *unauthenticated);
+                      uint64_t *unauthenticated, uint64_t *cancelled);
 
 /* For tests: parses a GetOnlineFeaturesRequest with the fast path and with
  * protobuf-c. Returns 1 (fast path taken, same message), 0 (fast path
