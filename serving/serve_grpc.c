@@ -145,6 +145,34 @@ static bool arena_pack(arena_t *a, const ProtobufCMessage *m, rpc_reply_t *reply
     return true;
 }
 
+/* The DenseResults arrays of one LAYOUT_DENSE call, grown as needed and
+ * kept by the thread between calls. */
+typedef struct dense_arrays {
+    sl_buf_t status, kind, vals, times, strs, lists;   /* lists: packed ValueList fields */
+    uint64_t n_lists;
+} dense_arrays_t;
+
+static void dense_arrays_reset(dense_arrays_t *d)
+{
+    sl_buf_reset(&d->status);
+    sl_buf_reset(&d->kind);
+    sl_buf_reset(&d->vals);
+    sl_buf_reset(&d->times);
+    sl_buf_reset(&d->strs);
+    sl_buf_reset(&d->lists);
+    d->n_lists = 0;
+}
+
+static void dense_arrays_free(dense_arrays_t *d)
+{
+    sl_buf_free(&d->status);
+    sl_buf_free(&d->kind);
+    sl_buf_free(&d->vals);
+    sl_buf_free(&d->times);
+    sl_buf_free(&d->strs);
+    sl_buf_free(&d->lists);
+}
+
 struct serve_grpc_thread {
     serve_scratch_t *sc;
     serve_value_t *vals;
@@ -158,8 +186,7 @@ struct serve_grpc_thread {
     uint32_t *slices;                 /* their (offset, length) per feature */
     size_t slices_cap;
     sl_buf_t row;                     /* one entity row's column values */
-    sl_buf_t d_status, d_kind, d_vals, d_times, d_strs, d_lists;   /* LAYOUT_DENSE arrays */
-    uint64_t n_lists;
+    dense_arrays_t dense;             /* LAYOUT_DENSE: one call's cells */
 };
 
 /* Reads the committed progress of every partition into t->pp; returns how
@@ -687,8 +714,8 @@ static int serve_grpc__cache_key(sl_buf_t *b, const serve_key_t *key)
 /* One entity's values of `view` as FeatureVector.values records (tag 0x0a,
  * length, packed FeatureValue: a vector is its columns' records one after
  * the other), slice f = feature f's record, and slice n_features + f =
- * its dense_cell_t (LAYOUT_DENSE) followed by the packed Value of a STRING
- * or LIST cell: from the thread's cache while the backend says they hold
+ * its dense_cell_t (LAYOUT_DENSE) followed by a STRING cell's text or a
+ * LIST cell's packed ValueList: from the thread's cache while the backend says they hold
  * (generation `gen` read before, request time before valid_until), else
  * one lookup at `now`, packed and cached. *data / *slices stay valid until
  * the thread's next vector. Returns RPC_OK or the reply's failure. */
@@ -859,31 +886,31 @@ static int serve_grpc__rows_of_columns(arena_t *a, Sluice__V1__GetOnlineFeatures
 }
 
 /* LAYOUT_DENSE: appends one entity row's cells (col_src[c] = column c's
- * dense_cell_t and object bytes) to the thread's arrays. */
-static int serve_grpc__dense_row(serve_grpc_thread_t *t, const unsigned char *const *col_src,
+ * dense_cell_t and the bytes after it) to the call's arrays. */
+static int serve_grpc__dense_row(dense_arrays_t *d, const unsigned char *const *col_src,
                                  size_t n_cols)
 {
     for (size_t c = 0; c < n_cols; c++) {
         dense_cell_t cell;
         memcpy(&cell, col_src[c], sizeof cell);
-        t->d_status.data[t->d_status.len++] = cell.status;
-        t->d_kind.data[t->d_kind.len++] = cell.kind;
+        d->status.data[d->status.len++] = cell.status;
+        d->kind.data[d->kind.len++] = cell.kind;
         uint64_t bits = cell.bits;
         uint64_t ms = (uint64_t)cell.event_ms;
         if (cell.kind == SLUICE__V1__VALUE_KIND__VALUE_KIND_STRING) {     /* strings (7) */
-            if (t->d_strs.len + cell.obj_len > UINT32_MAX || sl_buf_append(&t->d_strs, col_src[c] + sizeof cell, cell.obj_len))
+            if (d->strs.len + cell.obj_len > UINT32_MAX || sl_buf_append(&d->strs, col_src[c] + sizeof cell, cell.obj_len))
                 return SL_ENOMEM;
-            bits = (uint64_t)(t->d_strs.len - cell.obj_len) | (uint64_t)cell.obj_len << 32;
+            bits = (uint64_t)(d->strs.len - cell.obj_len) | (uint64_t)cell.obj_len << 32;
         } else if (cell.kind == SLUICE__V1__VALUE_KIND__VALUE_KIND_LIST) {  /* lists (8) */
-            if (sl_buf_reserve(&t->d_lists, 11 + cell.obj_len)) return SL_ENOMEM;
-            unsigned char *w = t->d_lists.data + t->d_lists.len;
+            if (sl_buf_reserve(&d->lists, 11 + cell.obj_len)) return SL_ENOMEM;
+            unsigned char *w = d->lists.data + d->lists.len;
             *w++ = 0x42;
             w = serve_grpc__put_varint(w, cell.obj_len);
             memcpy(w, col_src[c] + sizeof cell, cell.obj_len);
-            t->d_lists.len = (size_t)(w - t->d_lists.data) + cell.obj_len;
-            bits = t->n_lists++;
+            d->lists.len = (size_t)(w - d->lists.data) + cell.obj_len;
+            bits = d->n_lists++;
         }
-        unsigned char *vw = t->d_vals.data + t->d_vals.len, *tw = t->d_times.data + t->d_times.len;
+        unsigned char *vw = d->vals.data + d->vals.len, *tw = d->times.data + d->times.len;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         memcpy(vw, &bits, 8);
         memcpy(tw, &ms, 8);
@@ -893,8 +920,8 @@ static int serve_grpc__dense_row(serve_grpc_thread_t *t, const unsigned char *co
             tw[i] = (unsigned char)(ms >> (8 * i));
         }
 #endif
-        t->d_vals.len += 8;
-        t->d_times.len += 8;
+        d->vals.len += 8;
+        d->times.len += 8;
     }
     return 0;
 }
@@ -926,14 +953,14 @@ static size_t serve_grpc__bytes_size(const sl_buf_t *b)
 }
 
 /* LAYOUT_DENSE: the response's dense (field 5) DenseResults from the
- * thread's arrays. */
-static int serve_grpc__dense_put(serve_grpc_thread_t *t, sl_buf_t *body, size_t n_rows, size_t n_cols)
+ * call's arrays. */
+static int serve_grpc__dense_put(const dense_arrays_t *d, sl_buf_t *body, size_t n_rows, size_t n_cols)
 {
     size_t len = (n_rows ? 1 + serve_grpc__varint_size(n_rows) : 0) +
                  (n_cols ? 1 + serve_grpc__varint_size(n_cols) : 0) +
-                 serve_grpc__bytes_size(&t->d_status) + serve_grpc__bytes_size(&t->d_kind) +
-                 serve_grpc__bytes_size(&t->d_vals) + serve_grpc__bytes_size(&t->d_times) +
-                 serve_grpc__bytes_size(&t->d_strs) + t->d_lists.len;
+                 serve_grpc__bytes_size(&d->status) + serve_grpc__bytes_size(&d->kind) +
+                 serve_grpc__bytes_size(&d->vals) + serve_grpc__bytes_size(&d->times) +
+                 serve_grpc__bytes_size(&d->strs) + d->lists.len;
     if (sl_buf_reserve(body, 11 + len)) return SL_ENOMEM;
     unsigned char *w = body->data + body->len;
     *w++ = 0x2a;
@@ -946,13 +973,13 @@ static int serve_grpc__dense_put(serve_grpc_thread_t *t, sl_buf_t *body, size_t 
         *w++ = 0x10;
         w = serve_grpc__put_varint(w, n_cols);
     }
-    w = serve_grpc__put_bytes(w, 0x1a, &t->d_status);
-    w = serve_grpc__put_bytes(w, 0x22, &t->d_kind);
-    w = serve_grpc__put_bytes(w, 0x2a, &t->d_vals);
-    w = serve_grpc__put_bytes(w, 0x32, &t->d_times);
-    w = serve_grpc__put_bytes(w, 0x3a, &t->d_strs);
-    if (t->d_lists.len) memcpy(w, t->d_lists.data, t->d_lists.len);
-    w += t->d_lists.len;
+    w = serve_grpc__put_bytes(w, 0x1a, &d->status);
+    w = serve_grpc__put_bytes(w, 0x22, &d->kind);
+    w = serve_grpc__put_bytes(w, 0x2a, &d->vals);
+    w = serve_grpc__put_bytes(w, 0x32, &d->times);
+    w = serve_grpc__put_bytes(w, 0x3a, &d->strs);
+    if (d->lists.len) memcpy(w, d->lists.data, d->lists.len);
+    w += d->lists.len;
     body->len = (size_t)(w - body->data);
     return 0;
 }
@@ -991,17 +1018,17 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         t->vals = nv;
         t->vals_cap = need;
     }
+    if (req->layout != SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_ROWS &&
+        req->layout != SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_DENSE) {
+        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "unknown layout %d (0 rows, 1 dense)", (int)req->layout);
+        goto out;
+    }
     if (req->n_entity_columns &&
         serve_grpc__rows_of_columns(a, req, g->opts.max_entities, reply) != RPC_OK)
         goto out;
     if (req->n_entities > g->opts.max_entities) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "too many entity rows: %zu > max_entities %zu",
                        req->n_entities, g->opts.max_entities);
-        goto out;
-    }
-    if (req->layout != SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_ROWS &&
-        req->layout != SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_DENSE) {
-        rpc_reply_fail(reply, RPC_INVALID_ARGUMENT, "unknown layout %d (0 rows, 1 dense)", (int)req->layout);
         goto out;
     }
     bool dense = req->layout == SLUICE__V1__RESPONSE_LAYOUT__LAYOUT_DENSE;
@@ -1063,16 +1090,11 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         col_sl[c] = 2 * (size_t)(dense ? v->n_features + (size_t)cols[c].feature : (size_t)cols[c].feature);
     }
     if (dense) {
-        sl_buf_reset(&t->d_status);
-        sl_buf_reset(&t->d_kind);
-        sl_buf_reset(&t->d_vals);
-        sl_buf_reset(&t->d_times);
-        sl_buf_reset(&t->d_strs);
-        sl_buf_reset(&t->d_lists);
-        t->n_lists = 0;
+        dense_arrays_t *d = &t->dense;
+        dense_arrays_reset(d);
         size_t cells = req->n_entities * n_cols;
-        if (sl_buf_reserve(&t->d_status, cells) || sl_buf_reserve(&t->d_kind, cells) ||
-            sl_buf_reserve(&t->d_vals, 8 * cells) || sl_buf_reserve(&t->d_times, 8 * cells)) {
+        if (sl_buf_reserve(&d->status, cells) || sl_buf_reserve(&d->kind, cells) ||
+            sl_buf_reserve(&d->vals, 8 * cells) || sl_buf_reserve(&d->times, 8 * cells)) {
             rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
@@ -1123,7 +1145,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
                 for (size_t c = 0; c < n_cols; c++) col_src[c] = t->row.data + col_off[c];
         }
         if (dense) {
-            if (serve_grpc__dense_row(t, col_src, n_cols)) {
+            if (serve_grpc__dense_row(&t->dense, col_src, n_cols)) {
                 rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
                 goto out;
             }
@@ -1147,7 +1169,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
         }
         reply->body.len = (size_t)(w - reply->body.data);
     }
-    if (dense && serve_grpc__dense_put(t, &reply->body, req->n_entities, n_cols)) {
+    if (dense && serve_grpc__dense_put(&t->dense, &reply->body, req->n_entities, n_cols)) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -1309,12 +1331,7 @@ static void serve_grpc__thread_free(void *ctx, void *tctx)
     sl_buf_free(&t->key);
     sl_buf_free(&t->vbuf);
     sl_buf_free(&t->row);
-    sl_buf_free(&t->d_status);
-    sl_buf_free(&t->d_kind);
-    sl_buf_free(&t->d_vals);
-    sl_buf_free(&t->d_times);
-    sl_buf_free(&t->d_strs);
-    sl_buf_free(&t->d_lists);
+    dense_arrays_free(&t->dense);
     free(t->slices);
     free(t->pp);
     free(t->vals);
