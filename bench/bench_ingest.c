@@ -9,6 +9,10 @@
  *   produce  EVENTS JSON events (default 6M; 100k users, 10k merchants) — not timed
  *   raw      consumer_poll loop with the worker's consumer settings, no
  *            processing: events/s wall and per CPU-second
+ *   decode   the same loop decoding every message with the worker's JSON
+ *            decoder (ingest_decode) and nothing else: the ceiling of any
+ *            ingest that decodes JSON with it on one thread, and the
+ *            decoder's CPU per event (against raw)
  *   ingest   the worker (one thread) on a view with 5 features — count, sum,
  *            mean, max over 1h sliding / 5m hop, approx_distinct over 24h
  *            sliding / 1h hop — with a 100 ms and a 10 s commit interval:
@@ -26,7 +30,7 @@
  * For profiling and quick iterations (not for reported figures):
  *   SLUICE_BENCH_TOPIC=NAME  reuse a topic produced by an earlier run (it must
  *                            hold exactly EVENTS events) instead of producing
- *   SLUICE_BENCH_PHASES=LIST comma list out of raw,100ms,10s (default: all)
+ *   SLUICE_BENCH_PHASES=LIST comma list out of raw,decode,100ms,10s (default: all)
  */
 #define _GNU_SOURCE
 #include <librdkafka/rdkafka.h>
@@ -151,8 +155,11 @@ static void produce(const char *bootstrap, const char *topic, long events)
     rd_kafka_destroy(rk);
 }
 
-/* The raw ceiling: same consumer settings as the worker, no processing. */
-static void raw_consume(const char *bootstrap, const char *topic, long events, double *rate, double *per_cpu)
+/* The raw ceiling: same consumer settings as the worker, no processing.
+ * With a decoder, each message is also decoded as the worker decodes it
+ * (and nothing else): the ceiling once the JSON is paid for. */
+static void raw_consume(const char *bootstrap, const char *topic, long events, ingest_decoder_t *dec,
+                        double *rate, double *per_cpu)
 {
     char e[512], group[128];
     uniq(group, sizeof group, "bench-raw");
@@ -171,7 +178,7 @@ static void raw_consume(const char *bootstrap, const char *topic, long events, d
     rd_kafka_topic_partition_list_add(tl, topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_subscribe(rk, tl);
     rd_kafka_topic_partition_list_destroy(tl);
-    long n = 0;
+    long n = 0, bad = 0;
     double t0 = 0, c0 = 0;
     size_t bytes = 0;
     while (n < events) {
@@ -180,6 +187,10 @@ static void raw_consume(const char *bootstrap, const char *topic, long events, d
         if (!m->err) {
             if (n++ == 0) { t0 = now_s(); c0 = cpu_s(); }
             bytes += m->len;
+            if (dec) {
+                ingest_record_t rec;
+                if (ingest_decode(dec, m->payload, m->len, &rec, NULL, 0) != INGEST_OK) bad++;
+            }
         }
         rd_kafka_message_destroy(m);
     }
@@ -189,6 +200,7 @@ static void raw_consume(const char *bootstrap, const char *topic, long events, d
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     (void)bytes;
+    if (bad) die("decode phase", "some events did not decode");
 }
 
 typedef struct run_arg {
@@ -405,8 +417,23 @@ int main(int argc, char **argv)
            "cores busy\n");
     double raw_rate = 0, raw_cpu = 0;
     if (!phases || strstr(phases, "raw")) {
-        raw_consume(bootstrap, topic, events, &raw_rate, &raw_cpu);
+        raw_consume(bootstrap, topic, events, NULL, &raw_rate, &raw_cpu);
         printf("raw librdkafka consume (ceiling):   %9.0f events/s wall, %9.0f events/CPU-s\n", raw_rate, raw_cpu);
+    }
+    if (!phases || strstr(phases, "decode")) {
+        char yaml[4096], err[512];
+        snprintf(yaml, sizeof yaml, SCHEMA_FMT, topic);
+        schema_t *schema;
+        ingest_decoder_t *dec;
+        if (schema_load_string("bench.yaml", yaml, strlen(yaml), &schema, err, sizeof err)) die("schema", err);
+        if (ingest_decoder_new(schema, 0, 0, &dec, err, sizeof err)) die("decoder", err);
+        double rate, per_cpu;
+        raw_consume(bootstrap, topic, events, dec, &rate, &per_cpu);
+        printf("consume + JSON decode only:         %9.0f events/s wall, %9.0f events/CPU-s, %.0f%% of raw; "
+               "decoding costs %.2f us CPU/event\n", rate, per_cpu, raw_rate > 0 ? 100.0 * rate / raw_rate : 0.0,
+               raw_cpu > 0 ? 1e6 / per_cpu - 1e6 / raw_cpu : 0.0);
+        ingest_decoder_free(dec);
+        schema_free(schema);
     }
 
     const char *intervals[] = { "100ms", "10s" };
