@@ -319,6 +319,16 @@ void agg_entity_prefetch(const agg_plan_t *plan, const agg_entity_t *ent, int de
         agg__win_prefetch(&plan->f[i], &ent->st[i], depth);
 }
 
+void agg_entity_prefetch_encode(const agg_plan_t *plan, const agg_entity_t *ent, int depth)
+{
+    if (depth <= 0) {
+        agg_entity_prefetch(plan, ent, 0);
+        return;
+    }
+    for (size_t i = 0; i < plan->n_features; i++)
+        agg__win_prefetch_all(&plan->f[i], &ent->st[i], depth);
+}
+
 int agg_entity_update(const agg_plan_t *plan, agg_entity_t *ent,
                       const agg_event_t *ev, int64_t accept_from_ms)
 {

@@ -122,6 +122,11 @@ int agg_entity_update_prefetched(const agg_plan_t *plan, agg_entity_t *ent,
  * Changes nothing. */
 void agg_entity_prefetch(const agg_plan_t *plan, const agg_entity_t *ent, int depth);
 
+/* The same hints for agg_entity_expire and agg_entity_encode, which read
+ * every tile, not the newest: depth 0 the entity, 1 every feature's whole
+ * tile array, 2 every tile's sketch or string. Changes nothing. */
+void agg_entity_prefetch_encode(const agg_plan_t *plan, const agg_entity_t *ent, int depth);
+
 /* Evaluates every feature as of time t_ms into out[0..n_features-1].
  * Values may point into `ent` and stay valid until it is next modified or
  * queried. The query writes scratch space inside `ent` (despite the const):

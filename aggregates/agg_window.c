@@ -619,6 +619,36 @@ void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int dep
     }
 }
 
+void agg__win_prefetch_all(const agg__feature_t *f, const agg__fstate_t *st, int depth)
+{
+    if (!is_tiles(f)) {
+        if (depth == 1 && f->wkind == SCHEMA_WINDOW_SESSION && st->sess.n) {
+            __builtin_prefetch(&st->sess.v[0], 0);
+            __builtin_prefetch(&st->sess.v[st->sess.n - 1], 0);
+        }
+        return;
+    }
+    const agg__tiles_t *ts = &st->tiles;
+    if (!ts->n)
+        return;
+    const unsigned char *first = (const unsigned char *)T(f, ts, 0);
+    const unsigned char *end = (const unsigned char *)T(f, ts, ts->n - 1) + f->tsize;
+    if (depth == 1) {
+        /* the whole tile array: its first lines, the hardware prefetcher
+         * follows a forward walk from there */
+        for (const unsigned char *p = first; p < end && p < first + 256; p += 64)
+            __builtin_prefetch(p, 0);
+        return;
+    }
+    if (depth == 2 && is_heap_agg(f->agg)) {
+        for (uint32_t i = 0; i < ts->n; i++) {
+            const agg__tile_t *t = T(f, ts, i);
+            if (t->p.x)
+                __builtin_prefetch(t->p.x, 0);
+        }
+    }
+}
+
 int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
                  int64_t accept_from_ms)
 {

@@ -53,6 +53,9 @@ void agg__win_free(const agg__feature_t *f, agg__fstate_t *st);
  * long sparse sketch (reads its header).
  * No effect on state. */
 void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int depth);
+/* The same for what agg__win_encode reads: depth 1 the whole tile (or
+ * session) array, depth 2 every tile's heap block. */
+void agg__win_prefetch_all(const agg__feature_t *f, const agg__fstate_t *st, int depth);
 int agg__win_add(const agg__feature_t *f, agg__fstate_t *st, const agg__in_t *in,
                  int64_t accept_from_ms);
 void agg__win_query(const agg__feature_t *f, const agg__fstate_t *st, int64_t t,

@@ -73,6 +73,8 @@ typedef struct ingest_stats {
     _Atomic uint64_t commit_us_sum;
     _Atomic uint64_t committed_entities; /* entity states written, all commits */
     _Atomic uint64_t commit_cpu_us;     /* CPU time of the committer thread so far */
+    _Atomic uint64_t commit_build_us;   /* wall time the ingest thread spent expiring
+                                           and encoding dirty states into batches */
     _Atomic uint64_t final_cpu_us;      /* CPU time of the ingest thread up to the final commit */
     _Atomic uint64_t final_committed;   /* 1 once the run's final commit is durable (the
                                          * consumer is closed and the cache freed after it) */

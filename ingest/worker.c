@@ -332,16 +332,20 @@ static int worker_commit(ingest_worker_t *w, bool wait)
     size_t n_ent = 0;
     /* Each dirty entity is cold (encoding is memory-bound, not CPU-bound):
      * with the array, start the loads a few entities ahead, one pointer
-     * level per distance (entry, entity, feature states, tiles). */
+     * level per distance (entry, entity, whole tile arrays, sketches).
+     * The encode hints, not the update ones (newest tile only): expire
+     * and encode walk every tile; measured with bench_ingest at 100 ms
+     * commits, 2.1-2.5 us per entity instead of 2.9-3.1. */
+    uint64_t build_t0 = sl_mono_ns();
     ingest_entry_t *const *dv = ingest_cache_dirty_array(w->cache);
     size_t nd = ingest_cache_dirty_count(w->cache), di = 0;
     for (ingest_entry_t *e = dv ? (nd ? dv[0] : NULL) : ingest_cache_dirty(w->cache); e;
          e = dv ? (++di < nd ? dv[di] : NULL) : e->dirty_next) {
         if (dv) {
             if (di + 16 < nd) __builtin_prefetch(dv[di + 16], 1);
-            if (di + 12 < nd) agg_entity_prefetch(w->plans[dv[di + 12]->view], dv[di + 12]->ent, 0);
-            if (di + 8 < nd) agg_entity_prefetch(w->plans[dv[di + 8]->view], dv[di + 8]->ent, 1);
-            if (di + 4 < nd) agg_entity_prefetch(w->plans[dv[di + 4]->view], dv[di + 4]->ent, 2);
+            if (di + 12 < nd) agg_entity_prefetch_encode(w->plans[dv[di + 12]->view], dv[di + 12]->ent, 0);
+            if (di + 8 < nd) agg_entity_prefetch_encode(w->plans[dv[di + 8]->view], dv[di + 8]->ent, 1);
+            if (di + 4 < nd) agg_entity_prefetch_encode(w->plans[dv[di + 4]->view], dv[di + 4]->ent, 2);
         }
         const schema_view_t *view = &w->schema->views[e->view];
         topic_ent_t *t = &w->topics[w->view_topic[e->view]];
@@ -358,6 +362,7 @@ static int worker_commit(ingest_worker_t *w, bool wait)
         e->known = true;
         n_ent++;
     }
+    STAT_ADD(w->stats.commit_build_us, (sl_mono_ns() - build_t0) / 1000);
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
     for (size_t ti = 0; ti < w->n_topics; ti++) {
         topic_ent_t *t = &w->topics[ti];

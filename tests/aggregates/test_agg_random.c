@@ -9,7 +9,7 @@
  * now and then, and at random points queries every feature at random times
  * >= accept_from, and round-trips the state through encode/decode (the
  * decoded entity must answer bit-for-bit like the original, and the stream
- * continues on it).
+ * continues on it; the memory hints, run before, must not change its bytes).
  *
  * Exactness: double values are multiples of 1/8 below 1000 in magnitude, so
  * every sum of them is exact in binary64 whatever the grouping: sum, mean,
@@ -245,9 +245,22 @@ static void run_stream(uint64_t seed, const stream_cfg_t *cfg)
             /* round trip */
             sl_buf_t buf = SL_BUF_INIT;
             cr_assert_eq(agg_entity_encode(plan, ent, &buf), 0);
+            /* the memory hints read the state (under ASan: only memory the
+             * entity owns) and change nothing: the same bytes again */
+            for (int depth = 0; depth <= 3; depth++) {
+                agg_entity_prefetch(plan, ent, depth);
+                agg_entity_prefetch_encode(plan, ent, depth);
+            }
+            sl_buf_t buf3 = SL_BUF_INIT;
+            cr_assert_eq(agg_entity_encode(plan, ent, &buf3), 0);
+            cr_assert(buf3.len == buf.len && !memcmp(buf.data, buf3.data, buf.len),
+                      "seed %llu: the memory hints changed the state", (unsigned long long)seed);
+            sl_buf_free(&buf3);
             agg_entity_t *dec = NULL;
             rc = agg_entity_decode(plan, buf.data, buf.len, &dec);
             cr_assert_eq(rc, 0, "seed %llu: decode rc=%d", (unsigned long long)seed, rc);
+            for (int depth = 0; depth <= 3; depth++)      /* on a lazily decoded state too */
+                agg_entity_prefetch_encode(plan, dec, depth);
             for (int q = 0; q < 4; q++) {
                 int64_t lo = af == INT64_MIN ? min_seen - wspan : af;
                 int64_t t = trange(&rs, lo, max_seen + 2 * wspan);
