@@ -8,7 +8,7 @@ PKGS=(
   librdkafka-dev librocksdb-dev libhiredis-dev libgrpc-dev
   libprotobuf-c-dev protobuf-c-compiler libcriterion-dev
   libyaml-dev libcjson-dev libxxhash-dev libmicrohttpd-dev libjemalloc-dev
-  redis-server redis-tools kcat curl openssl
+  redis-server redis-tools kcat curl openssl nghttp2-client
   python3 python3-venv python3-pip
   openjdk-17-jdk-headless maven
   clang-14 libclang-rt-14-dev
