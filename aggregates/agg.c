@@ -14,7 +14,8 @@
  * (a missing or unconvertible value skips that feature only) and hands it to
  * the window. Late events are refused before anything is touched.
  *
- * Encoding (format version 2), all integers varint / zig-zag varint:
+ * Encoding (format version 3; decode still reads 2, whose sparse distinct
+ * sketches hold 64-bit hashes), all integers varint / zig-zag varint:
  *
  *   u8 version | u64be view fingerprint | varint n_features |
  *   u8 has_events | svarint last_event_ms | per feature: u8 aggregate, u8 window kind,
@@ -476,7 +477,7 @@ int agg_entity_decode(const agg_plan_t *plan, const void *data, size_t len,
     sl_reader_init(&r, data, len);
     if ((rc = sl_read_u8(&r, &ver)))
         return rc;
-    if (ver != AGG_FORMAT_VERSION)
+    if (ver < AGG_FORMAT_OLDEST || ver > AGG_FORMAT_VERSION)
         return SL_EVERSION;
     if ((rc = sl_read_u64be(&r, &fp)) || (rc = sl_read_varint(&r, &n)))
         return rc;
@@ -502,7 +503,7 @@ int agg_entity_decode(const agg_plan_t *plan, const void *data, size_t len,
             rc = SL_ESCHEMA;
             goto fail_ent;
         }
-        if ((rc = agg__win_decode(f, &ent->st[i], &r)))
+        if ((rc = agg__win_decode(f, &ent->st[i], &r, ver)))
             goto fail_ent;
     }
     if (r.left) {

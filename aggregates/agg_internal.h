@@ -12,9 +12,12 @@
 #include "agg.h"
 #include "sl_buf.h"
 
-/* Format version of agg_entity_encode output. 1 was a pre-release layout
- * (absolute times inside partials) and is refused with SL_EVERSION. */
-#define AGG_FORMAT_VERSION 2
+/* Format version of agg_entity_encode output: 3 keeps sparse approx_distinct
+ * sketches as 32-bit codes (agg_sketch.c). 2 kept them as 64-bit hashes and
+ * is still decoded; 1 was a pre-release layout (absolute times inside
+ * partials) and is refused with SL_EVERSION, as is any newer version. */
+#define AGG_FORMAT_VERSION 3
+#define AGG_FORMAT_OLDEST 2         /* the oldest version decode still reads */
 
 /* Event times must lie in [-AGG_TIME_LIMIT, AGG_TIME_LIMIT] (about +-36 million
  * years), which keeps every time difference inside int64. */
@@ -58,8 +61,9 @@ static inline unsigned char *agg__w_u64be(unsigned char *p, uint64_t v)
 
 /* ---- sketches (agg_sketch.c) --------------------------------------------- */
 
-/* approx_distinct: exact set of up to AGG_HLL_SPARSE_MAX 64-bit hashes, then a
- * dense HyperLogLog with 2^AGG_HLL_P one-byte registers. */
+/* approx_distinct: a set of up to AGG_HLL_SPARSE_MAX 32-bit codes of the
+ * hashes (exact counts unless two share their top 25 bits), then a dense
+ * HyperLogLog with 2^AGG_HLL_P one-byte registers. */
 #define AGG_HLL_P 12
 #define AGG_HLL_M (1u << AGG_HLL_P)
 #define AGG_HLL_SPARSE_MAX 64
@@ -71,7 +75,7 @@ agg_hll_t *agg__hll_copy(const agg_hll_t *h);
 /* add and merge may move the sketch (it grows in place of *hp); add makes
  * one when *hp is NULL. 0 or SL_ENOMEM (then *hp is as before). */
 int agg__hll_add(agg_hll_t **hp, uint64_t hash);
-/* Memory hint: starts loading the sparse hashes past the block's first
+/* Memory hint: starts loading the sparse codes past the block's first
  * three lines (an add scans them; agg__win_prefetch starts those three
  * one level earlier, from the tile's pointer). */
 void agg__hll_prefetch(const agg_hll_t *h);
@@ -80,7 +84,9 @@ int agg__hll_merge(agg_hll_t **dstp, const agg_hll_t *src);
  * of scratch. */
 double agg__hll_estimate2(const agg_hll_t *a, const agg_hll_t *b, uint8_t *regs);
 int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf);
-int agg__hll_decode(sl_reader_t *r, agg_hll_t **out);
+/* ver: the state's format version (2: sparse sketches as 64-bit hashes,
+ * turned into codes here). */
+int agg__hll_decode(sl_reader_t *r, agg_hll_t **out, int ver);
 size_t agg__hll_mem(const agg_hll_t *h);
 
 /* approx_quantile: DDSketch with relative accuracy AGG_DDS_ALPHA. */
@@ -206,7 +212,7 @@ void agg__part_result(const agg__feature_t *f, const agg_part_t *a, const agg_pa
                       int64_t t, agg__scratch_t *sc, agg_scalar_t *items, agg_value_t *out);
 /* Event times inside the partial are written relative to `base`. */
 int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base, sl_buf_t *buf);
-int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_part_t *p);
+int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_part_t *p, int ver);
 size_t agg__part_mem(const agg__feature_t *f, const agg_part_t *p);
 
 #endif

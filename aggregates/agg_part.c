@@ -743,7 +743,7 @@ int agg__part_encode(const agg__feature_t *f, const agg_part_t *p, int64_t base,
 }
 
 /* On failure *p is left clear. */
-int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_part_t *p)
+int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_part_t *p, int ver)
 {
     uint64_t n;
     int rc;
@@ -807,7 +807,7 @@ int agg__part_decode(const agg__feature_t *f, sl_reader_t *r, int64_t base, agg_
         break;
     case SCHEMA_AGG_APPROX_DISTINCT: {
         agg_hll_t *h;
-        rc = agg__hll_decode(r, &h);
+        rc = agg__hll_decode(r, &h, ver);
         p->x = h;
         p->n = 1;
         break;

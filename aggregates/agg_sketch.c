@@ -4,10 +4,18 @@
  *
  * approx_distinct (agg_hll_t). A tile of a sliding window usually sees few
  * distinct values, so the sketch starts SPARSE: an unsorted set of up to
- * AGG_HLL_SPARSE_MAX 64-bit hashes, whose size is the exact distinct count
- * (up to 64-bit hash collisions). Past that it turns DENSE: a HyperLogLog with
- * m = 2^12 one-byte registers (register = top 12 hash bits, rank = leading
- * zeros of the other 52 bits + 1). The dense estimate uses Ertl's improved
+ * AGG_HLL_SPARSE_MAX 32-bit codes, whose size is the distinct count. Past
+ * that it turns DENSE: a HyperLogLog with m = 2^12 one-byte registers
+ * (register = top 12 hash bits, rank = leading zeros of the other 52 bits +
+ * 1). A code keeps of a 64-bit hash exactly what a dense register needs
+ * (as in HyperLogLog++'s sparse form): its top 25 bits, and, only when the
+ * 13 of them below the register's 12 are all zero, the rank of the last 39
+ * bits (6 bits; else 0, since those 13 bits already give the rank). So
+ * densifying codes sets the very registers the hashes would have, and
+ * sparse counts are exact unless two values share their top 25 hash bits
+ * (and rank): probability about n^2 / 2^26 for n values, 6e-5 at n = 64.
+ * Half the bytes of the 64-bit hashes kept before (format 2), in memory and
+ * in every committed state. The dense estimate uses Ertl's improved
  * raw estimator ("New cardinality estimation algorithms for HyperLogLog
  * sketches", 2017), which needs no bias tables and is unbiased from 0 to far
  * beyond 2^32; its relative standard error is about 1.04 / sqrt(m) = 1.6 %.
@@ -43,9 +51,9 @@
  * a cold entity waits for each level of pointers). Growing moves the block:
  * add and merge take the owner's pointer. */
 struct agg_hll {
-    uint32_t n;             /* sparse: number of hashes; dense: UINT32_MAX */
+    uint32_t n;             /* sparse: number of codes; dense: UINT32_MAX */
     uint32_t cap;           /* sparse: room in v[] */
-    uint64_t v[];           /* sparse: hashes; dense: AGG_HLL_M register bytes */
+    uint32_t v[];           /* sparse: codes; dense: AGG_HLL_M register bytes */
 };
 
 #define HLL_DENSE UINT32_MAX
@@ -59,7 +67,7 @@ static inline uint8_t *hll_regs(const agg_hll_t *h)
 
 static agg_hll_t *hll_alloc_sparse(uint32_t cap)
 {
-    agg_hll_t *h = malloc(sizeof(agg_hll_t) + (size_t)cap * sizeof(uint64_t));
+    agg_hll_t *h = malloc(sizeof(agg_hll_t) + (size_t)cap * sizeof(uint32_t));
     if (h) {
         h->n = 0;
         h->cap = cap;
@@ -82,7 +90,7 @@ void agg__hll_prefetch(const agg_hll_t *h)
     if (h->n == HLL_DENSE)
         return;                 /* 4 KiB of registers: one line would not help */
     const char *p = (const char *)h;
-    size_t bytes = sizeof(*h) + (size_t)h->n * sizeof(uint64_t);
+    size_t bytes = sizeof(*h) + (size_t)h->n * sizeof(uint32_t);
     for (size_t off = 192; off < bytes; off += 64)
         __builtin_prefetch(p + off, 0);   /* the first three lines: agg__win_prefetch */
 }
@@ -98,6 +106,40 @@ static inline void hll_reg_set(uint8_t *regs, uint64_t hash)
         regs[idx] = rank;
 }
 
+/* Sparse codes (see the top): bits 30..6 the top 25 hash bits, bits 5..0
+ * the rank of the last 39 bits when bits 12..0 of those 25 are zero, else 0. */
+#define HLL_SP 25                                    /* index bits of a code */
+#define HLL_SP_LOW (HLL_SP - AGG_HLL_P)              /* 13: below the register */
+#define HLL_SP_REST (64 - HLL_SP)                    /* 39 */
+
+static inline uint32_t hll_code(uint64_t hash)
+{
+    uint32_t idx = (uint32_t)(hash >> HLL_SP_REST);
+    if (idx & ((1u << HLL_SP_LOW) - 1))
+        return idx << 6;
+    uint64_t w = hash << HLL_SP;                     /* the last 39 bits, top-aligned */
+    uint32_t rank = w ? (uint32_t)__builtin_clzll(w) + 1 : HLL_SP_REST + 1;
+    return idx << 6 | rank;
+}
+
+/* Is `c` a code hll_code can return? (decoding checks stored codes) */
+static bool hll_code_valid(uint32_t c)
+{
+    uint32_t low = (c >> 6) & ((1u << HLL_SP_LOW) - 1), rank = c & 63;
+    return c >> 31 == 0 && (low ? rank == 0 : rank >= 1 && rank <= HLL_SP_REST + 1);
+}
+
+/* What hll_reg_set does with the hash a code came from. */
+static inline void hll_reg_set_code(uint8_t *regs, uint32_t c)
+{
+    uint32_t idx = c >> (6 + HLL_SP_LOW);
+    uint32_t low = (c >> 6) & ((1u << HLL_SP_LOW) - 1);
+    uint8_t rank = low ? (uint8_t)(__builtin_clz(low << (32 - HLL_SP_LOW)) + 1)
+                       : (uint8_t)(HLL_SP_LOW + (c & 63));
+    if (regs[idx] < rank)
+        regs[idx] = rank;
+}
+
 /* Replaces the sparse *hp by its dense form; *hp unchanged on failure. */
 static int hll_densify(agg_hll_t **hp)
 {
@@ -106,10 +148,38 @@ static int hll_densify(agg_hll_t **hp)
     if (!d)
         return SL_ENOMEM;
     for (uint32_t i = 0; i < h->n; i++)
-        hll_reg_set(hll_regs(d), h->v[i]);
+        hll_reg_set_code(hll_regs(d), h->v[i]);
     d->n = HLL_DENSE;
     free(h);
     *hp = d;
+    return 0;
+}
+
+/* Adds a code to a sparse *hp (densifying it when full). */
+static int hll_add_code(agg_hll_t **hp, uint32_t code)
+{
+    agg_hll_t *h = *hp;
+    for (uint32_t i = 0; i < h->n; i++)
+        if (h->v[i] == code)
+            return 0;
+    if (h->n == AGG_HLL_SPARSE_MAX) {
+        int rc = hll_densify(hp);
+        if (rc)
+            return rc;
+        hll_reg_set_code(hll_regs(*hp), code);
+        return 0;
+    }
+    if (h->n == h->cap) {
+        uint32_t cap = h->cap ? h->cap * 2 : HLL_CAP0;
+        if (cap > AGG_HLL_SPARSE_MAX)
+            cap = AGG_HLL_SPARSE_MAX;
+        agg_hll_t *nh = realloc(h, sizeof(agg_hll_t) + (size_t)cap * sizeof(uint32_t));
+        if (!nh)
+            return SL_ENOMEM;
+        h = *hp = nh;
+        h->cap = cap;
+    }
+    h->v[h->n++] = code;
     return 0;
 }
 
@@ -122,28 +192,7 @@ int agg__hll_add(agg_hll_t **hp, uint64_t hash)
         hll_reg_set(hll_regs(h), hash);
         return 0;
     }
-    for (uint32_t i = 0; i < h->n; i++)
-        if (h->v[i] == hash)
-            return 0;
-    if (h->n == AGG_HLL_SPARSE_MAX) {
-        int rc = hll_densify(hp);
-        if (rc)
-            return rc;
-        hll_reg_set(hll_regs(*hp), hash);
-        return 0;
-    }
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : HLL_CAP0;
-        if (cap > AGG_HLL_SPARSE_MAX)
-            cap = AGG_HLL_SPARSE_MAX;
-        agg_hll_t *nh = realloc(h, sizeof(agg_hll_t) + (size_t)cap * sizeof(uint64_t));
-        if (!nh)
-            return SL_ENOMEM;
-        h = *hp = nh;
-        h->cap = cap;
-    }
-    h->v[h->n++] = hash;
-    return 0;
+    return hll_add_code(hp, hll_code(hash));
 }
 
 agg_hll_t *agg__hll_copy(const agg_hll_t *h)
@@ -164,7 +213,7 @@ agg_hll_t *agg__hll_copy(const agg_hll_t *h)
         cap = HLL_CAP0;
     if (!(c = hll_alloc_sparse(cap)))
         return NULL;
-    memcpy(c->v, h->v, (size_t)h->n * sizeof(uint64_t));
+    memcpy(c->v, h->v, (size_t)h->n * sizeof(uint32_t));
     c->n = h->n;
     return c;
 }
@@ -182,9 +231,12 @@ int agg__hll_merge(agg_hll_t **dstp, const agg_hll_t *src)
                 d[i] = s[i];
         return 0;
     }
-    for (uint32_t i = 0; i < src->n; i++)
-        if ((rc = agg__hll_add(dstp, src->v[i])))
+    for (uint32_t i = 0; i < src->n; i++) {
+        if ((*dstp)->n == HLL_DENSE)
+            hll_reg_set_code(hll_regs(*dstp), src->v[i]);
+        else if ((rc = hll_add_code(dstp, src->v[i])))
             return rc;
+    }
     return 0;
 }
 
@@ -252,10 +304,10 @@ static double hll_estimate_regs(const uint8_t *regs)
     return hll_estimate_regs2(regs, NULL);
 }
 
-static bool hll_sparse_has(const agg_hll_t *h, uint64_t hash)
+static bool hll_sparse_has(const agg_hll_t *h, uint32_t code)
 {
     for (uint32_t i = 0; i < h->n; i++)
-        if (h->v[i] == hash)
+        if (h->v[i] == code)
             return true;
     return false;
 }
@@ -288,13 +340,13 @@ double agg__hll_estimate2(const agg_hll_t *a, const agg_hll_t *b, uint8_t *regs)
                     regs[i] = hll_regs(h)[i];
         } else {
             for (uint32_t i = 0; i < h->n; i++)
-                hll_reg_set(regs, h->v[i]);
+                hll_reg_set_code(regs, h->v[i]);
         }
     }
     return hll_estimate_regs(regs);
 }
 
-/* Encoding: u8 kind (0 sparse, 1 dense); sparse: varint n, n x u64be;
+/* Encoding: u8 kind (0 sparse, 1 dense); sparse: varint n, n x u32be codes;
  * dense: 4096 register bytes. */
 int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf)
 {
@@ -304,18 +356,23 @@ int agg__hll_encode(const agg_hll_t *h, sl_buf_t *buf)
             return rc;
         return sl_buf_append(buf, hll_regs(h), AGG_HLL_M);
     }
-    if ((rc = agg__room(buf, 1 + 10 + (size_t)h->n * 8)))
+    if ((rc = agg__room(buf, 1 + 10 + (size_t)h->n * 4)))
         return rc;
     unsigned char *w = buf->data + buf->len;
     *w++ = 0;
     w = agg__w_varint(w, h->n);
-    for (uint32_t i = 0; i < h->n; i++)
-        w = agg__w_u64be(w, h->v[i]);
+    for (uint32_t i = 0; i < h->n; i++, w += 4) {
+        uint32_t c = h->v[i];
+        w[0] = (unsigned char)(c >> 24);
+        w[1] = (unsigned char)(c >> 16);
+        w[2] = (unsigned char)(c >> 8);
+        w[3] = (unsigned char)c;
+    }
     buf->len = (size_t)(w - buf->data);
     return 0;
 }
 
-int agg__hll_decode(sl_reader_t *r, agg_hll_t **out)
+int agg__hll_decode(sl_reader_t *r, agg_hll_t **out, int ver)
 {
     uint8_t kind;
     uint64_t n;
@@ -341,17 +398,39 @@ int agg__hll_decode(sl_reader_t *r, agg_hll_t **out)
     } else if (kind == 0) {
         if ((rc = sl_read_varint(r, &n)))
             return rc;
-        if (n == 0 || n > AGG_HLL_SPARSE_MAX || n * 8 > r->left)
+        size_t width = ver == 2 ? 8 : 4;
+        if (n == 0 || n > AGG_HLL_SPARSE_MAX || n * width > r->left)
             return SL_ECORRUPT;
         if (!(h = hll_alloc_sparse((uint32_t)n)))
             return SL_ENOMEM;
+        if (ver == 2) {
+            /* distinct 64-bit hashes, as codes: two may share one code
+             * (then one is kept, as adding both would have done) */
+            uint64_t hs[AGG_HLL_SPARSE_MAX];
+            for (uint32_t i = 0; i < n; i++) {
+                if ((rc = sl_read_u64be(r, &hs[i])))
+                    goto fail;
+                for (uint32_t j = 0; j < i; j++)
+                    if (hs[j] == hs[i]) {
+                        rc = SL_ECORRUPT;
+                        goto fail;
+                    }
+                uint32_t c = hll_code(hs[i]);
+                if (!hll_sparse_has(h, c))
+                    h->v[h->n++] = c;
+            }
+            n = 0;                       /* read; skip the loop below */
+        }
         for (uint32_t i = 0; i < n; i++) {
-            if ((rc = sl_read_u64be(r, &h->v[i])))
+            unsigned char b[4];
+            if ((rc = sl_read_raw(r, b, 4)))
                 goto fail;
-            if (hll_sparse_has(h, h->v[i])) {    /* h->n == i here */
+            uint32_t c = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+            if (!hll_code_valid(c) || hll_sparse_has(h, c)) {    /* h->n == i here */
                 rc = SL_ECORRUPT;
                 goto fail;
             }
+            h->v[i] = c;
             h->n = i + 1;
         }
     } else {
@@ -366,7 +445,7 @@ fail:
 
 size_t agg__hll_mem(const agg_hll_t *h)
 {
-    return sizeof(*h) + (h->n == HLL_DENSE ? AGG_HLL_M : (size_t)h->cap * sizeof(uint64_t));
+    return sizeof(*h) + (h->n == HLL_DENSE ? AGG_HLL_M : (size_t)h->cap * sizeof(uint32_t));
 }
 
 /* ======================================================================== */

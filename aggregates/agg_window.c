@@ -600,8 +600,8 @@ void agg__win_prefetch(const agg__feature_t *f, const agg__fstate_t *st, int dep
         /* (an add finds the split by ts->sp, without its tile) */
         if (!is_heap_agg(f->agg))
             return;
-        /* a sparse sketch is one block: its first three lines (up to 23
-         * hashes) without waiting for its header; depth 3 starts the rest */
+        /* a sparse sketch is one block: its first three lines (up to 46
+         * codes) without waiting for its header; depth 3 starts the rest */
         int lines = f->agg == SCHEMA_AGG_APPROX_DISTINCT ? 3 : 1;
         for (int l = 0; l < lines; l++) {
             if (t->p.x)
@@ -730,7 +730,7 @@ int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *
 }
 
 /* On failure the state holds whatever was decoded so far; the caller frees it. */
-int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
+int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r, int ver)
 {
     uint64_t n, u;
     int64_t s64;
@@ -738,7 +738,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
 
     memset(st, 0, sizeof(*st));
     if (!is_tiles(f) && f->wkind != SCHEMA_WINDOW_SESSION)
-        return agg__part_decode(f, r, 0, &st->life);
+        return agg__part_decode(f, r, 0, &st->life, ver);
     if ((rc = sl_read_varint(r, &n)))
         return rc;
     if (n > r->left || n > UINT32_MAX / 2)
@@ -770,7 +770,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
                 return SL_ECORRUPT;
             T(f, ts, i)->idx = idx;
             ts->n = i + 1;
-            if ((rc = agg__part_decode(f, r, idx * f->hop_ms, &T(f, ts, i)->p)))
+            if ((rc = agg__part_decode(f, r, idx * f->hop_ms, &T(f, ts, i)->p, ver)))
                 return rc;
         }
         if (ts->split > T(f, ts, ts->n - 1)->idx || ts->split < -AGG_TIME_LIMIT / f->hop_ms - 1)
@@ -802,7 +802,7 @@ int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r)
             return SL_ECORRUPT;
         s->events = (int64_t)u;
         ss->n = i + 1;
-        if ((rc = agg__part_decode(f, r, s->start, &s->p)))
+        if ((rc = agg__part_decode(f, r, s->start, &s->p, ver)))
             return rc;
         if (i && (s->start <= ss->v[i - 1].end ||
                   (s->start - f->gap_ms < ss->v[i - 1].end &&

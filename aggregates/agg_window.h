@@ -64,7 +64,7 @@ void agg__win_expire(const agg__feature_t *f, agg__fstate_t *st, int64_t accept_
 /* dst := dst merged with src (agg_merge.c). 0 or SL_ENOMEM. */
 int agg__win_merge(const agg__feature_t *f, agg__fstate_t *dst, const agg__fstate_t *src);
 int agg__win_encode(const agg__feature_t *f, const agg__fstate_t *st, sl_buf_t *buf);
-int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r);
+int agg__win_decode(const agg__feature_t *f, agg__fstate_t *st, sl_reader_t *r, int ver);
 size_t agg__win_mem(const agg__feature_t *f, const agg__fstate_t *st);
 
 /* Sessions: the one open at t (NULL if none) and completed ones as of now_ms. */

@@ -534,7 +534,7 @@ static int store_open(const char *dir, const char *follow_dir, const state_optio
 
     /* The states column family takes one put per dirty entity per commit:
      * with short commit intervals, about one per event. No compression there
-     * (the values are varint-packed tiles, doubles and 64-bit sketch hashes,
+     * (the values are varint-packed tiles, doubles and 32-bit sketch codes,
      * which LZ4 barely shrinks, while flushes and compactions paid for it),
      * and twice the default memtable so that a hot entity's successive
      * versions more often die in the memtable instead of reaching L0. */

@@ -339,6 +339,88 @@ Test(agg_known, expire_drops_tiles_keeps_answers)
 
 /* ---- decoding ---------------------------------------------------------------- */
 
+/* ---- format 2 (sparse distinct sketches as 64-bit hashes) --------------- */
+
+/* A state encoded by the format-2 build (commit c3f8072) from the stream
+ * below: 60 events 30 s apart from B, s = "k" (7 i mod 40), so 40 distinct
+ * values, every sketch sparse. */
+static const char FORMAT2_STATE_HEX[] =
+    "0271fb4327a6579b4a0301a0d4a1fff96200001e90d4821b90d4821b02e0d4030102e0d4"
+    "030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d403"
+    "0102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d40301"
+    "02e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102"
+    "e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030102e0d4030a0006"
+    "d0ddb305d0ddb3050ae0fa20000abbb08e672f9190b3fff3aca95eab413db8f58229acb9"
+    "9d4a6d3c0247920d1fa8b92ae2e81a6d2e3db1a2588da5969e6cd432ac1f4882e181579c"
+    "c64632dfb187933388f481f45d103ac8dbc3584fd6b5010ae0fa20000ac563992ae1cf5f"
+    "d7b8736c7b7224738ee936435ecb7306db70c81556452084a383f6f735211664e3187fd6"
+    "a47847f180e3f0bec5c089851f782564115c9526aab6b61d4fcabdc580eaa0e359701759"
+    "a0010ae0fa20000a88003ffd863472fa27d033e40ce7439b0f6e5b55b786573181afbf86"
+    "b72a36c5daec299e5b8d2b2178310ab5b1449c67e54317ab6cc0cc7c1cc3cce21f127ed3"
+    "620c853fa978dc7636ab94efbbf224ba010ae0fa20000ace0e43e34f541933e84b900ba7"
+    "159c110857fe164c811ef816c49dc0f24ffab9adb3e3efefb85aec8c7d06a0192cb4eac9"
+    "c09b5468770de9c2ac826c0edaedcb64c8ec5a92cb29a4deade2a83755fab4010ae0fa20"
+    "000abbb08e672f9190b3fff3aca95eab413db8f58229acb99d4a6d3c0247920d1fa8b92a"
+    "e2e81a6d2e3db1a2588da5969e6cd432ac1f4882e181579cc64632dfb187933388f481f4"
+    "5d103ac8dbc3584fd6b5010ae0fa20000ac563992ae1cf5fd7b8736c7b7224738ee93643"
+    "5ecb7306db70c81556452084a383f6f735211664e3187fd6a47847f180e3f0bec5c08985"
+    "1f782564115c9526aab6b61d4fcabdc580eaa0e359701759a00a033ca0d4a1fff9620028"
+    "bbb08e672f9190b3fff3aca95eab413db8f58229acb99d4a6d3c0247920d1fa8b92ae2e8"
+    "1a6d2e3db1a2588da5969e6cd432ac1f4882e181579cc64632dfb187933388f481f45d10"
+    "3ac8dbc3584fd6b5c563992ae1cf5fd7b8736c7b7224738ee936435ecb7306db70c81556"
+    "452084a383f6f735211664e3187fd6a47847f180e3f0bec5c089851f782564115c9526aa"
+    "b6b61d4fcabdc580eaa0e359701759a088003ffd863472fa27d033e40ce7439b0f6e5b55"
+    "b786573181afbf86b72a36c5daec299e5b8d2b2178310ab5b1449c67e54317ab6cc0cc7c"
+    "1cc3cce21f127ed3620c853fa978dc7636ab94efbbf224bace0e43e34f541933e84b900b"
+    "a7159c110857fe164c811ef816c49dc0f24ffab9adb3e3efefb85aec8c7d06a0192cb4ea"
+    "c9c09b5468770de9c2ac826c0edaedcb64c8ec5a92cb29a4deade2a83755fab4";
+
+Test(agg_known, decodes_format_2)
+{
+    fixture_t fx;
+    fx_open(&fx,
+            "      - {name: c, aggregate: count, window: {sliding: 1h, hop: 1m}}\n"
+            "      - {name: d, aggregate: approx_distinct, field: s, window: {sliding: 1h, hop: 5m}}\n"
+            "      - {name: e, aggregate: approx_distinct, field: s, window: lifetime}\n");
+    char s[16];
+    for (int i = 0; i < 60; i++) {
+        snprintf(s, sizeof(s), "k%d", i * 7 % 40);
+        cr_assert_eq(fx_add(&fx, B + i * 30 * S, i, i * 0.5, s, INT64_MIN), 0);
+    }
+    size_t n2 = strlen(FORMAT2_STATE_HEX) / 2;
+    unsigned char *v2 = malloc(n2);
+    for (size_t i = 0; i < n2; i++)
+        cr_assert_eq(sscanf(FORMAT2_STATE_HEX + 2 * i, "%2hhx", &v2[i]), 1);
+    cr_assert_eq(v2[0], 2);
+    agg_entity_t *old = NULL;
+    cr_assert_eq(agg_entity_decode(fx.plan, v2, n2, &old), 0);
+    /* the old state answers as the same stream does today ... */
+    for (int64_t t = B; t <= B + 2 * H; t += 7 * M) {
+        agg_value_t a[3], b[3];
+        agg_entity_query(fx.plan, fx.ent, t, a);
+        agg_entity_query(fx.plan, old, t, b);
+        for (int k = 0; k < 3; k++)
+            cr_assert(a[k].type == b[k].type && a[k].i == b[k].i, "feature %d at +%lld ms: %lld vs %lld",
+                      k, (long long)(t - B), (long long)a[k].i, (long long)b[k].i);
+    }
+    agg_value_t now[3];
+    agg_entity_query(fx.plan, old, B + 60 * 30 * S, now);
+    cr_assert_eq(now[0].i, 60);
+    cr_assert_eq(now[2].i, 40, "lifetime distinct %lld", (long long)now[2].i);
+    /* ... and re-encodes (as format 3) to the very bytes of today's state */
+    sl_buf_t a = SL_BUF_INIT, b = SL_BUF_INIT;
+    cr_assert_eq(agg_entity_encode(fx.plan, fx.ent, &a), 0);
+    cr_assert_eq(agg_entity_encode(fx.plan, old, &b), 0);
+    cr_assert_eq(a.data[0], 3);
+    cr_assert(a.len == b.len && !memcmp(a.data, b.data, a.len), "%zu vs %zu bytes", a.len, b.len);
+    cr_assert_lt(a.len, n2, "format 3 (%zu bytes) is smaller than format 2 (%zu)", a.len, n2);
+    sl_buf_free(&a);
+    sl_buf_free(&b);
+    agg_entity_free(old);
+    free(v2);
+    fx_close(&fx);
+}
+
 Test(agg_known, decode_rejects_bad_input)
 {
     fixture_t fx;
@@ -366,9 +448,10 @@ Test(agg_known, decode_rejects_bad_input)
     sl_buf_put_u8(&buf, 0);
     cr_assert_eq(agg_entity_decode(fx.plan, buf.data, buf.len, &d), SL_ECORRUPT);
     buf.len--;
-    /* unknown versions: the next one, and version 1 (a pre-release layout) */
+    /* unknown versions: the next one, and version 1 (a pre-release layout);
+     * version 2 still decodes (decodes_format_2) */
     unsigned char ver = buf.data[0];
-    cr_assert_eq(ver, 2);
+    cr_assert_eq(ver, 3);
     buf.data[0] = (unsigned char)(ver + 1);
     cr_assert_eq(agg_entity_decode(fx.plan, buf.data, buf.len, &d), SL_EVERSION);
     buf.data[0] = 1;
