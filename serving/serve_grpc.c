@@ -984,8 +984,28 @@ static int serve_grpc__dense_put(const dense_arrays_t *d, sl_buf_t *body, size_t
     return 0;
 }
 
+/* The response's feature_names (field 1: "view:feature" per column), as
+ * protobuf-c would pack them, written straight from the schema's names. */
+static int serve_grpc__feature_names(sl_buf_t *body, const schema_t *s, const column_t *cols, size_t n_cols)
+{
+    for (size_t c = 0; c < n_cols; c++) {
+        const schema_view_t *v = &s->views[cols[c].view];
+        const char *fname = v->features[cols[c].feature].name;
+        size_t vl = strlen(v->name), fl = strlen(fname), n = vl + 1 + fl;
+        if (sl_buf_reserve(body, 11 + n)) return SL_ENOMEM;
+        unsigned char *w = body->data + body->len;
+        *w++ = 0x0a;
+        w = serve_grpc__put_varint(w, n);
+        memcpy(w, v->name, vl);
+        w[vl] = ':';
+        memcpy(w + vl + 1, fname, fl);
+        body->len = (size_t)(w + n - body->data);
+    }
+    return 0;
+}
+
 /* GetOnlineFeatures. The response is written in three parts, in field
- * order: feature_names packed by protobuf-c; then the results (field 2),
+ * order: feature_names (serve_grpc__feature_names); then the results (field 2),
  * each FeatureVector its columns' FeatureValue records one after the other
  * (cached per view and entity, see serve_grpc__vector); then token and served_at_ms packed
  * by protobuf-c. Concatenated protobuf messages are one message, so a
@@ -1057,10 +1077,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
      * for every commit whose count bump precedes this read) */
     uint64_t gen = be->generation ? be->generation(be) : 0;
 
-    Sluice__V1__GetOnlineFeaturesResponse head = SLUICE__V1__GET_ONLINE_FEATURES_RESPONSE__INIT;
     int64_t now = sl_now_ms();
-    head.n_feature_names = n_cols;
-    head.feature_names = arena_alloc(a, (n_cols + 1) * sizeof(char *));
     int *views = arena_alloc(a, (n_cols + 1) * sizeof *views);   /* distinct views */
     size_t *col_off = arena_alloc(a, (n_cols + 1) * sizeof *col_off);
     size_t *col_len = arena_alloc(a, (n_cols + 1) * sizeof *col_len);
@@ -1069,7 +1086,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     const unsigned char **col_src = arena_alloc(a, (n_cols + 1) * sizeof *col_src);
     const unsigned char **vdk = arena_alloc(a, (n_cols + 1) * sizeof *vdk);  /* per view k */
     const uint32_t **vsk = arena_alloc(a, (n_cols + 1) * sizeof *vsk);
-    if (!head.feature_names || !views || !col_off || !col_len || !col_vk || !col_sl || !col_src ||
+    if (!views || !col_off || !col_len || !col_vk || !col_sl || !col_src ||
         !vdk || !vsk) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -1077,11 +1094,6 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     size_t n_views = 0;
     for (size_t c = 0; c < n_cols; c++) {
         const schema_view_t *v = &s->views[cols[c].view];
-        const char *fname = v->features[cols[c].feature].name;
-        size_t nl = strlen(v->name) + strlen(fname) + 2;
-        char *nm = arena_alloc(a, nl);
-        if (nm) snprintf(nm, nl, "%s:%s", v->name, fname);
-        head.feature_names[c] = nm ? nm : (char *)"";
         size_t k = 0;
         while (k < n_views && views[k] != cols[c].view) k++;
         if (k == n_views) views[n_views++] = cols[c].view;
@@ -1099,7 +1111,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
             goto out;
         }
     }
-    if (serve_grpc__append_packed(&reply->body, &head.base)) {
+    if (serve_grpc__feature_names(&reply->body, s, cols, n_cols)) {
         rpc_reply_fail(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
