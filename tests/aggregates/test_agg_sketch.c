@@ -32,25 +32,38 @@ typedef struct hll_run {
     double worst;
 } hll_run_t;
 
-/* n distinct ints (each added `dup` times) into a lifetime approx_distinct. */
-static void hll_trial(uint64_t seed, int64_t n, int dup, hll_run_t *run)
+/* One event at time t whose int field is v. */
+static void add_int(const agg_plan_t *plan, agg_entity_t *ent, int64_t t, int64_t v)
+{
+    tev_t e = { .t = t, .has_i = true, .vi = v };
+    agg_input_t fields[TF__COUNT];
+    agg_event_t ev;
+    tev_to_event(&e, fields, &ev);
+    cr_assert_eq(agg_entity_update(plan, ent, &ev, INT64_MIN), 0);
+}
+
+/* The plan of one lifetime approx_distinct over the int field. */
+static agg_plan_t *lifetime_distinct_plan(schema_t **s)
 {
     tfeat_t f = { SCHEMA_AGG_APPROX_DISTINCT, TF_VI, 0, 0, 0 };
     schema_window_t w = { .kind = SCHEMA_WINDOW_LIFETIME };
-    schema_t *s = tschema_new(&f, 1, w, 0);
     agg_plan_t *plan;
     char err[128];
-    cr_assert_eq(agg_plan_new(s, 0, &plan, err, sizeof(err)), 0);
+    *s = tschema_new(&f, 1, w, 0);
+    cr_assert_eq(agg_plan_new(*s, 0, &plan, err, sizeof(err)), 0, "%s", err);
+    return plan;
+}
+
+/* n distinct ints (each added `dup` times) into a lifetime approx_distinct. */
+static void hll_trial(uint64_t seed, int64_t n, int dup, hll_run_t *run)
+{
+    schema_t *s;
+    agg_plan_t *plan = lifetime_distinct_plan(&s);
     agg_entity_t *ent = agg_entity_new(plan);
     uint64_t base = trand(&seed);
     for (int d = 0; d < dup; d++) {
-        for (int64_t i = 0; i < n; i++) {
-            tev_t e = { .t = i, .has_i = true, .vi = (int64_t)(base + (uint64_t)i * 2654435761u) };
-            agg_input_t fields[TF__COUNT];
-            agg_event_t ev;
-            tev_to_event(&e, fields, &ev);
-            cr_assert_eq(agg_entity_update(plan, ent, &ev, INT64_MIN), 0);
-        }
+        for (int64_t i = 0; i < n; i++)
+            add_int(plan, ent, i, (int64_t)(base + (uint64_t)i * 2654435761u));
     }
     agg_value_t out;
     agg_entity_query(plan, ent, n, &out);
@@ -97,12 +110,8 @@ Test(agg_sketch, distinct_error_bound, .timeout = 600)
  * past the sparse limit up to many times it. */
 Test(agg_sketch, distinct_codes_set_the_hashes_registers)
 {
-    tfeat_t f = { SCHEMA_AGG_APPROX_DISTINCT, TF_VI, 0, 0, 0 };
-    schema_window_t w = { .kind = SCHEMA_WINDOW_LIFETIME };
-    schema_t *s = tschema_new(&f, 1, w, 0);
-    agg_plan_t *plan;
-    char err[128];
-    cr_assert_eq(agg_plan_new(s, 0, &plan, err, sizeof(err)), 0);
+    schema_t *s;
+    agg_plan_t *plan = lifetime_distinct_plan(&s);
     uint64_t rs = 11;
     static int64_t vals[5000];
     const int sizes[] = { 65, 100, 129, 300, 1000, 5000 };
@@ -120,14 +129,8 @@ Test(agg_sketch, distinct_codes_set_the_hashes_registers)
                     vals[j] = t;
                 }
             agg_entity_t *ent = agg_entity_new(plan);
-            for (int i = 0; i < n; i++) {
-                int idx = order == 1 ? n - 1 - i : i;
-                tev_t e = { .t = i, .has_i = true, .vi = vals[idx] };
-                agg_input_t fields[TF__COUNT];
-                agg_event_t ev;
-                tev_to_event(&e, fields, &ev);
-                cr_assert_eq(agg_entity_update(plan, ent, &ev, INT64_MIN), 0);
-            }
+            for (int i = 0; i < n; i++)
+                add_int(plan, ent, i, vals[order == 1 ? n - 1 - i : i]);
             agg_value_t out;
             agg_entity_query(plan, ent, n, &out);
             est[order] = out.i;
