@@ -83,6 +83,9 @@ static int collect_ingest_locked(node_metrics_t *nm, sl_buf_t *o)
     rc |= sl_prom_header(o, "sluice_commit_seconds_last", "gauge", "Latest commit.");
     rc |= sl_prom_value(o, "sluice_commit_seconds_last", NULL, LOAD(s->commit_us_last) / 1e6);
     rc |= counter(o, "sluice_committed_entities_total", "Entity states written by commits.", LOAD(s->committed_entities));
+    rc |= counter(o, "sluice_commit_build_seconds_total",
+                  "Ingest thread time spent expiring and encoding dirty states into commit batches.",
+                  LOAD(s->commit_build_us) / 1e6);
     rc |= counter(o, "sluice_dead_letters_total", "Bad events produced to the dead-letter topic.", LOAD(s->dead_letters));
     rc |= sl_prom_header(o, "sluice_cache_entities", "gauge", "Entity states in the write-back cache.");
     rc |= sl_prom_value(o, "sluice_cache_entities", NULL, LOAD(s->cache_entries));

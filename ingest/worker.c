@@ -1320,8 +1320,9 @@ void ingest_stats_print(const ingest_stats_t *s, const schema_t *schema, FILE *f
     fprintf(f, "commit_us_mean %llu\ncommit_us_max %llu\n",
             (unsigned long long)(commits ? atomic_load(&s->commit_us_sum) / commits : 0),
             (unsigned long long)atomic_load(&s->commit_us_max));
-    fprintf(f, "committed_entities %llu\ndead_letters %llu\ndead_letter_errors %llu\n",
+    fprintf(f, "committed_entities %llu\ncommit_build_us %llu\ndead_letters %llu\ndead_letter_errors %llu\n",
             (unsigned long long)atomic_load(&s->committed_entities),
+            (unsigned long long)atomic_load(&s->commit_build_us),
             (unsigned long long)atomic_load(&s->dead_letters),
             (unsigned long long)atomic_load(&s->dead_letter_errors));
     uint64_t t0 = atomic_load(&s->first_message_us), t1 = atomic_load(&s->final_commit_us);

@@ -45,6 +45,7 @@ EOF
 out=$("$SLUICE" ingest -c "$T/sluice.yaml" --log-format yaml 2>&1); rc=$?
 if [ $rc = 2 ] && [[ "$out" == *"log_format"* ]]; then ok bad-log-format; else fail "bad-log-format: status $rc: $out"; fi
 
+started=$(date +%s)
 "$SLUICE" ingest -c "$T/sluice.yaml" --log-format json 2> "$T/err" &
 W=$!
 # Wait for the whole topic to be consumed (the metrics' committed offsets;
@@ -55,6 +56,16 @@ for i in $(seq 1 240); do
     [ "${n:-0}" = 20000 ] && break
 done
 [ "${n:-0}" = 20000 ] && ok "consumed 20000" || fail "consumed ${n:-none} of 20000"
+# Building commit batches took some of the ingest thread's time, and less
+# than the worker has been running.
+build=$(metric $mport sluice_commit_build_seconds_total)
+ents=$(metric $mport sluice_committed_entities_total)
+up=$(( $(date +%s) - started ))
+if awk -v b="${build:-x}" -v e="${ents:-0}" -v u="$up" 'BEGIN { exit !(b > 0 && b < u && e > 0) }'; then
+    ok "commit build time ${build}s for $ents states"
+else
+    fail "commit build time: ${build:-none}s for ${ents:-none} states in ${up}s"
+fi
 # Consumer lag per partition: 3 series, 0 once everything is committed.
 lag() { curl -s --max-time 10 "http://127.0.0.1:$mport/metrics" | awk '/^sluice_partition_lag\{/ {n++; s += $2} END {print n+0, s+0}'; }
 for i in $(seq 1 240); do l=$(lag); [ "$l" = "3 0" ] && break; sleep 0.25; done
