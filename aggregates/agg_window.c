@@ -631,11 +631,11 @@ void agg__win_prefetch_all(const agg__feature_t *f, const agg__fstate_t *st, int
     const agg__tiles_t *ts = &st->tiles;
     if (!ts->n)
         return;
-    const unsigned char *first = (const unsigned char *)T(f, ts, 0);
-    const unsigned char *end = (const unsigned char *)T(f, ts, ts->n - 1) + f->tsize;
     if (depth == 1) {
         /* the whole tile array: its first lines, the hardware prefetcher
          * follows a forward walk from there */
+        const unsigned char *first = (const unsigned char *)T(f, ts, 0);
+        const unsigned char *end = (const unsigned char *)T(f, ts, ts->n - 1) + f->tsize;
         for (const unsigned char *p = first; p < end && p < first + 256; p += 64)
             __builtin_prefetch(p, 0);
         return;

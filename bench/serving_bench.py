@@ -140,6 +140,27 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def medians(runs):
+    """{case: [row per run]} -> {case: the median of each column}."""
+    return {k: [median(col) for col in zip(*rows)] for k, rows in runs.items()}
+
+
+def interleaved(cases, reps, run, fmt):
+    """Runs run(case) -> row for each case in turn, reps times, printing
+    each row with fmt % (case name, *row), then the medians; returns
+    {name: [rows]}. A case is a tuple whose first item is its name."""
+    runs = {c[0]: [] for c in cases}
+    for _ in range(reps):
+        for c in cases:
+            row = run(c)
+            runs[c[0]].append(row)
+            print(fmt % (c[0], *row))
+    print("median of %d:" % reps)
+    for name, m in medians(runs).items():
+        print(fmt % (name, *m))
+    return runs
+
+
 def redis_benchmark(port, n, pipeline, nkeys):
     cmd = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(n), "-P", str(pipeline),
            "-r", str(nkeys), "--csv", "HGETALL", "user_stats:u__rand_int__"]
@@ -360,9 +381,8 @@ def main():
                 for name, port, pid in (("redis-server", redis_port, rd.pid), ("sluice", resp_port, sl.pid)):
                     (rps, p50, p99), cpu, sysc = measure(pid, lambda: redis_benchmark(port, a.requests, pipeline, a.entities))
                     runs[name].append((rps, p50, p99, cpu * 1e6 / a.requests, sysc / a.requests))
-            med = {}
+            med = medians(runs)
             for name in ("redis-server", "sluice"):
-                med[name] = [median([r[i] for r in runs[name]]) for i in range(5)]
                 print("%-8d %-14s %12.0f %9.3f %9.3f %12.2f %12.3f" % (pipeline, name, *med[name]))
             ratios = " ".join("%.2f" % (x[0] / y[0]) for x, y in zip(runs["sluice"], runs["redis-server"]))
             print("%-8d %-14s %11.2fx %9s %8.2fx %11.2fx   (throughput per run: %s)" % (
@@ -417,7 +437,7 @@ def main():
                         fn = lambda: py_grpc_run("127.0.0.1:%d" % port, meth, body, n, 48)
                     (qps, p50, p99), cpu, _ = measure(pid, fn)
                     runs[name].append((qps, p50, p99, cpu * 1e6 / n, GHZ_CPU_US))
-            med = {k: [median([r[i] for r in v]) for i in range(5)] for k, v in runs.items()}
+            med = medians(runs)
             ents_txt = "%d entit%s" % (n_ent, "y" if n_ent == 1 else "ies")
             for lay, echo in (("rows", "echo"), ("dense", "echo dense")):
                 print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("%s, %s" % (ents_txt, lay), *med[lay]))
@@ -451,7 +471,7 @@ def main():
                 for name, port, pid, meth, body in cases:
                     (qps, p50, p99), cpu, _ = measure(pid, lambda: load_run(load, "127.0.0.1:%d" % port, meth, body, nl, 50))
                     runs[name].append((qps, p50, p99, cpu * 1e6 / nl, LOAD_CPU_US))
-            med = {k: [median([r[i] for r in v]) for i in range(5)] for k, v in runs.items()}
+            med = medians(runs)
             ents_txt = "%d entit%s" % (n_ent, "y" if n_ent == 1 else "ies")
             for lay in reqs:
                 print("%-24s %12.0f %9.3f %9.3f %12.1f %12.1f" % ("%s, %s" % (ents_txt, lay), *med[lay]))
@@ -486,7 +506,7 @@ def main():
                 runs[name].append(row)
                 print("%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.3f %9.3f %9.1f %9.1f" % (name, *row))
         print("median of %d:" % a.reps)
-        med = {k: [median([r[i] for r in v]) for i in range(len(keys) + 2)] for k, v in runs.items()}
+        med = medians(runs)
         for name, *_ in cases:
             print("%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.3f %9.3f %9.1f %9.1f" % (name, *med[name]))
         f, e = med[cases[0][0]], med[cases[1][0]]
@@ -530,15 +550,7 @@ def main():
                   % (a.rate, max(1, a.rate // 4), nfix, a.reps))
             print("%-20s %9s %8s %8s %8s %8s %9s" % ("call", "reached", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
                                                     "srv us/c"))
-            runs = {"features 1 entity": [], "echo (same size)": []}
-            for rep in range(a.reps):
-                for name, port, pid, path, msg in cases:
-                    row = h2_run(port, path, msg, pid)
-                    runs[name].append(row)
-                    print("%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.1f" % (name, *row))
-            print("median of %d:" % a.reps)
-            for name, v in runs.items():
-                print("%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.1f" % (name, *[median([r[i] for r in v]) for i in range(6)]))
+            interleaved(cases, a.reps, lambda c: h2_run(c[1], c[3], c[4], c[2]), "%-20s %9.0f %8.3f %8.3f %8.3f %8.2f %9.1f")
         else:
             print("(h2load not installed: apt-get install nghttp2-client for the light-client constant-rate part)")
         if use_ghz:
@@ -546,18 +558,14 @@ def main():
             print("constant rate: ghz --rps %d, %d calls, -c 50, 4 connections (latency from ghz's own send: "
                   "its lateness is not counted), %d interleaved runs" % (a.rate, nfix, a.reps))
             print("%-20s %9s %8s %8s %9s %9s" % ("call", "reached", "p50 ms", "p99 ms", "srv us/c", "ghz us/c"))
-            runs = {"features 1 entity": [], "echo (same size)": []}
-            for rep in range(a.reps):
-                for name, port, pid, pr, body in (("features 1 entity", grpc_port, sl.pid, fs_proto, req1),
-                                                  ("echo (same size)", echo_port, ec.pid, echo_proto, ed1)):
-                    (qps, p50, p99), cpu, _ = measure(pid, lambda: ghz_run(ghz, "127.0.0.1:%d" % port, *pr, body,
-                                                                          nfix, 50, rps=a.rate))
-                    row = [qps, p50, p99, cpu * 1e6 / nfix, GHZ_CPU_US]
-                    runs[name].append(row)
-                    print("%-20s %9.0f %8.3f %8.3f %9.1f %9.1f" % (name, *row))
-            print("median of %d:" % a.reps)
-            for name, v in runs.items():
-                print("%-20s %9.0f %8.3f %8.3f %9.1f %9.1f" % (name, *[median([r[i] for r in v]) for i in range(5)]))
+            def ghz_case(c):
+                _, port, pid, pr, body = c
+                (qps, p50, p99), cpu, _ = measure(pid, lambda: ghz_run(ghz, "127.0.0.1:%d" % port, *pr, body,
+                                                                      nfix, 50, rps=a.rate))
+                return [qps, p50, p99, cpu * 1e6 / nfix, GHZ_CPU_US]
+            interleaved((("features 1 entity", grpc_port, sl.pid, fs_proto, req1),
+                         ("echo (same size)", echo_port, ec.pid, echo_proto, ed1)),
+                        a.reps, ghz_case, "%-20s %9.0f %8.3f %8.3f %9.1f %9.1f")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

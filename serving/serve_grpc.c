@@ -152,25 +152,12 @@ typedef struct dense_arrays {
     uint64_t n_lists;
 } dense_arrays_t;
 
-static void dense_arrays_reset(dense_arrays_t *d)
+/* Applies fn (sl_buf_reset or sl_buf_free) to every array. */
+static void dense_arrays_each(dense_arrays_t *d, void (*fn)(sl_buf_t *))
 {
-    sl_buf_reset(&d->status);
-    sl_buf_reset(&d->kind);
-    sl_buf_reset(&d->vals);
-    sl_buf_reset(&d->times);
-    sl_buf_reset(&d->strs);
-    sl_buf_reset(&d->lists);
+    sl_buf_t *all[] = { &d->status, &d->kind, &d->vals, &d->times, &d->strs, &d->lists };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fn(all[i]);
     d->n_lists = 0;
-}
-
-static void dense_arrays_free(dense_arrays_t *d)
-{
-    sl_buf_free(&d->status);
-    sl_buf_free(&d->kind);
-    sl_buf_free(&d->vals);
-    sl_buf_free(&d->times);
-    sl_buf_free(&d->strs);
-    sl_buf_free(&d->lists);
 }
 
 struct serve_grpc_thread {
@@ -1103,7 +1090,7 @@ static void serve_grpc__get(void *ctx, void *tctx, const void *data, size_t len,
     }
     if (dense) {
         dense_arrays_t *d = &t->dense;
-        dense_arrays_reset(d);
+        dense_arrays_each(d, sl_buf_reset);
         size_t cells = req->n_entities * n_cols;
         if (sl_buf_reserve(&d->status, cells) || sl_buf_reserve(&d->kind, cells) ||
             sl_buf_reserve(&d->vals, 8 * cells) || sl_buf_reserve(&d->times, 8 * cells)) {
@@ -1343,7 +1330,7 @@ static void serve_grpc__thread_free(void *ctx, void *tctx)
     sl_buf_free(&t->key);
     sl_buf_free(&t->vbuf);
     sl_buf_free(&t->row);
-    dense_arrays_free(&t->dense);
+    dense_arrays_each(&t->dense, sl_buf_free);
     free(t->slices);
     free(t->pp);
     free(t->vals);
